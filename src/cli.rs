@@ -1,0 +1,94 @@
+//! The command line. Every flag is also an environment variable; `--help` shows both.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::policy::{RoleMapping, DEFAULT_ROLE_MAPPING};
+use crate::state::DbSettings;
+use crate::telemetry::TelemetrySettings;
+use crate::worker::WorkerSettings;
+
+#[derive(Debug, Parser)]
+#[command(name = "altinn-sync", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker: consume AdminFlow events and commands into the desired state.
+    Run(Box<WorkerSettings>),
+    /// Create the database if needed and apply migrations, then exit.
+    Migrate(DbSettings),
+    /// Publish one JSON message with a publisher confirm (for operators, demos and tests).
+    Publish(PublishArgs),
+    /// Print a firm's desired grants, sorted by employee id, client and package.
+    Desired {
+        #[command(flatten)]
+        db: DbSettings,
+        /// The firm's organisation number.
+        #[arg(long)]
+        firm: String,
+        /// Print a JSON array of {employee_id, client_org_number, package}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute every desired grant from the facts, with the given role mapping.
+    RebuildDesired {
+        #[command(flatten)]
+        db: DbSettings,
+        #[arg(long, env = "ROLE_MAPPING", default_value = DEFAULT_ROLE_MAPPING)]
+        role_mapping: RoleMapping,
+    },
+    /// List dead-lettered messages and why, newest first.
+    DeadLetters {
+        #[command(flatten)]
+        db: DbSettings,
+        #[arg(long)]
+        firm: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a firm's new sequence numbering after AdminFlow was restored from a backup.
+    ///
+    /// Every fact of the firm may then be overwritten by the next event that touches it. Replay
+    /// the firm's `sequence-regression` dead letters afterwards.
+    Resequence {
+        #[command(flatten)]
+        db: DbSettings,
+        #[arg(long)]
+        firm: String,
+    },
+    /// Delete processed event ids and tombstones older than the retention period, then exit.
+    Prune {
+        #[command(flatten)]
+        db: DbSettings,
+        #[arg(long, env = "RETENTION_DAYS", default_value_t = 30)]
+        retention_days: u64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    /// Exchange to publish to, e.g. adminflow.events or altinn-sync.commands.
+    #[arg(long)]
+    pub exchange: String,
+    /// Routing key: the event or command type.
+    #[arg(long)]
+    pub routing_key: String,
+    /// The JSON file to publish, or - for standard input.
+    pub file: PathBuf,
+}

@@ -1,0 +1,113 @@
+//! Commands sent to `altinn-sync.commands`: an administrator's sync-now and the nightly reconcile.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::event::{redact_type, RawFirm};
+use super::ids::{strict_uuid, text, OrgNumber};
+use super::{parse_json, timestamp, ContractError, Rules};
+
+pub const COMMAND_TYPES: [&str; 2] = ["SyncNow", "NightlyReconcile"];
+
+const REQUESTED_BY_MAX: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub id: Uuid,
+    pub requested_at: DateTime<Utc>,
+    pub requested_by: Option<String>,
+    pub kind: CommandKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandKind {
+    /// Flush one firm now; first wait until its events up to `after_sequence` are applied.
+    SyncNow {
+        firm: OrgNumber,
+        after_sequence: Option<i64>,
+    },
+    /// Read Altinn's actual state and repair drift, for one firm or (`None`) all of them.
+    NightlyReconcile { firm: Option<OrgNumber> },
+}
+
+impl CommandKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::SyncNow { .. } => "SyncNow",
+            Self::NightlyReconcile { .. } => "NightlyReconcile",
+        }
+    }
+
+    pub fn firm(&self) -> Option<&OrgNumber> {
+        match self {
+            Self::SyncNow { firm, .. } => Some(firm),
+            Self::NightlyReconcile { firm } => firm.as_ref(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawCommand {
+    command_id: String,
+    command_type: String,
+    requested_at: String,
+    #[serde(default)]
+    requested_by: Option<String>,
+    #[serde(default)]
+    firm: Option<RawFirm>,
+    #[serde(default)]
+    after_sequence: Option<i64>,
+}
+
+/// Decodes one delivery from the commands queue.
+///
+/// # Errors
+/// See [`ContractError`]; `code()` gives the dead-letter reason.
+pub fn decode_command(
+    routing_key: &str,
+    body: &[u8],
+    rules: &Rules,
+) -> Result<Command, ContractError> {
+    let raw: RawCommand = parse_json(body, rules)?;
+    if !COMMAND_TYPES.contains(&raw.command_type.as_str()) {
+        return Err(ContractError::UnknownType(redact_type(&raw.command_type)));
+    }
+    if raw.command_type != routing_key {
+        return Err(ContractError::RoutingKeyMismatch {
+            routing_key: redact_type(routing_key),
+            declared: raw.command_type,
+        });
+    }
+    let firm = raw
+        .firm
+        .map(|f| OrgNumber::parse("firm.org_number", &f.org_number))
+        .transpose()?;
+    let kind = if raw.command_type == "SyncNow" {
+        let firm = firm.ok_or(ContractError::Schema {
+            field: "firm",
+            reason: "SyncNow must name a firm",
+        })?;
+        if raw.after_sequence.is_some_and(|s| s < 0) {
+            return Err(ContractError::Schema {
+                field: "after_sequence",
+                reason: "must not be negative",
+            });
+        }
+        CommandKind::SyncNow {
+            firm,
+            after_sequence: raw.after_sequence,
+        }
+    } else {
+        CommandKind::NightlyReconcile { firm }
+    };
+    Ok(Command {
+        id: strict_uuid("command_id", &raw.command_id)?,
+        requested_at: timestamp("requested_at", &raw.requested_at)?,
+        requested_by: raw
+            .requested_by
+            .map(|r| text("requested_by", &r, REQUESTED_BY_MAX))
+            .transpose()?,
+        kind,
+    })
+}

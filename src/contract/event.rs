@@ -1,0 +1,239 @@
+//! The event envelope AdminFlow publishes to `adminflow.events`, and its four payloads.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::ids::{strict_uuid, text, NationalIdentityNumber, OrgNumber};
+use super::{parse_json, timestamp, ContractError, Rules};
+
+pub const EVENT_TYPES: [&str; 4] = [
+    "ClientAssigned",
+    "ClientRemoved",
+    "RoleChanged",
+    "ProjectAccountantChanged",
+];
+
+const LAST_NAME_MAX: usize = 200;
+const CLIENT_NAME_MAX: usize = 500;
+const ROLE_MAX: usize = 100;
+
+/// A validated AdminFlow event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: Uuid,
+    pub firm: OrgNumber,
+    /// AdminFlow's per-firm change counter; newer facts win.
+    pub sequence: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventBody {
+    ClientAssigned {
+        employee: Employee,
+        client: Client,
+    },
+    ClientRemoved {
+        employee_id: Uuid,
+        client_org_number: OrgNumber,
+    },
+    RoleChanged {
+        employee: Employee,
+        roles: Vec<String>,
+    },
+    ProjectAccountantChanged {
+        client: Client,
+        /// Informational only: the slot's previous holder comes from the database.
+        previous_employee_id: Option<Uuid>,
+        employee: Option<Employee>,
+    },
+}
+
+impl EventBody {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::ClientAssigned { .. } => "ClientAssigned",
+            Self::ClientRemoved { .. } => "ClientRemoved",
+            Self::RoleChanged { .. } => "RoleChanged",
+            Self::ProjectAccountantChanged { .. } => "ProjectAccountantChanged",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Employee {
+    pub id: Uuid,
+    pub national_identity_number: NationalIdentityNumber,
+    pub last_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub org_number: OrgNumber,
+    pub name: String,
+}
+
+// The raw shapes mirror the JSON Schemas in `schemas/events/`: serde checks structure and types,
+// then `validate` applies the rules a schema cannot express. Unknown fields are ignored.
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    event_id: String,
+    event_type: String,
+    occurred_at: String,
+    firm: RawFirm,
+    sequence: i64,
+    data: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawFirm {
+    pub(super) org_number: String,
+}
+
+#[derive(Deserialize)]
+struct RawEmployee {
+    id: String,
+    national_identity_number: String,
+    last_name: String,
+}
+
+#[derive(Deserialize)]
+struct RawClient {
+    org_number: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RawClientAssigned {
+    employee: RawEmployee,
+    client: RawClient,
+}
+
+#[derive(Deserialize)]
+struct RawClientRemoved {
+    employee_id: String,
+    client_org_number: String,
+}
+
+#[derive(Deserialize)]
+struct RawRoleChanged {
+    employee: RawEmployee,
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawProjectAccountantChanged {
+    client: RawClient,
+    // `deserialize_with` makes the key required while still allowing null.
+    #[serde(deserialize_with = "Option::deserialize")]
+    previous_employee_id: Option<String>,
+    #[serde(deserialize_with = "Option::deserialize")]
+    employee: Option<RawEmployee>,
+}
+
+/// Decodes one delivery from the events queue.
+///
+/// # Errors
+/// Every way the message can break the contract, as a [`ContractError`] whose `code()` is the
+/// dead-letter reason.
+pub fn decode_event(routing_key: &str, body: &[u8], rules: &Rules) -> Result<Event, ContractError> {
+    let raw: RawEnvelope = parse_json(body, rules)?;
+    if !EVENT_TYPES.contains(&raw.event_type.as_str()) {
+        return Err(ContractError::UnknownType(redact_type(&raw.event_type)));
+    }
+    if raw.event_type != routing_key {
+        return Err(ContractError::RoutingKeyMismatch {
+            routing_key: redact_type(routing_key),
+            declared: raw.event_type,
+        });
+    }
+    if raw.sequence < 0 {
+        return Err(ContractError::Schema {
+            field: "sequence",
+            reason: "must not be negative",
+        });
+    }
+    let body = match raw.event_type.as_str() {
+        "ClientAssigned" => {
+            let d: RawClientAssigned = data(raw.data)?;
+            EventBody::ClientAssigned {
+                employee: d.employee.validate(rules)?,
+                client: d.client.validate()?,
+            }
+        }
+        "ClientRemoved" => {
+            let d: RawClientRemoved = data(raw.data)?;
+            EventBody::ClientRemoved {
+                employee_id: strict_uuid("employee_id", &d.employee_id)?,
+                client_org_number: OrgNumber::parse("client_org_number", &d.client_org_number)?,
+            }
+        }
+        "RoleChanged" => {
+            let d: RawRoleChanged = data(raw.data)?;
+            let roles = d
+                .roles
+                .iter()
+                .map(|r| text("roles", r, ROLE_MAX))
+                .collect::<Result<_, _>>()?;
+            EventBody::RoleChanged {
+                employee: d.employee.validate(rules)?,
+                roles,
+            }
+        }
+        _ => {
+            let d: RawProjectAccountantChanged = data(raw.data)?;
+            EventBody::ProjectAccountantChanged {
+                client: d.client.validate()?,
+                previous_employee_id: d
+                    .previous_employee_id
+                    .map(|id| strict_uuid("previous_employee_id", &id))
+                    .transpose()?,
+                employee: d.employee.map(|e| e.validate(rules)).transpose()?,
+            }
+        }
+    };
+    Ok(Event {
+        id: strict_uuid("event_id", &raw.event_id)?,
+        firm: OrgNumber::parse("firm.org_number", &raw.firm.org_number)?,
+        sequence: raw.sequence,
+        occurred_at: timestamp("occurred_at", &raw.occurred_at)?,
+        body,
+    })
+}
+
+impl RawEmployee {
+    fn validate(self, rules: &Rules) -> Result<Employee, ContractError> {
+        Ok(Employee {
+            id: strict_uuid("employee.id", &self.id)?,
+            national_identity_number: NationalIdentityNumber::parse(
+                &self.national_identity_number,
+                rules,
+            )?,
+            last_name: text("employee.last_name", &self.last_name, LAST_NAME_MAX)?,
+        })
+    }
+}
+
+impl RawClient {
+    fn validate(self) -> Result<Client, ContractError> {
+        Ok(Client {
+            org_number: OrgNumber::parse("client.org_number", &self.org_number)?,
+            name: text("client.name", &self.name, CLIENT_NAME_MAX)?,
+        })
+    }
+}
+
+fn data<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ContractError> {
+    serde_json::from_value(value).map_err(|e| ContractError::shape("data", &e))
+}
+
+/// Type names come from the sender; keep only a short, printable prefix for error texts.
+pub(super) fn redact_type(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-' || *c == '_')
+        .take(64)
+        .collect()
+}

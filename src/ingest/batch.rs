@@ -1,0 +1,232 @@
+//! One batch of deliveries: decode, commit in as few transactions as possible, and find the
+//! message at fault when PostgreSQL refuses a batch.
+
+use lapin::message::Delivery;
+use sqlx::PgPool;
+
+use crate::contract::{self, Command, ContractError, Event, Rules};
+use crate::state::{self, ApplyOptions, DeadLetterRow};
+
+/// Which queue a batch came from, and so how its messages are decoded and applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Events,
+    Commands,
+}
+
+#[derive(Debug)]
+pub enum Message {
+    Event(Event),
+    Command(Command),
+}
+
+impl Message {
+    fn firm(&self) -> Option<&str> {
+        match self {
+            Self::Event(e) => Some(e.firm.as_str()),
+            Self::Command(c) => c.kind.firm().map(|f| f.as_str()),
+        }
+    }
+}
+
+/// Why a delivery goes to the dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct Poison {
+    pub code: &'static str,
+    pub reason: String,
+}
+
+impl From<&ContractError> for Poison {
+    fn from(e: &ContractError) -> Self {
+        Self {
+            code: e.code(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Status {
+    Pending,
+    Committed,
+    /// Committed as a dead letter; still to be republished to the dead-letter exchange.
+    DeadLettered(Poison),
+}
+
+#[derive(Debug)]
+pub struct Item {
+    pub delivery: Delivery,
+    decoded: Result<Message, Poison>,
+    pub status: Status,
+}
+
+impl Item {
+    pub fn decode(stream: Stream, delivery: Delivery, rules: &Rules) -> Self {
+        let key = delivery.routing_key.as_str();
+        let decoded = match stream {
+            Stream::Events => contract::decode_event(key, &delivery.data, rules).map(Message::Event),
+            Stream::Commands => {
+                contract::decode_command(key, &delivery.data, rules).map(Message::Command)
+            }
+        }
+        .map_err(|e| Poison::from(&e));
+        Self {
+            delivery,
+            decoded,
+            status: Status::Pending,
+        }
+    }
+
+    fn message_id(&self) -> Option<&str> {
+        self.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str())
+    }
+}
+
+/// What a committed batch did, for the worker's counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+}
+
+/// Commits every pending item, splitting the batch when PostgreSQL refuses it, so that one bad
+/// message is dead-lettered and the rest are applied.
+///
+/// # Errors
+/// Unavailable, conflict and fatal database errors. Items already committed are marked, so the
+/// caller can call again with the same items after an outage.
+pub async fn commit(
+    pool: &PgPool,
+    queue: &str,
+    items: &mut [Item],
+    opts: &ApplyOptions,
+) -> state::Result<Tally> {
+    let mut tally = Tally::default();
+    // Ranges still to commit; a refused range is split in two, so a bad message costs
+    // O(log n) extra transactions.
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    ranges.push(0..items.len());
+    while let Some(range) = ranges.pop() {
+        match commit_range(pool, queue, &mut items[range.clone()], opts, None).await {
+            Ok(t) => tally.add(t),
+            Err(state::Error::Refused(e)) if range.len() > 1 => {
+                tracing::debug!(error = %e, size = range.len(), "batch refused; splitting it");
+                let mid = range.start + range.len() / 2;
+                ranges.push(mid..range.end);
+                ranges.push(range.start..mid);
+            }
+            Err(state::Error::Refused(e)) => {
+                let poison = Poison {
+                    code: "database-refused",
+                    reason: refusal_reason(&e),
+                };
+                let t = commit_range(pool, queue, &mut items[range], opts, Some(poison)).await?;
+                tally.add(t);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(tally)
+}
+
+/// Commits one transaction. With `refused`, the single item in `items` is dead-lettered instead.
+async fn commit_range(
+    pool: &PgPool,
+    queue: &str,
+    items: &mut [Item],
+    opts: &ApplyOptions,
+    refused: Option<Poison>,
+) -> state::Result<Tally> {
+    let pending: Vec<usize> = (0..items.len())
+        .filter(|&i| matches!(items[i].status, Status::Pending))
+        .collect();
+    if pending.is_empty() {
+        return Ok(Tally::default());
+    }
+    let mut poisons: Vec<(usize, Poison)> = Vec::new();
+    let mut events = Vec::new();
+    let mut event_index = Vec::new();
+    let mut commands = Vec::new();
+    for &i in &pending {
+        match (&items[i].decoded, &refused) {
+            (_, Some(p)) => poisons.push((i, p.clone())),
+            (Err(p), None) => poisons.push((i, p.clone())),
+            (Ok(Message::Event(e)), None) => {
+                events.push(e);
+                event_index.push(i);
+            }
+            (Ok(Message::Command(c)), None) => commands.push(c),
+        }
+    }
+
+    let mut tx = pool.begin().await?;
+    let outcome = state::apply_events(&mut tx, &events, opts).await?;
+    for r in &outcome.regressed {
+        poisons.push((
+            event_index[*r],
+            Poison {
+                code: "sequence-regression",
+                reason: "the sequence is far below the firm's high-water mark; AdminFlow may \
+                         have been restored from a backup"
+                    .to_owned(),
+            },
+        ));
+    }
+    let new_commands = state::record_commands(&mut tx, &commands).await?;
+    for (i, p) in &poisons {
+        let item = &items[*i];
+        let row = DeadLetterRow {
+            queue,
+            routing_key: item.delivery.routing_key.as_str(),
+            message_id: item.message_id(),
+            firm: item.decoded.as_ref().ok().and_then(Message::firm),
+            reason_code: p.code,
+            reason: &p.reason,
+            body_bytes: item.delivery.data.len(),
+            redelivered: item.delivery.redelivered,
+        };
+        state::record_dead_letter(&mut tx, &row).await?;
+    }
+    tx.commit().await?;
+
+    for &i in &pending {
+        items[i].status = Status::Committed;
+    }
+    let dead_lettered = poisons.len() as u64;
+    for (i, p) in poisons {
+        tracing::warn!(
+            queue, routing_key = %items[i].delivery.routing_key, message_id = ?items[i].message_id(),
+            reason_code = p.code, reason = %p.reason, "message dead-lettered"
+        );
+        items[i].status = Status::DeadLettered(p);
+    }
+    Ok(Tally {
+        applied: outcome.applied as u64 + new_commands,
+        duplicates: outcome.duplicates as u64 + (commands.len() as u64 - new_commands),
+        dead_lettered,
+    })
+}
+
+impl Tally {
+    fn add(&mut self, o: Tally) {
+        self.applied += o.applied;
+        self.duplicates += o.duplicates;
+        self.dead_lettered += o.dead_lettered;
+    }
+}
+
+fn refusal_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => format!(
+            "PostgreSQL refused the message: {} (SQLSTATE {})",
+            db.message(),
+            db.code().unwrap_or_default()
+        ),
+        other => format!("PostgreSQL refused the message: {other}"),
+    }
+}

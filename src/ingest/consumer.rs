@@ -1,0 +1,262 @@
+//! The loop that drains one queue: batch, commit, dead-letter, ack.
+//!
+//! # Guarantees
+//! - A delivery is acked (with `multiple`) only after the transaction holding its effect, or its
+//!   dead-letter record, has committed, and after a poison message's copy is confirmed in the
+//!   dead-letter queue.
+//! - While PostgreSQL is down, the consumer is cancelled: the broker stops sending, and the
+//!   deliveries in hand are neither acked nor requeued in a loop. If the outage outlasts
+//!   `db_outage_hold`, they are requeued once (so the broker's ack timeout cannot close the
+//!   channel), and consuming resumes when PostgreSQL answers again.
+//! - On shutdown, the batch in hand is finished; anything not acked is requeued by closing the
+//!   channel.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+use sqlx::PgPool;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::batch::{self, Item, Stream};
+use super::dead_letter::DeadLetterPublisher;
+use super::{Error, IngestSettings, Metrics};
+use crate::state::{self, ApplyOptions};
+use crate::telemetry;
+
+pub struct QueueWorker<'a> {
+    pub stream: Stream,
+    pub queue: String,
+    /// The consuming channel. Delivery tags belong to it: a reconnect makes a new worker.
+    pub channel: Channel,
+    pub dead_letters: DeadLetterPublisher,
+    pub pool: PgPool,
+    pub settings: &'a IngestSettings,
+    pub metrics: &'a Metrics,
+}
+
+/// What became of a batch.
+enum Handled {
+    Acked,
+    /// Handed back to the broker (requeued) during a long database outage.
+    Requeued,
+    /// Shutdown came while the database was down; closing the channel requeues the batch.
+    Abandoned,
+}
+
+impl QueueWorker<'_> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        self.channel
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = Some(self.consume().await?);
+        // Deliveries that arrived after the consumer was cancelled, waiting for their turn.
+        let mut backlog: VecDeque<Delivery> = VecDeque::new();
+        loop {
+            let deliveries = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                batch = self.next_batch(consumer.as_mut(), &mut backlog) => batch?,
+            };
+            let span = tracing::info_span!(
+                "ingest.batch",
+                queue = %self.queue,
+                batch.size = deliveries.len(),
+                batch.applied = tracing::field::Empty,
+                batch.dead_lettered = tracing::field::Empty,
+            );
+            for d in &deliveries {
+                telemetry::link_traceparent(&span, d.properties.headers().as_ref());
+            }
+            let handled = self
+                .handle_batch(deliveries, &mut consumer, &mut backlog, &shutdown)
+                .instrument(span)
+                .await?;
+            match handled {
+                Handled::Abandoned => return Ok(()),
+                Handled::Acked | Handled::Requeued if consumer.is_none() && backlog.is_empty() => {
+                    tracing::info!(queue = %self.queue, "resuming consumption");
+                    consumer = Some(self.consume().await?);
+                }
+                Handled::Acked | Handled::Requeued => {}
+            }
+        }
+    }
+
+    async fn consume(&self) -> Result<Consumer, Error> {
+        Ok(self
+            .channel
+            .basic_consume(
+                &self.queue,
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?)
+    }
+
+    /// Waits for one delivery, then gathers more until the batch is full or the linger time
+    /// has passed. The backlog is served first.
+    async fn next_batch(
+        &self,
+        consumer: Option<&mut Consumer>,
+        backlog: &mut VecDeque<Delivery>,
+    ) -> Result<Vec<Delivery>, Error> {
+        let max = self.settings.batch_size;
+        if !backlog.is_empty() {
+            let n = backlog.len().min(max);
+            return Ok(backlog.drain(..n).collect());
+        }
+        let Some(consumer) = consumer else {
+            // Unreachable in practice: the loop re-consumes once the backlog is empty.
+            return Ok(Vec::new());
+        };
+        let first = consumer.next().await.ok_or(Error::ConsumerEnded)??;
+        let mut batch = Vec::with_capacity(max);
+        batch.push(first);
+        let deadline = Instant::now() + self.settings.batch_linger();
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(d)) => batch.push(d?),
+                Ok(None) => return Err(Error::ConsumerEnded),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn handle_batch(
+        &self,
+        deliveries: Vec<Delivery>,
+        consumer: &mut Option<Consumer>,
+        backlog: &mut VecDeque<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> Result<Handled, Error> {
+        let Some(last_tag) = deliveries.last().map(|d| d.delivery_tag) else {
+            return Ok(Handled::Acked);
+        };
+        let mut items: Vec<Item> = deliveries
+            .into_iter()
+            .map(|d| Item::decode(self.stream, d, &self.settings.rules()))
+            .collect();
+        let opts = ApplyOptions {
+            regression_threshold: self.settings.sequence_regression_threshold,
+        };
+        let mut backoff = self.settings.retry_policy();
+        let mut outage_started: Option<Instant> = None;
+        let tally = loop {
+            match batch::commit(&self.pool, &self.queue, &mut items, &opts).await {
+                Ok(tally) => break tally,
+                Err(state::Error::Conflict(e)) => {
+                    tracing::debug!(error = %e, "transaction conflict; retrying the batch");
+                }
+                Err(state::Error::Unavailable(e)) => {
+                    let since = *outage_started.get_or_insert_with(Instant::now);
+                    if let Some(c) = consumer.take() {
+                        tracing::error!(
+                            queue = %self.queue, error = %e,
+                            "PostgreSQL is unavailable; consumer cancelled until it returns"
+                        );
+                        self.cancel(c, backlog).await?;
+                    }
+                    if since.elapsed() > self.settings.db_outage_hold() {
+                        self.requeue_all(last_tag, backlog).await?;
+                        return self.wait_for_database(shutdown).await;
+                    }
+                    let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(Handled::Abandoned),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => return Err(Error::Database(e)),
+            }
+        };
+        if outage_started.is_some() {
+            tracing::info!(queue = %self.queue, "PostgreSQL is back; batch committed");
+        }
+        self.dead_letters.publish(&items).await?;
+        self.channel
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await?;
+
+        let span = tracing::Span::current();
+        span.record("batch.applied", tally.applied);
+        span.record("batch.dead_lettered", tally.dead_lettered);
+        self.metrics.record(self.stream, items.len() as u64, tally);
+        Ok(Handled::Acked)
+    }
+
+    /// Cancels the consumer and keeps whatever the broker had already sent.
+    async fn cancel(&self, mut consumer: Consumer, backlog: &mut VecDeque<Delivery>) -> Result<(), Error> {
+        self.channel
+            .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+            .await?;
+        while let Some(d) = consumer.next().await {
+            backlog.push_back(d?);
+        }
+        Ok(())
+    }
+
+    /// Hands the batch and backlog back to the broker (one redelivery each).
+    async fn requeue_all(&self, last_tag: u64, backlog: &mut VecDeque<Delivery>) -> Result<(), Error> {
+        let tag = backlog.back().map_or(last_tag, |d| d.delivery_tag);
+        tracing::warn!(
+            queue = %self.queue,
+            deliveries = ?tag,
+            "the database outage outlasted the hold time; requeuing the deliveries in hand"
+        );
+        self.channel
+            .basic_nack(
+                tag,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                },
+            )
+            .await?;
+        backlog.clear();
+        Ok(())
+    }
+
+    async fn wait_for_database(&self, shutdown: &CancellationToken) -> Result<Handled, Error> {
+        let mut backoff = self.settings.retry_policy();
+        loop {
+            match sqlx::query("SELECT 1").execute(&self.pool).await {
+                Ok(_) => return Ok(Handled::Requeued),
+                Err(e) => tracing::debug!(error = %e, "PostgreSQL still unavailable"),
+            }
+            let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(Handled::Abandoned),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+impl Metrics {
+    fn record(&self, stream: Stream, deliveries: u64, tally: batch::Tally) {
+        let counters = match stream {
+            Stream::Events => &self.events,
+            Stream::Commands => &self.commands,
+        };
+        counters.acked.fetch_add(deliveries, Ordering::Relaxed);
+        counters.applied.fetch_add(tally.applied, Ordering::Relaxed);
+        counters.duplicates.fetch_add(tally.duplicates, Ordering::Relaxed);
+        counters
+            .dead_lettered
+            .fetch_add(tally.dead_lettered, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,83 @@
+//! Republishing poison messages to the dead-letter exchange, with the reason in headers.
+
+use futures_util::future::try_join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, ShortString};
+use lapin::{Channel, Connection};
+
+use super::batch::{Item, Status};
+use super::Error;
+
+/// A channel in confirm mode: a poison message is acked only once the broker has confirmed
+/// its copy in the dead-letter queue.
+pub struct DeadLetterPublisher {
+    channel: Channel,
+    exchange: String,
+    source_queue: String,
+}
+
+impl DeadLetterPublisher {
+    pub async fn open(conn: &Connection, exchange: &str, source_queue: &str) -> Result<Self, Error> {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            exchange: exchange.to_owned(),
+            source_queue: source_queue.to_owned(),
+        })
+    }
+
+    /// Publishes every dead-lettered item and waits for all confirms.
+    pub async fn publish(&self, items: &[Item]) -> Result<(), Error> {
+        let mut confirms = Vec::new();
+        for item in items {
+            let Status::DeadLettered(poison) = &item.status else {
+                continue;
+            };
+            let d = &item.delivery;
+            let mut headers = d.properties.headers().clone().unwrap_or_default();
+            let mut put = |k: &str, v: &str| {
+                headers.insert(
+                    ShortString::from(k.to_owned()),
+                    AMQPValue::LongString(v.to_owned().into()),
+                )
+            };
+            put("x-altinn-sync-reason", &poison.reason);
+            put("x-altinn-sync-reason-code", poison.code);
+            put("x-altinn-sync-source-queue", &self.source_queue);
+            put("x-altinn-sync-original-exchange", d.exchange.as_str());
+            let props = d
+                .properties
+                .clone()
+                .with_headers(headers)
+                .with_delivery_mode(2);
+            let confirm = self
+                .channel
+                .basic_publish(
+                    &self.exchange,
+                    d.routing_key.as_str(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &d.data,
+                    props,
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        for confirmation in try_join_all(confirms).await? {
+            match confirmation {
+                Confirmation::Ack(None) => {}
+                Confirmation::Ack(Some(_)) => return Err(Error::DeadLetterUnroutable),
+                Confirmation::Nack(_) | Confirmation::NotRequested => {
+                    return Err(Error::DeadLetterNotConfirmed)
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! altinn-sync keeps accountants' Altinn access in line with what they do in AdminFlow.
+//!
+//! # Layout
+//! ```text
+//! AdminFlow ──events──▶ adminflow.events ──▶ altinn-sync.events (quorum queue)
+//!                                              │ batches of deliveries          ingest
+//!                                              ▼
+//!                         decode + validate ──poison──▶ altinn-sync.dead-letter    contract
+//!                                              │         (+ a dead_letters row with the reason)
+//!                                              ▼ one transaction per batch
+//!          facts, sequence-guarded, with tombstones ─▶ desired_grants           state, policy
+//!                                              │ commit, then ack(multiple)
+//! operators ──SyncNow, NightlyReconcile──▶ altinn-sync.commands ──▶ recorded    ingest, state
+//! ```
+//!
+//! - [`contract`]: the AdminFlow messages, decoded and checked (check digits, strict ids).
+//! - [`ingest`]: the RabbitMQ topology, consumer loops, batching, dead-lettering, reconnects.
+//! - [`state`]: PostgreSQL: facts, `desired_grants`, processed ids, dead letters. SQL lives
+//!   next to its caller; migrations are in `schemas/migrations/`.
+//! - [`policy`]: which role grants which Altinn access package.
+//! - [`worker`]: `altinn-sync run`, wiring the above with housekeeping.
+//! - [`publish`], [`cli`], [`telemetry`]: the operator's tools and the process around them.
+
+pub mod cli;
+pub mod contract;
+pub mod ingest;
+pub mod policy;
+pub mod publish;
+pub mod state;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,161 @@
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use altinn_sync::cli::{Cli, Command};
+use altinn_sync::{publish, state, telemetry, worker};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _guard = match telemetry::init(&cli.telemetry) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match execute(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, cause = %format!("{e:#}"), "altinn-sync failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(settings) => {
+            let shutdown = shutdown_on_signal();
+            worker::run(&settings, shutdown).await?;
+        }
+        Command::Migrate(db) => {
+            let pool = state::connect(&db).await.context("connecting to PostgreSQL")?;
+            state::migrate(&pool).await?;
+            println!("migrations applied");
+        }
+        Command::Publish(args) => {
+            let body = if args.file.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::stdin().read_to_end(&mut buf)?;
+                buf
+            } else {
+                std::fs::read(&args.file)
+                    .with_context(|| format!("reading {}", args.file.display()))?
+            };
+            publish::publish(&args.amqp_url, &args.exchange, &args.routing_key, &body).await?;
+            println!("published to {} with routing key {}", args.exchange, args.routing_key);
+        }
+        Command::Desired { db, firm, json } => {
+            let pool = connect_migrated(&db).await?;
+            let grants = state::desired_grants(&pool, &firm).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&grants)?);
+            } else if grants.is_empty() {
+                eprintln!("firm {firm} has no desired grants");
+            } else {
+                println!("{:<36}  {:<9}  PACKAGE", "EMPLOYEE_ID", "CLIENT");
+                for g in grants {
+                    println!("{}  {:<9}  {}", g.employee_id, g.client_org_number, g.package);
+                }
+            }
+        }
+        Command::RebuildDesired { db, role_mapping } => {
+            let pool = connect_migrated(&db).await?;
+            if !state::ensure_role_mapping(&pool, &role_mapping).await? {
+                let mut conn = pool.acquire().await?;
+                let (added, removed) = state::rebuild_desired(&mut conn).await?;
+                println!("desired grants rebuilt: {added} added, {removed} removed");
+            } else {
+                println!("role mapping updated and desired grants rebuilt");
+            }
+        }
+        Command::DeadLetters {
+            db,
+            firm,
+            limit,
+            json,
+        } => {
+            let pool = connect_migrated(&db).await?;
+            let rows = state::list_dead_letters(&pool, firm.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in rows {
+                    println!(
+                        "{} {} {} {} firm={} message_id={} {}: {}",
+                        r.id,
+                        r.received_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                        r.queue,
+                        r.routing_key,
+                        r.firm.as_deref().unwrap_or("-"),
+                        r.message_id.as_deref().unwrap_or("-"),
+                        r.reason_code,
+                        r.reason
+                    );
+                }
+            }
+        }
+        Command::Resequence { db, firm } => {
+            let pool = connect_migrated(&db).await?;
+            match state::resequence(&pool, &firm).await? {
+                Some(old) => println!(
+                    "firm {firm}: high-water mark {old} cleared; the next event for each fact wins"
+                ),
+                None => anyhow::bail!("firm {firm} is not known"),
+            }
+        }
+        Command::Prune { db, retention_days } => {
+            let pool = connect_migrated(&db).await?;
+            let retention = Duration::from_secs(retention_days * 24 * 3600);
+            let o = state::prune(&pool, retention).await?;
+            println!(
+                "pruned {} processed event ids and {} tombstones",
+                o.processed_events, o.tombstones
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn connect_migrated(db: &state::DbSettings) -> anyhow::Result<sqlx::PgPool> {
+    let pool = state::connect(db).await.context("connecting to PostgreSQL")?;
+    state::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    // Lives as long as the process; there is nothing to join.
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for n in 0.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            if n == 0 {
+                tracing::info!("shutting down: finishing the batch in hand (signal again to force)");
+                trigger.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now; unacked deliveries will be redelivered");
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}

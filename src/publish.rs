@@ -1,0 +1,70 @@
+//! `altinn-sync publish`: put one JSON message on an exchange, with a publisher confirm.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::BasicProperties;
+
+use crate::ingest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the message is not valid JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("RabbitMQ failed (does the exchange exist? the worker declares it at start-up)")]
+    Broker(#[from] lapin::Error),
+    #[error("no queue is bound to exchange {exchange:?} for routing key {routing_key:?}; the message was dropped by the broker (is the worker's topology declared?)")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+}
+
+/// Publishes `body` as a persistent JSON message and waits for the broker's confirm.
+/// The message id is the body's `event_id` or `command_id` when it has one.
+pub async fn publish(
+    amqp_url: &str,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+) -> Result<(), Error> {
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(Error::NotJson)?;
+    let message_id = ["event_id", "command_id"]
+        .iter()
+        .find_map(|k| json.get(k).and_then(|v| v.as_str()))
+        .map(str::to_owned);
+    let conn = ingest::connect(amqp_url).await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    if let Some(id) = message_id {
+        props = props.with_message_id(id.into());
+    }
+    let confirmation = channel
+        .basic_publish(
+            exchange,
+            routing_key,
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        )
+        .await?
+        .await?;
+    let _ = conn.close(200, "published").await;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(Error::Unroutable {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+        }),
+        Confirmation::Nack(_) | Confirmation::NotRequested => Err(Error::Nacked),
+    }
+}

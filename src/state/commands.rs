@@ -1,0 +1,46 @@
+//! Recording validated commands. Acting on them is the flush's job.
+
+use sqlx::PgConnection;
+
+use super::Result;
+use crate::contract::{Command, CommandKind};
+
+/// Records `commands`; a command id seen before is kept as first recorded.
+/// Returns how many were new.
+pub async fn record_commands(conn: &mut PgConnection, commands: &[&Command]) -> Result<u64> {
+    if commands.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<_> = commands.iter().map(|c| c.id).collect();
+    let types: Vec<_> = commands.iter().map(|c| c.kind.type_name()).collect();
+    let firms: Vec<_> = commands
+        .iter()
+        .map(|c| c.kind.firm().map(|f| f.to_string()))
+        .collect();
+    let at: Vec<_> = commands.iter().map(|c| c.requested_at).collect();
+    let by: Vec<_> = commands.iter().map(|c| c.requested_by.clone()).collect();
+    let after: Vec<_> = commands
+        .iter()
+        .map(|c| match c.kind {
+            CommandKind::SyncNow { after_sequence, .. } => after_sequence,
+            CommandKind::NightlyReconcile { .. } => None,
+        })
+        .collect();
+    let inserted = sqlx::query(
+        r#"INSERT INTO commands
+               (command_id, command_type, firm, requested_at, requested_by, after_sequence)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
+                                $5::text[], $6::bigint[])
+           ON CONFLICT (command_id) DO NOTHING"#,
+    )
+    .bind(ids)
+    .bind(types)
+    .bind(firms)
+    .bind(at)
+    .bind(by)
+    .bind(after)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted)
+}

@@ -1,0 +1,165 @@
+//! `desired_grants`: which employee should hold which access package for which client.
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::Result;
+use crate::policy::RoleMapping;
+
+/// Facts that changed in a batch, as the desired-grant keys they may affect.
+#[derive(Debug, Default)]
+pub(super) struct RefreshKeys {
+    /// (firm, employee, client) whose assignment or project-accountant slot changed.
+    pub pairs: Vec<(String, Uuid, String)>,
+    /// (firm, employee) whose role set changed: every client they work with is affected.
+    pub employees: Vec<(String, Uuid)>,
+}
+
+/// Recomputes the desired grants for the changed keys and writes only the difference.
+pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys) -> Result<()> {
+    if keys.pairs.is_empty() && keys.employees.is_empty() {
+        return Ok(());
+    }
+    let (pair_firms, pair_emps, pair_clients): (Vec<&str>, Vec<Uuid>, Vec<&str>) = keys
+        .pairs
+        .iter()
+        .map(|(f, e, c)| (f.as_str(), *e, c.as_str()))
+        .fold(Default::default(), |(mut a, mut b, mut c), (f, e, cl)| {
+            a.push(f);
+            b.push(e);
+            c.push(cl);
+            (a, b, c)
+        });
+    let (emp_firms, emp_ids): (Vec<&str>, Vec<Uuid>) =
+        keys.employees.iter().map(|(f, e)| (f.as_str(), *e)).unzip();
+    sqlx::query(
+        r#"WITH employees AS (
+               SELECT * FROM unnest($4::text[], $5::uuid[]) AS e(firm, employee_id)
+           ),
+           k AS (
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])
+                   AS p(firm, employee_id, client_org_number)
+               UNION
+               SELECT a.firm, a.employee_id, a.client_org_number
+               FROM assignments a JOIN employees USING (firm, employee_id) WHERE a.active
+               UNION
+               SELECT p.firm, p.employee_id, p.client_org_number
+               FROM project_accountants p JOIN employees USING (firm, employee_id)
+               UNION
+               SELECT d.firm, d.employee_id, d.client_org_number
+               FROM desired_grants d JOIN employees USING (firm, employee_id)
+           ),
+           want AS (
+               SELECT DISTINCT k.firm, k.employee_id, k.client_org_number, m.package
+               FROM k
+               JOIN employee_roles r ON r.firm = k.firm AND r.employee_id = k.employee_id
+               JOIN role_mapping m ON m.role = ANY (r.roles)
+               WHERE EXISTS (SELECT 1 FROM assignments a
+                             WHERE a.firm = k.firm AND a.employee_id = k.employee_id
+                               AND a.client_org_number = k.client_org_number AND a.active)
+                  OR EXISTS (SELECT 1 FROM project_accountants p
+                             WHERE p.firm = k.firm AND p.employee_id = k.employee_id
+                               AND p.client_org_number = k.client_org_number)
+           ),
+           gone AS (
+               DELETE FROM desired_grants d USING k
+               WHERE d.firm = k.firm AND d.employee_id = k.employee_id
+                 AND d.client_org_number = k.client_org_number
+                 AND NOT EXISTS (SELECT 1 FROM want w
+                                 WHERE w.firm = d.firm AND w.employee_id = d.employee_id
+                                   AND w.client_org_number = d.client_org_number
+                                   AND w.package = d.package)
+           )
+           INSERT INTO desired_grants (firm, employee_id, client_org_number, package)
+           SELECT firm, employee_id, client_org_number, package FROM want
+           ON CONFLICT DO NOTHING"#,
+    )
+    .bind(pair_firms)
+    .bind(pair_emps)
+    .bind(pair_clients)
+    .bind(emp_firms)
+    .bind(emp_ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Makes `desired_grants` equal to what the facts imply, keeping `since` on unchanged rows.
+pub async fn rebuild_desired(conn: &mut PgConnection) -> Result<(u64, u64)> {
+    let removed = sqlx::query(
+        r#"DELETE FROM desired_grants d
+           WHERE NOT EXISTS (SELECT 1 FROM desired_grants_expected x
+                             WHERE x.firm = d.firm AND x.employee_id = d.employee_id
+                               AND x.client_org_number = d.client_org_number
+                               AND x.package = d.package)"#,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let added = sqlx::query(
+        r#"INSERT INTO desired_grants (firm, employee_id, client_org_number, package)
+           SELECT firm, employee_id, client_org_number, package FROM desired_grants_expected
+           ON CONFLICT DO NOTHING"#,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok((added, removed))
+}
+
+/// Stores `mapping` as the one `desired_grants` is built with, rebuilding when it changed.
+/// Returns whether it changed.
+pub async fn ensure_role_mapping(pool: &PgPool, mapping: &RoleMapping) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    // Batches in flight read role_mapping; they wait until the new mapping and grants commit.
+    sqlx::query("LOCK TABLE role_mapping IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT role, package FROM role_mapping ORDER BY role")
+            .fetch_all(&mut *tx)
+            .await?;
+    let wanted: Vec<(String, String)> = mapping
+        .iter()
+        .map(|(r, p)| (r.to_owned(), p.to_owned()))
+        .collect();
+    if stored == wanted {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM role_mapping")
+        .execute(&mut *tx)
+        .await?;
+    let (roles, packages): (Vec<String>, Vec<String>) = wanted.into_iter().unzip();
+    sqlx::query("INSERT INTO role_mapping (role, package) SELECT * FROM unnest($1::text[], $2::text[])")
+        .bind(roles)
+        .bind(packages)
+        .execute(&mut *tx)
+        .await?;
+    let (added, removed) = rebuild_desired(&mut tx).await?;
+    tx.commit().await?;
+    tracing::warn!(
+        mapping = %mapping, grants.added = added, grants.removed = removed,
+        "the role mapping changed; desired grants were rebuilt"
+    );
+    Ok(true)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct DesiredGrant {
+    pub employee_id: Uuid,
+    pub client_org_number: String,
+    pub package: String,
+}
+
+/// The firm's desired grants, sorted by employee id, client and package.
+pub async fn desired_grants(pool: &PgPool, firm: &str) -> Result<Vec<DesiredGrant>> {
+    let rows = sqlx::query_as(
+        r#"SELECT employee_id, client_org_number, package FROM desired_grants
+           WHERE firm = $1
+           ORDER BY employee_id, client_org_number, package"#,
+    )
+    .bind(firm)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}

@@ -1,0 +1,73 @@
+//! Housekeeping: pruning old processed ids and tombstones, and accepting a restored AdminFlow.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::Result;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PruneOutcome {
+    pub processed_events: u64,
+    pub tombstones: u64,
+}
+
+/// Deletes processed event ids and removal tombstones older than `retention`.
+///
+/// After this, a duplicate or late event older than the retention period is applied as new;
+/// keep the retention longer than any redelivery or replay you expect.
+pub async fn prune(pool: &PgPool, retention: Duration) -> Result<PruneOutcome> {
+    let secs = retention.as_secs_f64();
+    let processed_events = sqlx::query(
+        "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
+    )
+    .bind(secs)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let tombstones = sqlx::query(
+        "DELETE FROM assignments WHERE NOT active AND updated_at < now() - make_interval(secs => $1)",
+    )
+    .bind(secs)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(PruneOutcome {
+        processed_events,
+        tombstones,
+    })
+}
+
+/// Accepts a firm's new sequence lineage after AdminFlow was restored from a backup: every fact
+/// of the firm may be overwritten by the next event that touches it. Returns the old high-water
+/// mark, or `None` for an unknown firm.
+pub async fn resequence(pool: &PgPool, firm: &str) -> Result<Option<i64>> {
+    let mut tx = pool.begin().await?;
+    let old: Option<i64> = sqlx::query_scalar(
+        "SELECT high_water_sequence FROM firms WHERE org_number = $1 FOR UPDATE",
+    )
+    .bind(firm)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if old.is_none() {
+        return Ok(None);
+    }
+    for table in [
+        "employee_identities",
+        "employee_roles",
+        "assignments",
+        "clients",
+        "project_accountants",
+    ] {
+        sqlx::query(&format!("UPDATE {table} SET sequence = -1 WHERE firm = $1"))
+            .bind(firm)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("UPDATE firms SET high_water_sequence = -1, updated_at = now() WHERE org_number = $1")
+        .bind(firm)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(old)
+}

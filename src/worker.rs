@@ -1,0 +1,147 @@
+//! `altinn-sync run`: migrate, align the role mapping, then ingest until shutdown, with
+//! housekeeping and progress reports alongside.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::time::{interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::{self, IngestSettings, Metrics};
+use crate::policy::{RoleMapping, DEFAULT_ROLE_MAPPING};
+use crate::state::{self, DbSettings};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerSettings {
+    #[command(flatten)]
+    pub db: DbSettings,
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    #[command(flatten)]
+    pub ingest: IngestSettings,
+    #[command(flatten)]
+    pub housekeeping: Housekeeping,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Housekeeping {
+    /// AdminFlow role → Altinn access package, as `Role=package,...`. A change rebuilds the
+    /// desired grants at start-up.
+    #[arg(long, env = "ROLE_MAPPING", default_value = DEFAULT_ROLE_MAPPING)]
+    pub role_mapping: RoleMapping,
+    /// Days to keep processed event ids and removal tombstones.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
+    /// Seconds between progress reports in the log.
+    #[arg(long, env = "PROGRESS_INTERVAL_SECS", default_value_t = 10)]
+    pub progress_interval_secs: u64,
+}
+
+impl Housekeeping {
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_days * 24 * 3600)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database failure at start-up")]
+    Database(#[from] state::Error),
+    #[error("ingest stopped")]
+    Ingest(#[from] ingest::Error),
+}
+
+/// Runs the worker until `shutdown` is cancelled.
+pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Result<(), Error> {
+    let Some(pool) = connect_with_retry(&settings.db, &shutdown).await? else {
+        return Ok(());
+    };
+    state::migrate(&pool).await?;
+    state::ensure_role_mapping(&pool, &settings.housekeeping.role_mapping).await?;
+    tracing::info!(
+        role_mapping = %settings.housekeeping.role_mapping,
+        "Altinn settings are not configured: ingesting events into the desired state only; \
+         nothing is sent to Altinn"
+    );
+
+    let metrics = Metrics::default();
+    let ingest = ingest::run(
+        &settings.amqp_url,
+        &settings.ingest,
+        pool.clone(),
+        &metrics,
+        shutdown.clone(),
+    );
+    let result = tokio::select! {
+        r = ingest => r,
+        () = housekeeping(&pool, &settings.housekeeping, &metrics) => unreachable!("housekeeping never returns"),
+    };
+    report(&metrics, "worker stopped");
+    pool.close().await;
+    Ok(result?)
+}
+
+/// Waits for PostgreSQL at start-up, so the worker can start before its database.
+async fn connect_with_retry(
+    db: &DbSettings,
+    shutdown: &CancellationToken,
+) -> Result<Option<PgPool>, state::Error> {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match state::connect(db).await {
+            Ok(pool) => return Ok(Some(pool)),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                    retry_in_ms = wait.as_millis() as u64, "waiting for PostgreSQL");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Progress reports and pruning. Never returns; it is dropped when ingest stops.
+async fn housekeeping(pool: &PgPool, settings: &Housekeeping, metrics: &Metrics) {
+    let mut progress = interval(Duration::from_secs(settings.progress_interval_secs.max(1)));
+    progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut prune = interval(Duration::from_secs(3600));
+    prune.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last = [0u64; 5];
+    loop {
+        tokio::select! {
+            _ = progress.tick() => {
+                let now = metrics.events.snapshot();
+                if now != last {
+                    report(metrics, "ingest progress");
+                    last = now;
+                }
+            }
+            _ = prune.tick() => match state::prune(pool, settings.retention()).await {
+                Ok(o) => tracing::info!(processed_events = o.processed_events, tombstones = o.tombstones, "pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning failed; will try again in an hour"),
+            },
+        }
+    }
+}
+
+fn report(metrics: &Metrics, message: &str) {
+    let [acked, applied, duplicates, dead_lettered, batches] = metrics.events.snapshot();
+    let [c_acked, c_applied, c_duplicates, c_dead, _] = metrics.commands.snapshot();
+    tracing::info!(
+        events.acked = acked, events.applied = applied, events.duplicates = duplicates,
+        events.dead_lettered = dead_lettered, events.batches = batches,
+        commands.acked = c_acked, commands.recorded = c_applied,
+        commands.duplicates = c_duplicates, commands.dead_lettered = c_dead,
+        "{message}"
+    );
+}
