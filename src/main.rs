@@ -12,7 +12,13 @@ use altinn_sync::{publish, state, telemetry, worker};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _guard = match telemetry::init(&cli.telemetry) {
+    // One-shot commands print their result; their logs would only be noise, including lapin's
+    // complaint when the runtime stops under its I/O thread.
+    let default_filter = match cli.command {
+        Command::Run(_) => "info,sqlx::postgres::notice=warn",
+        _ => "warn,sqlx::postgres::notice=warn,lapin=off",
+    };
+    let _guard = match telemetry::init(&cli.telemetry, default_filter) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");
@@ -36,7 +42,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             worker::run(&settings, shutdown).await?;
         }
         Command::Migrate(db) => {
-            let pool = state::connect(&db).await.context("connecting to PostgreSQL")?;
+            let pool = state::connect(&db)
+                .await
+                .context("connecting to PostgreSQL")?;
             state::migrate(&pool).await?;
             println!("migrations applied");
         }
@@ -50,7 +58,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", args.file.display()))?
             };
             publish::publish(&args.amqp_url, &args.exchange, &args.routing_key, &body).await?;
-            println!("published to {} with routing key {}", args.exchange, args.routing_key);
+            println!(
+                "published to {} with routing key {}",
+                args.exchange, args.routing_key
+            );
         }
         Command::Desired { db, firm, json } => {
             let pool = connect_migrated(&db).await?;
@@ -62,7 +73,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             } else {
                 println!("{:<36}  {:<9}  PACKAGE", "EMPLOYEE_ID", "CLIENT");
                 for g in grants {
-                    println!("{}  {:<9}  {}", g.employee_id, g.client_org_number, g.package);
+                    println!(
+                        "{}  {:<9}  {}",
+                        g.employee_id, g.client_org_number, g.package
+                    );
                 }
             }
         }
@@ -125,7 +139,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
 }
 
 async fn connect_migrated(db: &state::DbSettings) -> anyhow::Result<sqlx::PgPool> {
-    let pool = state::connect(db).await.context("connecting to PostgreSQL")?;
+    let pool = state::connect(db)
+        .await
+        .context("connecting to PostgreSQL")?;
     state::migrate(&pool).await?;
     Ok(pool)
 }
@@ -136,23 +152,28 @@ fn shutdown_on_signal() -> CancellationToken {
     let trigger = token.clone();
     // Lives as long as the process; there is nothing to join.
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         for n in 0.. {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
             if n == 0 {
-                tracing::info!("shutting down: finishing the batch in hand (signal again to force)");
+                tracing::info!(
+                    "shutting down: finishing the batch in hand (signal again to force)"
+                );
                 trigger.cancel();
             } else {
-                tracing::warn!("second signal: exiting now; unacked deliveries will be redelivered");
+                tracing::warn!(
+                    "second signal: exiting now; unacked deliveries will be redelivered"
+                );
                 std::process::exit(130);
             }
         }

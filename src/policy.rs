@@ -43,7 +43,9 @@ impl RoleMapping {
 
 impl Default for RoleMapping {
     fn default() -> Self {
-        DEFAULT_ROLE_MAPPING.parse().expect("the default mapping parses")
+        DEFAULT_ROLE_MAPPING
+            .parse()
+            .expect("the default mapping parses")
     }
 }
 
@@ -84,7 +86,10 @@ mod tests {
     #[test]
     fn default_mapping_matches_the_help_page() {
         let m = RoleMapping::default();
-        assert_eq!(m.package_for("PayrollAccountant"), Some("regnskapsforer-lonn"));
+        assert_eq!(
+            m.package_for("PayrollAccountant"),
+            Some("regnskapsforer-lonn")
+        );
         assert_eq!(
             m.package_for("AccountantWithSigningRights"),
             Some("regnskapsforer-med-signeringsrettighet")
@@ -99,7 +104,10 @@ mod tests {
     #[test]
     fn parse_errors_are_clear() {
         assert!(matches!("A".parse::<RoleMapping>(), Err(Error::Entry(_))));
-        assert!(matches!("A=x,A=y".parse::<RoleMapping>(), Err(Error::Duplicate(_))));
+        assert!(matches!(
+            "A=x,A=y".parse::<RoleMapping>(),
+            Err(Error::Duplicate(_))
+        ));
         assert!(matches!(" , ".parse::<RoleMapping>(), Err(Error::Empty)));
         let m: RoleMapping = " A = x , B=y ".parse().unwrap();
         assert_eq!(m.to_string(), "A=x,B=y");

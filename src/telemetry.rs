@@ -52,8 +52,10 @@ impl Drop for Guard {
     }
 }
 
-pub fn init(settings: &TelemetrySettings) -> Result<Guard, Error> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the subscriber. `default_filter` applies when RUST_LOG is unset.
+pub fn init(settings: &TelemetrySettings, default_filter: &str) -> Result<Guard, Error> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let fmt = match settings.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)

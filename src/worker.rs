@@ -138,10 +138,15 @@ fn report(metrics: &Metrics, message: &str) {
     let [acked, applied, duplicates, dead_lettered, batches] = metrics.events.snapshot();
     let [c_acked, c_applied, c_duplicates, c_dead, _] = metrics.commands.snapshot();
     tracing::info!(
-        events.acked = acked, events.applied = applied, events.duplicates = duplicates,
-        events.dead_lettered = dead_lettered, events.batches = batches,
-        commands.acked = c_acked, commands.recorded = c_applied,
-        commands.duplicates = c_duplicates, commands.dead_lettered = c_dead,
+        events.acked = acked,
+        events.applied = applied,
+        events.duplicates = duplicates,
+        events.dead_lettered = dead_lettered,
+        events.batches = batches,
+        commands.acked = c_acked,
+        commands.recorded = c_applied,
+        commands.duplicates = c_duplicates,
+        commands.dead_lettered = c_dead,
         "{message}"
     );
 }

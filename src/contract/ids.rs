@@ -205,7 +205,11 @@ mod tests {
         assert!(NationalIdentityNumber::parse(&synthetic, &PROD).is_err());
         assert!(NationalIdentityNumber::parse(&synthetic, &TEST).is_ok());
         let mut wrong = plain.clone().into_bytes();
-        wrong[10] = if wrong[10] == b'9' { b'0' } else { wrong[10] + 1 };
+        wrong[10] = if wrong[10] == b'9' {
+            b'0'
+        } else {
+            wrong[10] + 1
+        };
         assert!(matches!(
             NationalIdentityNumber::parse(std::str::from_utf8(&wrong).unwrap(), &PROD),
             Err(ContractError::Checksum { .. })

@@ -77,7 +77,10 @@ impl ContractError {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], rules: &Rules) -> Result<T, ContractError> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    rules: &Rules,
+) -> Result<T, ContractError> {
     if body.len() > rules.max_body_bytes {
         return Err(ContractError::TooLarge {
             size: body.len(),

@@ -64,7 +64,9 @@ impl Item {
     pub fn decode(stream: Stream, delivery: Delivery, rules: &Rules) -> Self {
         let key = delivery.routing_key.as_str();
         let decoded = match stream {
-            Stream::Events => contract::decode_event(key, &delivery.data, rules).map(Message::Event),
+            Stream::Events => {
+                contract::decode_event(key, &delivery.data, rules).map(Message::Event)
+            }
             Stream::Commands => {
                 contract::decode_command(key, &delivery.data, rules).map(Message::Command)
             }
@@ -192,6 +194,11 @@ async fn commit_range(
         };
         state::record_dead_letter(&mut tx, &row).await?;
     }
+    // Delivered on commit: lets tests and operators' tools wait for ingest without polling.
+    sqlx::query("SELECT pg_notify('altinn_sync_ingested', $1)")
+        .bind(queue)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
 
     for &i in &pending {

@@ -56,6 +56,14 @@ enum Handled {
 
 impl QueueWorker<'_> {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let result = self.consume_until(&shutdown).await;
+        // Closing the channel requeues anything still unacked, at once rather than when the
+        // connection goes.
+        let _ = self.channel.close(200, "worker stopping").await;
+        result
+    }
+
+    async fn consume_until(&self, shutdown: &CancellationToken) -> Result<(), Error> {
         self.channel
             .basic_qos(self.settings.prefetch, BasicQosOptions::default())
             .await?;
@@ -79,7 +87,7 @@ impl QueueWorker<'_> {
                 telemetry::link_traceparent(&span, d.properties.headers().as_ref());
             }
             let handled = self
-                .handle_batch(deliveries, &mut consumer, &mut backlog, &shutdown)
+                .handle_batch(deliveries, &mut consumer, &mut backlog, shutdown)
                 .instrument(span)
                 .await?;
             match handled {
@@ -198,7 +206,11 @@ impl QueueWorker<'_> {
     }
 
     /// Cancels the consumer and keeps whatever the broker had already sent.
-    async fn cancel(&self, mut consumer: Consumer, backlog: &mut VecDeque<Delivery>) -> Result<(), Error> {
+    async fn cancel(
+        &self,
+        mut consumer: Consumer,
+        backlog: &mut VecDeque<Delivery>,
+    ) -> Result<(), Error> {
         self.channel
             .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
             .await?;
@@ -209,7 +221,11 @@ impl QueueWorker<'_> {
     }
 
     /// Hands the batch and backlog back to the broker (one redelivery each).
-    async fn requeue_all(&self, last_tag: u64, backlog: &mut VecDeque<Delivery>) -> Result<(), Error> {
+    async fn requeue_all(
+        &self,
+        last_tag: u64,
+        backlog: &mut VecDeque<Delivery>,
+    ) -> Result<(), Error> {
         let tag = backlog.back().map_or(last_tag, |d| d.delivery_tag);
         tracing::warn!(
             queue = %self.queue,
@@ -253,7 +269,9 @@ impl Metrics {
         };
         counters.acked.fetch_add(deliveries, Ordering::Relaxed);
         counters.applied.fetch_add(tally.applied, Ordering::Relaxed);
-        counters.duplicates.fetch_add(tally.duplicates, Ordering::Relaxed);
+        counters
+            .duplicates
+            .fetch_add(tally.duplicates, Ordering::Relaxed);
         counters
             .dead_lettered
             .fetch_add(tally.dead_lettered, Ordering::Relaxed);

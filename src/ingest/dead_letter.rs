@@ -18,7 +18,11 @@ pub struct DeadLetterPublisher {
 }
 
 impl DeadLetterPublisher {
-    pub async fn open(conn: &Connection, exchange: &str, source_queue: &str) -> Result<Self, Error> {
+    pub async fn open(
+        conn: &Connection,
+        exchange: &str,
+        source_queue: &str,
+    ) -> Result<Self, Error> {
         let channel = conn.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

@@ -102,7 +102,9 @@ pub enum Error {
     Broker(#[from] lapin::Error),
     #[error("the consumer was cancelled by the broker")]
     ConsumerEnded,
-    #[error("the dead-letter exchange has no queue bound; the dead-lettered message was not stored")]
+    #[error(
+        "the dead-letter exchange has no queue bound; the dead-lettered message was not stored"
+    )]
     DeadLetterUnroutable,
     #[error("the broker did not confirm a dead-lettered message")]
     DeadLetterNotConfirmed,
@@ -201,11 +203,7 @@ async fn connect_and_consume(
     let conn = connect(amqp_url).await?;
     let declare = conn.create_channel().await?;
     topology.declare(&declare).await.map_err(|e| match e {
-        lapin::Error::ProtocolError(ref amqp)
-            if amqp.get_id() == 406 =>
-        {
-            Error::TopologyMismatch(e)
-        }
+        lapin::Error::ProtocolError(ref amqp) if amqp.get_id() == 406 => Error::TopologyMismatch(e),
         other => Error::Broker(other),
     })?;
     let _ = declare.close(200, "declared").await;

@@ -84,7 +84,11 @@ impl Topology {
 
         for (queue_name, exchange, keys) in [
             (&self.events_queue, &self.events_exchange, &EVENT_TYPES[..]),
-            (&self.commands_queue, &self.commands_exchange, &COMMAND_TYPES[..]),
+            (
+                &self.commands_queue,
+                &self.commands_exchange,
+                &COMMAND_TYPES[..],
+            ),
         ] {
             ch.queue_declare(queue_name, queue, self.work_queue_arguments())
                 .await?;

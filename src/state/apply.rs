@@ -141,7 +141,9 @@ pub async fn apply_events(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let high_water = lock_firms(conn, &firms).await?;
+    // Raised as the batch is read, so a regression is caught whether or not it shares a batch
+    // with the events it falls behind.
+    let mut high_water = lock_firms(conn, &firms).await?;
     let seen = already_processed(conn, events).await?;
 
     let mut in_batch = HashSet::new();
@@ -153,19 +155,20 @@ pub async fn apply_events(
             outcome.duplicates += 1;
             continue;
         }
-        let hwm = high_water.get(e.firm.as_str()).copied().unwrap_or(-1);
+        let hwm = high_water.entry(e.firm.to_string()).or_insert(-1);
         if hwm.saturating_sub(e.sequence) > opts.regression_threshold {
             tracing::error!(
                 firm = %e.firm, event.id = %e.id, event.sequence = e.sequence,
-                firm.high_water_sequence = hwm,
+                firm.high_water_sequence = *hwm,
                 "sequence regression: the event is far below the firm's high-water mark; \
                  AdminFlow may have been restored from a backup. The event is dead-lettered; \
                  see `altinn-sync resequence --help`"
             );
-            regressions.push((e.firm.to_string(), e.id, e.sequence, hwm));
+            regressions.push((e.firm.to_string(), e.id, e.sequence, *hwm));
             outcome.regressed.push(i);
             continue;
         }
+        *hwm = (*hwm).max(e.sequence);
         accepted.push(*e);
     }
     record_regressions(conn, &regressions).await?;

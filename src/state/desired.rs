@@ -130,11 +130,13 @@ pub async fn ensure_role_mapping(pool: &PgPool, mapping: &RoleMapping) -> Result
         .execute(&mut *tx)
         .await?;
     let (roles, packages): (Vec<String>, Vec<String>) = wanted.into_iter().unzip();
-    sqlx::query("INSERT INTO role_mapping (role, package) SELECT * FROM unnest($1::text[], $2::text[])")
-        .bind(roles)
-        .bind(packages)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO role_mapping (role, package) SELECT * FROM unnest($1::text[], $2::text[])",
+    )
+    .bind(roles)
+    .bind(packages)
+    .execute(&mut *tx)
+    .await?;
     let (added, removed) = rebuild_desired(&mut tx).await?;
     tx.commit().await?;
     tracing::warn!(

@@ -64,10 +64,12 @@ pub async fn resequence(pool: &PgPool, firm: &str) -> Result<Option<i64>> {
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("UPDATE firms SET high_water_sequence = -1, updated_at = now() WHERE org_number = $1")
-        .bind(firm)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE firms SET high_water_sequence = -1, updated_at = now() WHERE org_number = $1",
+    )
+    .bind(firm)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(old)
 }

@@ -1,0 +1,11 @@
+//! End-to-end ingest tests: real RabbitMQ, real PostgreSQL, a fresh database and topology per
+//! test, from a published message to the desired-state table.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod commands;
+mod faults;
+mod ordering;
+mod poison;
+mod stories;
