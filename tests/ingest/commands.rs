@@ -6,6 +6,9 @@ use uuid::Uuid;
 use crate::common::workload::org_number;
 use crate::common::TestApp;
 
+/// (command_type, firm, after_sequence, requested_by)
+type Recorded = (String, Option<String>, Option<i64>, Option<String>);
+
 #[tokio::test]
 async fn commands_are_recorded_once_and_bad_ones_dead_lettered() {
     let app = TestApp::spawn().await;
@@ -42,7 +45,7 @@ async fn commands_are_recorded_once_and_bad_ones_dead_lettered() {
         }
     })
     .await;
-    let rows: Vec<(String, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<Recorded> = sqlx::query_as(
         "SELECT command_type, firm, after_sequence, requested_by FROM commands ORDER BY command_type",
     )
     .fetch_all(&app.pool)
