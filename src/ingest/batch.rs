@@ -96,13 +96,62 @@ pub struct Tally {
     pub dead_lettered: u64,
 }
 
-/// Commits every pending item, splitting the batch when PostgreSQL refuses it, so that one bad
-/// message is dead-lettered and the rest are applied.
+/// Commits every pending item, in up to `parallelism` concurrent transactions, each over its
+/// own share of the firms.
+///
+/// One PostgreSQL backend uses one core; sharding by firm lets several work at once, and since
+/// the shards' firm sets are disjoint, their row locks never meet. Messages without a firm
+/// (poison, all-firm commands) go to the first shard. Order within a firm is kept.
 ///
 /// # Errors
 /// Unavailable, conflict and fatal database errors. Items already committed are marked, so the
 /// caller can call again with the same items after an outage.
 pub async fn commit(
+    pool: &PgPool,
+    queue: &str,
+    items: &mut Vec<Item>,
+    opts: &ApplyOptions,
+    parallelism: usize,
+) -> state::Result<Tally> {
+    let n = parallelism.max(1);
+    if n == 1 {
+        return commit_shard(pool, queue, items, opts).await;
+    }
+    let mut shards: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+    for item in items.drain(..) {
+        let shard = item
+            .decoded
+            .as_ref()
+            .ok()
+            .and_then(Message::firm)
+            .map_or(0, |firm| shard_of(firm, n));
+        shards[shard].push(item);
+    }
+    let results = futures_util::future::join_all(
+        shards
+            .iter_mut()
+            .map(|shard| commit_shard(pool, queue, shard, opts)),
+    )
+    .await;
+    items.extend(shards.into_iter().flatten());
+    let mut tally = Tally::default();
+    for r in results {
+        tally.add(r?);
+    }
+    Ok(tally)
+}
+
+fn shard_of(firm: &str, n: usize) -> usize {
+    // FNV-1a: stable across processes and releases, unlike the std hasher.
+    let hash = firm.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (hash % n as u64) as usize
+}
+
+/// Commits one shard, splitting it when PostgreSQL refuses it, so that one bad message is
+/// dead-lettered and the rest are applied.
+async fn commit_shard(
     pool: &PgPool,
     queue: &str,
     items: &mut [Item],

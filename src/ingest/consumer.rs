@@ -153,6 +153,7 @@ impl QueueWorker<'_> {
         let Some(last_tag) = deliveries.last().map(|d| d.delivery_tag) else {
             return Ok(Handled::Acked);
         };
+        let started = Instant::now();
         let mut items: Vec<Item> = deliveries
             .into_iter()
             .map(|d| Item::decode(self.stream, d, &self.settings.rules()))
@@ -163,7 +164,15 @@ impl QueueWorker<'_> {
         let mut backoff = self.settings.retry_policy();
         let mut outage_started: Option<Instant> = None;
         let tally = loop {
-            match batch::commit(&self.pool, &self.queue, &mut items, &opts).await {
+            match batch::commit(
+                &self.pool,
+                &self.queue,
+                &mut items,
+                &opts,
+                self.settings.parallelism,
+            )
+            .await
+            {
                 Ok(tally) => break tally,
                 Err(state::Error::Conflict(e)) => {
                     tracing::debug!(error = %e, "transaction conflict; retrying the batch");
@@ -193,10 +202,17 @@ impl QueueWorker<'_> {
         if outage_started.is_some() {
             tracing::info!(queue = %self.queue, "PostgreSQL is back; batch committed");
         }
+        let committed = Instant::now();
         self.dead_letters.publish(&items).await?;
         self.channel
             .basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await?;
+        tracing::debug!(
+            size = items.len(),
+            commit_ms = (committed - started).as_secs_f64() * 1e3,
+            ack_ms = committed.elapsed().as_secs_f64() * 1e3,
+            "batch done"
+        );
 
         let span = tracing::Span::current();
         span.record("batch.applied", tally.applied);

@@ -141,35 +141,51 @@ pub async fn apply_events(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    // Lock order for every writer: role_mapping, then firms. A mapping rebuild takes
+    // role_mapping exclusively, so it waits for batches in flight rather than deadlocking.
+    sqlx::query("LOCK TABLE role_mapping IN ACCESS SHARE MODE")
+        .execute(&mut *conn)
+        .await?;
     // Raised as the batch is read, so a regression is caught whether or not it shares a batch
     // with the events it falls behind.
     let mut high_water = lock_firms(conn, &firms).await?;
-    let seen = already_processed(conn, events).await?;
 
+    // Duplicates need no lookup before applying: a repeated event carries a sequence that is
+    // not newer than the facts it set, so it changes nothing. `record_processed` counts them.
     let mut in_batch = HashSet::new();
     let mut accepted = Vec::with_capacity(events.len());
-    let mut regressions = Vec::new();
+    let mut suspects = Vec::new();
     for (i, e) in events.iter().enumerate() {
-        let key = (e.firm.as_str(), e.id);
-        if seen.contains(&(e.firm.to_string(), e.id)) || !in_batch.insert(key) {
+        if !in_batch.insert((e.firm.as_str(), e.id)) {
             outcome.duplicates += 1;
             continue;
         }
         let hwm = high_water.entry(e.firm.to_string()).or_insert(-1);
         if hwm.saturating_sub(e.sequence) > opts.regression_threshold {
-            tracing::error!(
-                firm = %e.firm, event.id = %e.id, event.sequence = e.sequence,
-                firm.high_water_sequence = *hwm,
-                "sequence regression: the event is far below the firm's high-water mark; \
-                 AdminFlow may have been restored from a backup. The event is dead-lettered; \
-                 see `altinn-sync resequence --help`"
-            );
-            regressions.push((e.firm.to_string(), e.id, e.sequence, *hwm));
-            outcome.regressed.push(i);
+            suspects.push((i, *hwm));
             continue;
         }
         *hwm = (*hwm).max(e.sequence);
         accepted.push(*e);
+    }
+    // A redelivery of an event processed long ago is a duplicate, not a regression.
+    let seen = already_processed(conn, suspects.iter().map(|&(i, _)| events[i])).await?;
+    let mut regressions = Vec::new();
+    for (i, hwm) in suspects {
+        let e = events[i];
+        if seen.contains(&(e.firm.to_string(), e.id)) {
+            outcome.duplicates += 1;
+            continue;
+        }
+        tracing::error!(
+            firm = %e.firm, event.id = %e.id, event.sequence = e.sequence,
+            firm.high_water_sequence = hwm,
+            "sequence regression: the event is far below the firm's high-water mark; \
+             AdminFlow may have been restored from a backup. The event is dead-lettered; \
+             see `altinn-sync resequence --help`"
+        );
+        regressions.push((e.firm.to_string(), e.id, e.sequence, hwm));
+        outcome.regressed.push(i);
     }
     record_regressions(conn, &regressions).await?;
 
@@ -185,8 +201,9 @@ pub async fn apply_events(
     keys.pairs.extend(upsert_slots(conn, &facts).await?);
     refresh_desired(conn, &keys).await?;
     raise_high_water(conn, &accepted).await?;
-    record_processed(conn, &accepted).await?;
-    outcome.applied = accepted.len();
+    let new = record_processed(conn, &accepted).await?;
+    outcome.applied = new;
+    outcome.duplicates += accepted.len() - new;
     Ok(outcome)
 }
 
@@ -210,12 +227,14 @@ async fn lock_firms(conn: &mut PgConnection, firms: &[String]) -> Result<HashMap
     Ok(rows.into_iter().collect())
 }
 
-async fn already_processed(
+async fn already_processed<'a>(
     conn: &mut PgConnection,
-    events: &[&Event],
+    events: impl Iterator<Item = &'a Event>,
 ) -> Result<HashSet<(String, Uuid)>> {
-    let firms: Vec<&str> = events.iter().map(|e| e.firm.as_str()).collect();
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let (firms, ids): (Vec<&str>, Vec<Uuid>) = events.map(|e| (e.firm.as_str(), e.id)).unzip();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
     let rows: Vec<(String, Uuid)> = sqlx::query_as(
         r#"SELECT p.firm, p.event_id FROM processed_events p
            JOIN unnest($1::text[], $2::uuid[]) AS k(firm, event_id)
@@ -470,19 +489,21 @@ async fn raise_high_water(conn: &mut PgConnection, accepted: &[&Event]) -> Resul
     Ok(())
 }
 
-async fn record_processed(conn: &mut PgConnection, accepted: &[&Event]) -> Result<()> {
+/// Records the events as processed; returns how many were new.
+async fn record_processed(conn: &mut PgConnection, accepted: &[&Event]) -> Result<usize> {
     if accepted.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let firms: Vec<&str> = accepted.iter().map(|e| e.firm.as_str()).collect();
     let ids: Vec<Uuid> = accepted.iter().map(|e| e.id).collect();
     let types: Vec<&str> = accepted.iter().map(|e| e.body.type_name()).collect();
     let seqs: Vec<i64> = accepted.iter().map(|e| e.sequence).collect();
     let at: Vec<_> = accepted.iter().map(|e| e.occurred_at).collect();
-    sqlx::query(
+    let inserted = sqlx::query(
         r#"INSERT INTO processed_events (firm, event_id, event_type, sequence, occurred_at)
            SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[],
-                                $5::timestamptz[])"#,
+                                $5::timestamptz[])
+           ON CONFLICT DO NOTHING"#,
     )
     .bind(firms)
     .bind(ids)
@@ -491,7 +512,7 @@ async fn record_processed(conn: &mut PgConnection, accepted: &[&Event]) -> Resul
     .bind(at)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() as usize)
 }
 
 #[allow(clippy::type_complexity)]

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::PgPoolOptions;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use super::Result;
@@ -36,10 +38,16 @@ pub async fn connect(settings: &DbSettings) -> Result<PgPool> {
             }
         }
     }
+    // Tables grow by orders of magnitude during an initial load, faster than autovacuum
+    // re-analyses them. A generic plan cached while they were small (seq scans, hashed
+    // subplans) would stay in use and make every batch scan whole tables, so plan each
+    // execution with the current table sizes instead.
+    let options =
+        PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(options)
         .await?;
     Ok(pool)
 }

@@ -33,42 +33,60 @@ pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys)
     let (emp_firms, emp_ids): (Vec<&str>, Vec<Uuid>) =
         keys.employees.iter().map(|(f, e)| (f.as_str(), *e)).unzip();
     sqlx::query(
-        r#"WITH employees AS (
-               SELECT * FROM unnest($4::text[], $5::uuid[]) AS e(firm, employee_id)
-           ),
-           k AS (
+        // Every lookup here is driven by the changed keys through a primary-key index: scalar
+        // subqueries and OFFSET 0 fences keep the planner from hashing whole tables, so a
+        // batch costs the same however large the tables grow.
+        r#"WITH k AS (
                SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])
                    AS p(firm, employee_id, client_org_number)
                UNION
-               SELECT a.firm, a.employee_id, a.client_org_number
-               FROM assignments a JOIN employees USING (firm, employee_id) WHERE a.active
-               UNION
-               SELECT p.firm, p.employee_id, p.client_org_number
-               FROM project_accountants p JOIN employees USING (firm, employee_id)
-               UNION
-               SELECT d.firm, d.employee_id, d.client_org_number
-               FROM desired_grants d JOIN employees USING (firm, employee_id)
+               SELECT x.firm, x.employee_id, x.client_org_number
+               FROM unnest($4::text[], $5::uuid[]) AS e(firm, employee_id)
+               CROSS JOIN LATERAL (
+                   SELECT a.firm, a.employee_id, a.client_org_number FROM assignments a
+                   WHERE a.firm = e.firm AND a.employee_id = e.employee_id AND a.active
+                   UNION ALL
+                   SELECT p.firm, p.employee_id, p.client_org_number FROM project_accountants p
+                   WHERE p.firm = e.firm AND p.employee_id = e.employee_id
+                   UNION ALL
+                   SELECT d.firm, d.employee_id, d.client_org_number FROM desired_grants d
+                   WHERE d.firm = e.firm AND d.employee_id = e.employee_id
+                   OFFSET 0
+               ) x
+           ),
+           facts AS (
+               SELECT k.firm, k.employee_id, k.client_org_number,
+                      (SELECT r.roles FROM employee_roles r
+                       WHERE r.firm = k.firm AND r.employee_id = k.employee_id) AS roles,
+                      coalesce((SELECT a.active FROM assignments a
+                                WHERE a.firm = k.firm AND a.employee_id = k.employee_id
+                                  AND a.client_org_number = k.client_org_number), false)
+                      OR (SELECT p.employee_id FROM project_accountants p
+                          WHERE p.firm = k.firm AND p.client_org_number = k.client_org_number)
+                         IS NOT DISTINCT FROM k.employee_id AS works
+               FROM k
            ),
            want AS (
-               SELECT DISTINCT k.firm, k.employee_id, k.client_org_number, m.package
-               FROM k
-               JOIN employee_roles r ON r.firm = k.firm AND r.employee_id = k.employee_id
-               JOIN role_mapping m ON m.role = ANY (r.roles)
-               WHERE EXISTS (SELECT 1 FROM assignments a
-                             WHERE a.firm = k.firm AND a.employee_id = k.employee_id
-                               AND a.client_org_number = k.client_org_number AND a.active)
-                  OR EXISTS (SELECT 1 FROM project_accountants p
-                             WHERE p.firm = k.firm AND p.employee_id = k.employee_id
-                               AND p.client_org_number = k.client_org_number)
+               SELECT DISTINCT f.firm, f.employee_id, f.client_org_number, m.package
+               FROM facts f JOIN role_mapping m ON m.role = ANY (f.roles)
+               WHERE f.works
+           ),
+           stale AS (
+               SELECT cur.* FROM k
+               CROSS JOIN LATERAL (
+                   SELECT d.firm, d.employee_id, d.client_org_number, d.package
+                   FROM desired_grants d
+                   WHERE d.firm = k.firm AND d.employee_id = k.employee_id
+                     AND d.client_org_number = k.client_org_number
+                   OFFSET 0
+               ) cur
+               EXCEPT
+               SELECT * FROM want
            ),
            gone AS (
-               DELETE FROM desired_grants d USING k
-               WHERE d.firm = k.firm AND d.employee_id = k.employee_id
-                 AND d.client_org_number = k.client_org_number
-                 AND NOT EXISTS (SELECT 1 FROM want w
-                                 WHERE w.firm = d.firm AND w.employee_id = d.employee_id
-                                   AND w.client_org_number = d.client_org_number
-                                   AND w.package = d.package)
+               DELETE FROM desired_grants d USING stale s
+               WHERE d.firm = s.firm AND d.employee_id = s.employee_id
+                 AND d.client_org_number = s.client_org_number AND d.package = s.package
            )
            INSERT INTO desired_grants (firm, employee_id, client_org_number, package)
            SELECT firm, employee_id, client_org_number, package FROM want

@@ -73,6 +73,7 @@ impl TestApp {
                 delivery_limit: 20,
                 prefetch: 200,
                 batch_size: 50,
+                parallelism: 2,
                 batch_linger_ms: 5,
                 allow_synthetic_nin: false,
                 sequence_regression_threshold: 1000,
