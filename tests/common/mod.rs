@@ -230,9 +230,19 @@ impl TestApp {
         }
     }
 
-    /// Publishes a marker event on the events queue and waits until the worker has committed
-    /// it. The queue is FIFO with one consumer, so everything published before is done too.
+    /// Waits until everything published to the events queue so far is committed.
+    ///
+    /// The queue is FIFO with one consumer, and a batch is taken only after the previous one
+    /// has committed in full. A batch commits in firm shards, in parallel, so one marker's
+    /// commit proves only its own shard; a second marker, published after the first committed,
+    /// lands in a later batch and so proves that every earlier batch has committed entirely.
     pub async fn barrier(&mut self) {
+        for _ in 0..2 {
+            self.marker().await;
+        }
+    }
+
+    async fn marker(&mut self) {
         let marker = self.barrier.role_changed(&self.barrier_person, &[]);
         self.publish_event(&marker).await;
         let id = Uuid::parse_str(marker["event_id"].as_str().unwrap()).unwrap();
@@ -250,6 +260,15 @@ impl TestApp {
             }
         })
         .await;
+    }
+
+    /// Marker events a test's `barrier` calls have added to `processed_events`.
+    pub async fn markers(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE firm = $1")
+            .bind(&self.barrier.org)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
