@@ -82,12 +82,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::RebuildDesired { db, role_mapping } => {
             let pool = connect_migrated(&db).await?;
-            if !state::ensure_role_mapping(&pool, &role_mapping).await? {
-                let mut conn = pool.acquire().await?;
-                let (added, removed) = state::rebuild_desired(&mut conn).await?;
-                println!("desired grants rebuilt: {added} added, {removed} removed");
-            } else {
-                println!("role mapping updated and desired grants rebuilt");
+            if let state::Realigned::Rebuilt { added, removed } =
+                state::align_role_mapping(&pool, &role_mapping, true).await?
+            {
+                println!(
+                    "desired grants rebuilt with {role_mapping}: {added} added, {removed} removed"
+                );
             }
         }
         Command::DeadLetters {

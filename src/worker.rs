@@ -63,7 +63,7 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
         return Ok(());
     };
     state::migrate(&pool).await?;
-    state::ensure_role_mapping(&pool, &settings.housekeeping.role_mapping).await?;
+    state::align_role_mapping(&pool, &settings.housekeeping.role_mapping, false).await?;
     tracing::info!(
         role_mapping = %settings.housekeeping.role_mapping,
         "Altinn settings are not configured: ingesting events into the desired state only; \

@@ -9,6 +9,9 @@
 CREATE TABLE firms (
     org_number          text        PRIMARY KEY,
     high_water_sequence bigint      NOT NULL,
+    -- Set when a sequence regression is detected: the firm's events are dead-lettered, not
+    -- applied, until an operator runs `altinn-sync resequence`.
+    held_since          timestamptz,
     first_seen_at       timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 70);

@@ -217,13 +217,25 @@ async fn commit_range(
 
     let mut tx = pool.begin().await?;
     let outcome = state::apply_events(&mut tx, &events, opts).await?;
-    for r in &outcome.regressed {
+    for &r in &outcome.regressed {
         poisons.push((
-            event_index[*r],
+            event_index[r],
             Poison {
                 code: "sequence-regression",
                 reason: "the sequence is far below the firm's high-water mark; AdminFlow may \
-                         have been restored from a backup"
+                         have been restored from a backup. The firm's events are held until \
+                         an operator runs `altinn-sync resequence`"
+                    .to_owned(),
+            },
+        ));
+    }
+    for &h in &outcome.held {
+        poisons.push((
+            event_index[h],
+            Poison {
+                code: "sequence-regression",
+                reason: "the firm is on hold after a sequence regression; replay this message \
+                         after `altinn-sync resequence`"
                     .to_owned(),
             },
         ));

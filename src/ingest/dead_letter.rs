@@ -3,8 +3,9 @@
 use futures_util::future::try_join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
+use lapin::types::FieldTable;
 use lapin::types::{AMQPValue, ShortString};
-use lapin::{Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection};
 
 use super::batch::{Item, Status};
 use super::Error;
@@ -53,11 +54,7 @@ impl DeadLetterPublisher {
             put("x-altinn-sync-reason-code", poison.code);
             put("x-altinn-sync-source-queue", &self.source_queue);
             put("x-altinn-sync-original-exchange", d.exchange.as_str());
-            let props = d
-                .properties
-                .clone()
-                .with_headers(headers)
-                .with_delivery_mode(2);
+            let props = dead_letter_properties(&d.properties, headers);
             let confirm = self
                 .channel
                 .basic_publish(
@@ -84,4 +81,35 @@ impl DeadLetterPublisher {
         }
         Ok(())
     }
+}
+
+/// The original's properties minus those that would lose the copy or get it refused: a
+/// per-message TTL (`expiration`) would let it expire out of the queue, and a `user_id` other
+/// than ours would make the broker refuse the publish.
+fn dead_letter_properties(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    let mut props = BasicProperties::default()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    if let Some(v) = original.content_type() {
+        props = props.with_content_type(v.clone());
+    }
+    if let Some(v) = original.content_encoding() {
+        props = props.with_content_encoding(v.clone());
+    }
+    if let Some(v) = original.message_id() {
+        props = props.with_message_id(v.clone());
+    }
+    if let Some(v) = original.correlation_id() {
+        props = props.with_correlation_id(v.clone());
+    }
+    if let Some(v) = original.timestamp() {
+        props = props.with_timestamp(*v);
+    }
+    if let Some(v) = original.kind() {
+        props = props.with_type(v.clone());
+    }
+    if let Some(v) = original.app_id() {
+        props = props.with_app_id(v.clone());
+    }
+    props
 }

@@ -172,11 +172,16 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let result = tokio::select! {
-            r = connect_and_consume(amqp_url, settings, &topology, &pool, metrics, &shutdown, &mut backoff) => r,
-            // Connecting can hang on a half-open socket; shutdown must not wait for it.
-            () = shutdown.cancelled() => return Ok(()),
-        };
+        let result = connect_and_consume(
+            amqp_url,
+            settings,
+            &topology,
+            &pool,
+            metrics,
+            &shutdown,
+            &mut backoff,
+        )
+        .await;
         match result {
             Ok(()) => return Ok(()),
             Err(e) if e.is_retryable() => {
@@ -204,7 +209,12 @@ async fn connect_and_consume(
     shutdown: &CancellationToken,
     backoff: &mut ExponentialBackoff,
 ) -> Result<(), Error> {
-    let conn = connect(amqp_url).await?;
+    // Connecting can hang on a half-open socket, so shutdown may interrupt it. Once consuming,
+    // the queue loops watch the token themselves and finish the batch in hand.
+    let conn = tokio::select! {
+        conn = connect(amqp_url) => conn?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
     let declare = conn.create_channel().await?;
     topology.declare(&declare).await.map_err(|e| match e {
         lapin::Error::ProtocolError(ref amqp) if amqp.get_id() == 406 => Error::TopologyMismatch(e),

@@ -32,6 +32,9 @@ pub struct ApplyOutcome {
     pub duplicates: usize,
     /// Indices into the input of events refused as sequence regressions.
     pub regressed: Vec<usize>,
+    /// Indices into the input of events refused because their firm is on hold after an
+    /// earlier regression.
+    pub held: Vec<usize>,
 }
 
 /// The newest value seen for one fact in this batch.
@@ -148,7 +151,7 @@ pub async fn apply_events(
         .await?;
     // Raised as the batch is read, so a regression is caught whether or not it shares a batch
     // with the events it falls behind.
-    let mut high_water = lock_firms(conn, &firms).await?;
+    let (mut high_water, held) = lock_firms(conn, &firms).await?;
 
     // Duplicates need no lookup before applying: a repeated event carries a sequence that is
     // not newer than the facts it set, so it changes nothing. `record_processed` counts them.
@@ -160,13 +163,17 @@ pub async fn apply_events(
             outcome.duplicates += 1;
             continue;
         }
+        if held.contains(e.firm.as_str()) {
+            outcome.held.push(i);
+            continue;
+        }
         let hwm = high_water.entry(e.firm.to_string()).or_insert(-1);
         if hwm.saturating_sub(e.sequence) > opts.regression_threshold {
             suspects.push((i, *hwm));
             continue;
         }
         *hwm = (*hwm).max(e.sequence);
-        accepted.push(*e);
+        accepted.push(i);
     }
     // A redelivery of an event processed long ago is a duplicate, not a regression.
     let seen = already_processed(conn, suspects.iter().map(|&(i, _)| events[i])).await?;
@@ -188,6 +195,20 @@ pub async fn apply_events(
         outcome.regressed.push(i);
     }
     record_regressions(conn, &regressions).await?;
+    // Later events of a regressed firm would be judged against facts from another lineage:
+    // hold them too, in this batch and after, until an operator decides. Events queued before
+    // the regression belong to the old lineage and are applied.
+    let mut first_regression: HashMap<&str, usize> = HashMap::new();
+    for &i in &outcome.regressed {
+        first_regression.entry(events[i].firm.as_str()).or_insert(i);
+    }
+    let (accepted, later): (Vec<usize>, Vec<usize>) = accepted.into_iter().partition(|&i| {
+        first_regression
+            .get(events[i].firm.as_str())
+            .is_none_or(|&r| i < r)
+    });
+    outcome.held.extend(later);
+    let accepted: Vec<&Event> = accepted.into_iter().map(|i| events[i]).collect();
 
     let mut facts = Facts::default();
     for e in &accepted {
@@ -208,7 +229,11 @@ pub async fn apply_events(
 }
 
 /// Creates unseen firms and locks every firm in the batch, in a fixed order to avoid deadlocks.
-async fn lock_firms(conn: &mut PgConnection, firms: &[String]) -> Result<HashMap<String, i64>> {
+/// Returns each firm's high-water mark, and the firms on hold.
+async fn lock_firms(
+    conn: &mut PgConnection,
+    firms: &[String],
+) -> Result<(HashMap<String, i64>, HashSet<String>)> {
     sqlx::query(
         r#"INSERT INTO firms (org_number, high_water_sequence)
            SELECT f, -1 FROM unnest($1::text[]) AS f
@@ -217,14 +242,15 @@ async fn lock_firms(conn: &mut PgConnection, firms: &[String]) -> Result<HashMap
     .bind(firms)
     .execute(&mut *conn)
     .await?;
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        r#"SELECT org_number, high_water_sequence FROM firms
+    let rows: Vec<(String, i64, bool)> = sqlx::query_as(
+        r#"SELECT org_number, high_water_sequence, held_since IS NOT NULL FROM firms
            WHERE org_number = ANY($1) ORDER BY org_number FOR UPDATE"#,
     )
     .bind(firms)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().collect())
+    let held = rows.iter().filter(|r| r.2).map(|r| r.0.clone()).collect();
+    Ok((rows.into_iter().map(|(f, h, _)| (f, h)).collect(), held))
 }
 
 async fn already_processed<'a>(
@@ -256,7 +282,11 @@ async fn record_regressions(
     }
     let (firms, ids, seqs, hwms): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = unzip4(rows);
     sqlx::query(
-        r#"INSERT INTO sequence_regressions (firm, event_id, sequence, high_water_sequence)
+        r#"WITH hold AS (
+               UPDATE firms SET held_since = now()
+               WHERE org_number = ANY($1) AND held_since IS NULL
+           )
+           INSERT INTO sequence_regressions (firm, event_id, sequence, high_water_sequence)
            SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::bigint[])"#,
     )
     .bind(firms)

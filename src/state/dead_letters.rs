@@ -18,6 +18,8 @@ pub struct DeadLetterRow<'a> {
     pub redelivered: bool,
 }
 
+/// Records a dead letter. Its text fields come from the sender, so they are cleaned first: the
+/// record of a bad message must not itself be refused (a NUL in a message id would be).
 pub async fn record_dead_letter(conn: &mut PgConnection, row: &DeadLetterRow<'_>) -> Result<()> {
     sqlx::query(
         r#"INSERT INTO dead_letters (queue, routing_key, message_id, firm, reason_code, reason,
@@ -25,16 +27,24 @@ pub async fn record_dead_letter(conn: &mut PgConnection, row: &DeadLetterRow<'_>
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
     )
     .bind(row.queue)
-    .bind(row.routing_key)
-    .bind(row.message_id)
-    .bind(row.firm)
+    .bind(printable(row.routing_key, 255))
+    .bind(row.message_id.map(|m| printable(m, 255)))
+    .bind(row.firm.map(|f| printable(f, 64)))
     .bind(row.reason_code)
-    .bind(row.reason)
+    .bind(printable(row.reason, 2000))
     .bind(i32::try_from(row.body_bytes).unwrap_or(i32::MAX))
     .bind(row.redelivered)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// At most `max` characters, with control characters replaced.
+fn printable(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
@@ -68,4 +78,13 @@ pub async fn list_dead_letters(
     .fetch_all(pool)
     .await?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_replaces_control_characters_and_caps_length() {
+        assert_eq!(super::printable("a\u{0}b\nc", 10), "a\u{FFFD}b\u{FFFD}c");
+        assert_eq!(super::printable("abcdef", 3), "abc");
+    }
 }

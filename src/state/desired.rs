@@ -103,7 +103,7 @@ pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys)
 }
 
 /// Makes `desired_grants` equal to what the facts imply, keeping `since` on unchanged rows.
-pub async fn rebuild_desired(conn: &mut PgConnection) -> Result<(u64, u64)> {
+async fn rebuild(conn: &mut PgConnection) -> Result<(u64, u64)> {
     let removed = sqlx::query(
         r#"DELETE FROM desired_grants d
            WHERE NOT EXISTS (SELECT 1 FROM desired_grants_expected x
@@ -125,43 +125,67 @@ pub async fn rebuild_desired(conn: &mut PgConnection) -> Result<(u64, u64)> {
     Ok((added, removed))
 }
 
-/// Stores `mapping` as the one `desired_grants` is built with, rebuilding when it changed.
-/// Returns whether it changed.
-pub async fn ensure_role_mapping(pool: &PgPool, mapping: &RoleMapping) -> Result<bool> {
+/// What [`align_role_mapping`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Realigned {
+    Unchanged,
+    /// The grants were rebuilt: the mapping changed, or a rebuild was asked for.
+    Rebuilt {
+        added: u64,
+        removed: u64,
+    },
+}
+
+/// Stores `mapping` as the one `desired_grants` is built with, and rebuilds the grants when it
+/// changed or when `force` is set.
+///
+/// The whole run holds `role_mapping` exclusively. Batches take it (shared) before anything
+/// else, so they wait, and the rebuild never races a batch's refresh of the same grants.
+pub async fn align_role_mapping(
+    pool: &PgPool,
+    mapping: &RoleMapping,
+    force: bool,
+) -> Result<Realigned> {
     let mut tx = pool.begin().await?;
-    // Batches in flight read role_mapping; they wait until the new mapping and grants commit.
     sqlx::query("LOCK TABLE role_mapping IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    let stored: Vec<(String, String)> =
-        sqlx::query_as("SELECT role, package FROM role_mapping ORDER BY role")
+    let mut stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT role, package FROM role_mapping")
             .fetch_all(&mut *tx)
             .await?;
+    // Compared in Rust: the database's collation may order roles differently.
+    stored.sort();
     let wanted: Vec<(String, String)> = mapping
         .iter()
         .map(|(r, p)| (r.to_owned(), p.to_owned()))
         .collect();
-    if stored == wanted {
-        return Ok(false);
+    let changed = stored != wanted;
+    if !changed && !force {
+        return Ok(Realigned::Unchanged);
     }
-    sqlx::query("DELETE FROM role_mapping")
+    if changed {
+        sqlx::query("DELETE FROM role_mapping")
+            .execute(&mut *tx)
+            .await?;
+        let (roles, packages): (Vec<String>, Vec<String>) = wanted.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO role_mapping (role, package) SELECT * FROM unnest($1::text[], $2::text[])",
+        )
+        .bind(roles)
+        .bind(packages)
         .execute(&mut *tx)
         .await?;
-    let (roles, packages): (Vec<String>, Vec<String>) = wanted.into_iter().unzip();
-    sqlx::query(
-        "INSERT INTO role_mapping (role, package) SELECT * FROM unnest($1::text[], $2::text[])",
-    )
-    .bind(roles)
-    .bind(packages)
-    .execute(&mut *tx)
-    .await?;
-    let (added, removed) = rebuild_desired(&mut tx).await?;
+    }
+    let (added, removed) = rebuild(&mut tx).await?;
     tx.commit().await?;
-    tracing::warn!(
-        mapping = %mapping, grants.added = added, grants.removed = removed,
-        "the role mapping changed; desired grants were rebuilt"
-    );
-    Ok(true)
+    if changed {
+        tracing::warn!(
+            mapping = %mapping, grants.added = added, grants.removed = removed,
+            "the role mapping changed; desired grants were rebuilt"
+        );
+    }
+    Ok(Realigned::Rebuilt { added, removed })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]

@@ -65,7 +65,8 @@ pub async fn resequence(pool: &PgPool, firm: &str) -> Result<Option<i64>> {
             .await?;
     }
     sqlx::query(
-        "UPDATE firms SET high_water_sequence = -1, updated_at = now() WHERE org_number = $1",
+        "UPDATE firms SET high_water_sequence = -1, held_since = NULL, updated_at = now() \
+         WHERE org_number = $1",
     )
     .bind(firm)
     .execute(&mut *tx)

@@ -13,7 +13,7 @@ pub use apply::{apply_events, ApplyOptions, ApplyOutcome};
 pub use commands::record_commands;
 pub use database::{connect, migrate, DbSettings};
 pub use dead_letters::{list_dead_letters, record_dead_letter, DeadLetter, DeadLetterRow};
-pub use desired::{desired_grants, ensure_role_mapping, rebuild_desired, DesiredGrant};
+pub use desired::{align_role_mapping, desired_grants, DesiredGrant, Realigned};
 pub use maintenance::{prune, resequence, PruneOutcome};
 
 /// Database failures, sorted by what the caller should do about them.
@@ -48,12 +48,17 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
         match &e {
-            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
-                Self::Unavailable(e)
-            }
+            E::Io(_)
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed => Self::Unavailable(e),
             E::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 match code.get(..2).unwrap_or_default() {
+                    // 25006: a read-only standby after a failover; 55P03: lock not available.
+                    _ if code == "25006" || code == "55P03" => Self::Unavailable(e),
                     "08" | "53" | "57" | "58" => Self::Unavailable(e),
                     "40" => Self::Conflict(e),
                     "22" | "23" | "54" => Self::Refused(e),
