@@ -249,8 +249,8 @@ impl Model {
     }
 }
 
-/// A realistic mix for many firms: role changes, assignments, removals and project-accountant
-/// moves, with `duplicate_share` of events published twice and events shuffled within windows
+/// A realistic mix for many firms: 55% assignments, 30% removals, 10% project-accountant
+/// moves and 5% role changes, with `duplicate_share` of events published twice and events shuffled within windows
 /// of `reorder_window`. Returns (routing key, body) pairs in publish order.
 pub fn mixed_stream(
     seed: u64,
@@ -284,14 +284,16 @@ pub fn mixed_stream(
         let p = &people[f][rng.gen_range(0..people[f].len())];
         let c = &clients[f][rng.gen_range(0..clients[f].len())];
         let fe = &mut firm_events[f];
+        // Day-to-day AdminFlow: mostly client work moving between people, some project-
+        // accountant moves, and the occasional role change.
         let event = match rng.gen_range(0..100) {
-            0..=19 => {
+            0..=4 => {
                 let n = rng.gen_range(0..=2);
                 let roles: Vec<&str> = ROLES.choose_multiple(&mut rng, n).copied().collect();
                 fe.role_changed(p, &roles)
             }
-            20..=69 => fe.client_assigned(p, c),
-            70..=89 => fe.client_removed(p, c),
+            5..=59 => fe.client_assigned(p, c),
+            60..=89 => fe.client_removed(p, c),
             _ => {
                 let q = &people[f][rng.gen_range(0..people[f].len())];
                 let new = if rng.gen_bool(0.9) { Some(q) } else { None };
