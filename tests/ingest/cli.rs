@@ -1,0 +1,110 @@
+//! The README's walk-through, with the real binary: `publish` the demo events, then `desired`.
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::{json, Value};
+use tokio::process::Command;
+
+use crate::common::TestApp;
+
+const DEMO: &str = "schemas/examples/demo";
+const FIRM: &str = "912345610";
+const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
+const OLA: &str = "b7e1d9c2-4a3f-4f8e-8d6b-2c9a1e0f7b53";
+
+async fn cli(app: &TestApp, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+        .args(args)
+        .env("DATABASE_URL", &app.settings.db.database_url)
+        .env("AMQP_URL", &app.settings.amqp_url)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "altinn-sync {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+async fn publish(app: &TestApp, file: &str) {
+    let event: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(DEMO).join(file)).unwrap()).unwrap();
+    let path = format!("{DEMO}/{file}");
+    let exchange = app.topology.events_exchange.clone();
+    let key = event["event_type"].as_str().unwrap();
+    cli(
+        app,
+        &[
+            "publish",
+            "--exchange",
+            &exchange,
+            "--routing-key",
+            key,
+            &path,
+        ],
+    )
+    .await;
+}
+
+async fn desired_json(app: &TestApp) -> Value {
+    let out = cli(app, &["desired", "--firm", FIRM, "--json"]).await;
+    serde_json::from_slice(&out.stdout).expect("desired --json prints JSON")
+}
+
+#[tokio::test]
+async fn the_readme_walk_through_works_with_the_binary() {
+    let mut app = TestApp::spawn().await;
+    publish(&app, "01-kari-role-changed.json").await;
+    publish(&app, "02-kari-client-assigned.json").await;
+    app.barrier().await;
+    assert_eq!(
+        desired_json(&app).await,
+        json!([{"employee_id": KARI, "client_org_number": "998877660",
+                "package": "regnskapsforer-med-signeringsrettighet"}])
+    );
+
+    publish(&app, "03-ola-role-changed.json").await;
+    publish(&app, "04-project-accountant-to-ola.json").await;
+    publish(&app, "05-kari-client-removed.json").await;
+    app.barrier().await;
+    assert_eq!(
+        desired_json(&app).await,
+        json!([{"employee_id": OLA, "client_org_number": "998877660",
+                "package": "regnskapsforer-lonn"}])
+    );
+
+    let text = cli(&app, &["desired", "--firm", FIRM]).await;
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.starts_with("EMPLOYEE_ID"), "{text}");
+    assert!(
+        text.contains(OLA) && text.contains("regnskapsforer-lonn"),
+        "{text}"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_changed_role_mapping_rebuilds_the_desired_grants_at_start_up() {
+    let mut app = TestApp::spawn().await;
+    publish(&app, "01-kari-role-changed.json").await;
+    publish(&app, "02-kari-client-assigned.json").await;
+    app.barrier().await;
+    app.stop_worker().await;
+
+    app.settings.housekeeping.role_mapping = "AccountantWithSigningRights=regnskapsforer-lonn"
+        .parse()
+        .unwrap();
+    app.start_worker().await;
+    app.barrier().await;
+    assert_eq!(
+        desired_json(&app).await,
+        json!([{"employee_id": KARI, "client_org_number": "998877660",
+                "package": "regnskapsforer-lonn"}])
+    );
+    app.assert_desired_consistent().await;
+    app.teardown().await;
+}
