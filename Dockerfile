@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 
 # ---- build ----
-FROM rust:1.85-bookworm AS builder
+FROM rust:1-bookworm AS builder
 WORKDIR /src
 # Compile-time checked queries use the checked-in offline data (.sqlx/) instead of a live database.
 ENV SQLX_OFFLINE=true

@@ -41,7 +41,11 @@ pub struct IngestSettings {
     pub batch_size: usize,
     /// Concurrent PostgreSQL transactions per batch, each over its own share of the firms.
     /// About one per core PostgreSQL may use.
-    #[arg(long, env = "INGEST_PARALLELISM", default_value_t = 2)]
+    #[arg(
+        long = "ingest-parallelism",
+        env = "INGEST_PARALLELISM",
+        default_value_t = 2
+    )]
     pub parallelism: usize,
     /// How long a batch waits for more deliveries once it has one, in milliseconds.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20)]
