@@ -31,10 +31,10 @@ pub enum Command {
         #[command(flatten)]
         db: DbSettings,
         /// The firm's organisation number.
-        #[arg(long)]
+        #[arg(long, env = "FIRM")]
         firm: String,
         /// Print a JSON array of {employee_id, client_org_number, package}.
-        #[arg(long)]
+        #[arg(long, env = "OUTPUT_JSON")]
         json: bool,
     },
     /// Recompute every desired grant from the facts, with the given role mapping.
@@ -48,11 +48,14 @@ pub enum Command {
     DeadLetters {
         #[command(flatten)]
         db: DbSettings,
-        #[arg(long)]
+        /// Only this firm's dead letters.
+        #[arg(long, env = "FIRM")]
         firm: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// How many to show.
+        #[arg(long, env = "DEAD_LETTERS_LIMIT", default_value_t = 50)]
         limit: i64,
-        #[arg(long)]
+        /// Print JSON.
+        #[arg(long, env = "OUTPUT_JSON")]
         json: bool,
     },
     /// Accept a firm's new sequence numbering after AdminFlow was restored from a backup.
@@ -62,7 +65,8 @@ pub enum Command {
     Resequence {
         #[command(flatten)]
         db: DbSettings,
-        #[arg(long)]
+        /// The firm's organisation number.
+        #[arg(long, env = "FIRM")]
         firm: String,
     },
     /// Delete processed event ids and tombstones older than the retention period, then exit.
@@ -84,10 +88,10 @@ pub struct PublishArgs {
     )]
     pub amqp_url: String,
     /// Exchange to publish to, e.g. adminflow.events or altinn-sync.commands.
-    #[arg(long)]
+    #[arg(long, env = "PUBLISH_EXCHANGE")]
     pub exchange: String,
     /// Routing key: the event or command type.
-    #[arg(long)]
+    #[arg(long, env = "PUBLISH_ROUTING_KEY")]
     pub routing_key: String,
     /// The JSON file to publish, or - for standard input.
     pub file: PathBuf,
