@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::ingest::BrokerSettings;
 use crate::policy::{RoleMapping, DEFAULT_ROLE_MAPPING};
 use crate::state::DbSettings;
 use crate::telemetry::TelemetrySettings;
@@ -80,13 +81,8 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
+    #[command(flatten)]
+    pub broker: BrokerSettings,
     /// Exchange to publish to, e.g. adminflow.events or altinn-sync.commands.
     #[arg(long, env = "PUBLISH_EXCHANGE")]
     pub exchange: String,

@@ -57,7 +57,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 std::fs::read(&args.file)
                     .with_context(|| format!("reading {}", args.file.display()))?
             };
-            publish::publish(&args.amqp_url, &args.exchange, &args.routing_key, &body).await?;
+            publish::publish(
+                &args.broker.amqp_url,
+                &args.exchange,
+                &args.routing_key,
+                &body,
+            )
+            .await?;
             println!(
                 "published to {} with routing key {}",
                 args.exchange, args.routing_key

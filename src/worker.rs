@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::{self, IngestSettings, Metrics};
+use crate::ingest::{self, BrokerSettings, IngestSettings, Metrics};
 use crate::policy::{RoleMapping, DEFAULT_ROLE_MAPPING};
 use crate::state::{self, DbSettings};
 
@@ -15,14 +15,8 @@ use crate::state::{self, DbSettings};
 pub struct WorkerSettings {
     #[command(flatten)]
     pub db: DbSettings,
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
+    #[command(flatten)]
+    pub broker: BrokerSettings,
     #[command(flatten)]
     pub ingest: IngestSettings,
     #[command(flatten)]
@@ -72,7 +66,7 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
 
     let metrics = Metrics::default();
     let ingest = ingest::run(
-        &settings.amqp_url,
+        &settings.broker.amqp_url,
         &settings.ingest,
         pool.clone(),
         &metrics,

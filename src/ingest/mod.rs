@@ -21,6 +21,19 @@ use crate::contract::Rules;
 use consumer::QueueWorker;
 use dead_letter::DeadLetterPublisher;
 
+/// Where the broker is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerSettings {
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+}
+
 /// Ingest settings; every flag is also an environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestSettings {

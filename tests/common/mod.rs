@@ -9,7 +9,7 @@ pub mod workload;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use altinn_sync::ingest::{self, IngestSettings, Topology};
+use altinn_sync::ingest::{self, BrokerSettings, IngestSettings, Topology};
 use altinn_sync::policy::RoleMapping;
 use altinn_sync::state::{self, DbSettings};
 use altinn_sync::worker::{self, Housekeeping, WorkerSettings};
@@ -66,7 +66,9 @@ impl TestApp {
                 database_url: format!("{}/t_{id}", pg_root()),
                 database_max_connections: 4,
             },
-            amqp_url: amqp_url(),
+            broker: BrokerSettings {
+                amqp_url: amqp_url(),
+            },
             ingest: IngestSettings {
                 topology_prefix: format!("t-{id}"),
                 events_exchange: format!("t-{id}.adminflow.events"),
@@ -89,7 +91,9 @@ impl TestApp {
         let pool = state::connect(&settings.db).await.expect("test database");
         state::migrate(&pool).await.expect("migrations");
         let topology = settings.ingest.topology();
-        let conn = ingest::connect(&settings.amqp_url).await.expect("RabbitMQ");
+        let conn = ingest::connect(&settings.broker.amqp_url)
+            .await
+            .expect("RabbitMQ");
         let declare = conn.create_channel().await.unwrap();
         topology.declare(&declare).await.expect("topology");
         let publisher = conn.create_channel().await.unwrap();

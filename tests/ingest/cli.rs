@@ -17,7 +17,7 @@ async fn cli(app: &TestApp, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
         .args(args)
         .env("DATABASE_URL", &app.settings.db.database_url)
-        .env("AMQP_URL", &app.settings.amqp_url)
+        .env("AMQP_URL", &app.settings.broker.amqp_url)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .await

@@ -14,7 +14,7 @@ fn worker_process(app: &TestApp) -> Child {
     Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
         .arg("run")
         .env("DATABASE_URL", &s.db.database_url)
-        .env("AMQP_URL", &s.amqp_url)
+        .env("AMQP_URL", &s.broker.amqp_url)
         .env("TOPOLOGY_PREFIX", &s.ingest.topology_prefix)
         .env("EVENTS_EXCHANGE", &s.ingest.events_exchange)
         .env("BATCH_SIZE", "100")
@@ -25,6 +25,22 @@ fn worker_process(app: &TestApp) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("the worker binary starts")
+}
+
+/// Waits until at least `n` events are committed, waking on each commit.
+async fn wait_for_processed(app: &TestApp, n: i64) {
+    let pool = app.pool.clone();
+    app.wait_until("part of the backlog", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_events")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                >= n
+        }
+    })
+    .await;
 }
 
 async fn processed(app: &TestApp) -> i64 {
@@ -46,18 +62,7 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
     app.publish_all(&events).await;
 
     let mut first = worker_process(&app);
-    let pool = app.pool.clone();
-    app.wait_until("a first part of the backlog", || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_events")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                >= 2000
-        }
-    })
-    .await;
+    wait_for_processed(&app, 2000).await;
     first.start_kill().unwrap(); // SIGKILL: no chance to finish the batch
     first.wait().await.unwrap();
     let at_kill = processed(&app).await;
@@ -89,18 +94,7 @@ async fn sigterm_finishes_the_batch_in_hand_and_exits_cleanly() {
     let events = mixed_stream(12, 4, 10, 10, 5_000, 0.0, 1);
     app.publish_all(&events).await;
     let mut worker = worker_process(&app);
-    let pool = app.pool.clone();
-    app.wait_until("part of the backlog", || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_events")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                >= 500
-        }
-    })
-    .await;
+    wait_for_processed(&app, 500).await;
     let pid = worker.id().expect("running") as i32;
     // SIGTERM through the shell's kill, to avoid a libc dependency in tests.
     let status = Command::new("kill")
@@ -159,7 +153,7 @@ async fn when_rabbitmq_drops_the_worker_reconnects_redeclares_and_resumes() {
     let mut logs = logs::subscribe();
     let mut app = TestApp::without_worker().await;
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    app.settings.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    app.settings.broker.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
     app.start_worker().await;
     app.barrier().await;
 
