@@ -317,7 +317,7 @@ impl Bench {
         while let Some(d) = consumer.next().await {
             let d = d.unwrap();
             n += 1;
-            if n % 1000 == 0 || n == bodies.len() {
+            if n.is_multiple_of(1000) || n == bodies.len() {
                 ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
                     .await
                     .unwrap();
