@@ -3,8 +3,6 @@
 # ---- build ----
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-# Compile-time checked queries use the checked-in offline data (.sqlx/) instead of a live database.
-ENV SQLX_OFFLINE=true
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
