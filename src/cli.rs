@@ -70,6 +70,8 @@ pub enum Command {
         #[arg(long, env = "FIRM")]
         firm: String,
     },
+    /// Serve the Altinn and Maskinporten simulator (for tests, benchmarks and development).
+    AltinnSim(crate::sim::SimArgs),
     /// Delete processed event ids and tombstones older than the retention period, then exit.
     Prune {
         #[command(flatten)]

@@ -21,11 +21,13 @@
 //! - [`worker`]: `altinn-sync run`, wiring the above with housekeeping.
 //! - [`publish`], [`cli`], [`telemetry`]: the operator's tools and the process around them.
 
+pub mod altinn;
 pub mod cli;
 pub mod contract;
 pub mod ingest;
 pub mod policy;
 pub mod publish;
+pub mod sim;
 pub mod state;
 pub mod telemetry;
 pub mod worker;

@@ -1,0 +1,210 @@
+//! The v1 enduser client-delegation client, acting as a firm's system user.
+//!
+//! Party ids are UUIDs: the firm is `party`, the client is `from` and the employee is `to`.
+//! Every call refreshes the token once on 401 and retries; other failures come back
+//! classified (see [`super::error`]) and retrying them is the caller's policy.
+
+use reqwest::{Method, RequestBuilder};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::config::ValidatedAltinnConfig;
+use super::error::{classify, Error, Result};
+use super::maskinporten::{SigningKey, TokenSource};
+use super::wire::{
+    AgentAccess, Assignment, AuthorizedParty, ClientAccess, Delegation, DelegationBatch, Paginated,
+    PersonInput,
+};
+
+pub const AUTHORIZED_PARTIES_PATH: &str = "/accessmanagement/api/v1/enduser/authorizedparties";
+pub const CLIENTS_PATH: &str = "/accessmanagement/api/v1/enduser/clientdelegations/clients";
+pub const AGENTS_PATH: &str = "/accessmanagement/api/v1/enduser/clientdelegations/agents";
+pub const AGENT_PACKAGES_PATH: &str =
+    "/accessmanagement/api/v1/enduser/clientdelegations/agents/accesspackages";
+
+/// The firm a call acts for: the org number picks the system user's token, the party UUID
+/// goes into `party`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firm {
+    pub org_number: String,
+    pub party: Uuid,
+}
+
+#[derive(Debug)]
+pub struct AltinnClient {
+    http: reqwest::Client,
+    base_url: String,
+    tokens: TokenSource,
+}
+
+impl AltinnClient {
+    /// Reads the key file and builds the HTTP client; makes no call yet.
+    pub fn new(config: ValidatedAltinnConfig) -> Result<Self> {
+        let key = SigningKey::from_file(&config)?;
+        Self::with_key(config, key)
+    }
+
+    pub fn with_key(config: ValidatedAltinnConfig, key: SigningKey) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(Error::HttpClient)?;
+        let base_url = config.altinn_base_url.clone();
+        Ok(Self {
+            tokens: TokenSource::new(http.clone(), config, key),
+            http,
+            base_url,
+        })
+    }
+
+    pub fn tokens(&self) -> &TokenSource {
+        &self.tokens
+    }
+
+    /// The firm's party UUID, from the parties its system user may act for.
+    pub async fn firm_party(&self, org_number: &str) -> Result<Firm> {
+        let parties: Paginated<AuthorizedParty> = self
+            .call(org_number, "authorizedparties", |c| {
+                c.request(Method::GET, AUTHORIZED_PARTIES_PATH)
+            })
+            .await?;
+        let party = parties
+            .data
+            .iter()
+            .find(|p| p.organization_number.as_deref() == Some(org_number) && !p.is_deleted)
+            .ok_or_else(|| Error::FirmLevel {
+                reason: format!("the system user is not authorized for firm {org_number}"),
+            })?;
+        Ok(Firm {
+            org_number: org_number.to_owned(),
+            party: party.party_uuid,
+        })
+    }
+
+    /// The firm's clients and the packages each role lets it delegate.
+    pub async fn clients(&self, firm: &Firm) -> Result<Vec<ClientAccess>> {
+        let page: Paginated<ClientAccess> = self
+            .call(&firm.org_number, "clients", |c| {
+                c.request(Method::GET, CLIENTS_PATH)
+                    .query(&[("party", firm.party)])
+            })
+            .await?;
+        Ok(page.data)
+    }
+
+    /// The firm's agents (employees who may receive client packages).
+    pub async fn agents(&self, firm: &Firm) -> Result<Vec<AgentAccess>> {
+        let page: Paginated<AgentAccess> = self
+            .call(&firm.org_number, "agents", |c| {
+                c.request(Method::GET, AGENTS_PATH)
+                    .query(&[("party", firm.party)])
+            })
+            .await?;
+        Ok(page.data)
+    }
+
+    /// Makes the person an agent of the firm (idempotent); `to_id` is the agent's party UUID.
+    ///
+    /// Call it only for persons not already among [`Self::agents`]: each failed lookup counts
+    /// towards Altinn's hour-long lock-out.
+    pub async fn add_agent(&self, firm: &Firm, person: &PersonInput) -> Result<Assignment> {
+        self.call(&firm.org_number, "add agent", |c| {
+            c.request(Method::POST, AGENTS_PATH)
+                .query(&[("party", firm.party)])
+                .json(person)
+        })
+        .await
+    }
+
+    /// The clients and packages the agent holds from the firm.
+    pub async fn agent_packages(&self, firm: &Firm, agent: Uuid) -> Result<Vec<ClientAccess>> {
+        let page: Paginated<ClientAccess> = self
+            .call(&firm.org_number, "agent packages", |c| {
+                c.request(Method::GET, AGENT_PACKAGES_PATH)
+                    .query(&[("party", firm.party), ("to", agent)])
+            })
+            .await?;
+        Ok(page.data)
+    }
+
+    /// Delegates packages from the client to the agent via the firm; idempotent per package.
+    pub async fn delegate(
+        &self,
+        firm: &Firm,
+        client: Uuid,
+        agent: Uuid,
+        batch: &DelegationBatch,
+    ) -> Result<Vec<Delegation>> {
+        self.packages(Method::POST, "delegate", firm, client, agent, batch)
+            .await
+    }
+
+    /// Revokes packages; already absent ones come back with `changed = false`.
+    pub async fn revoke(
+        &self,
+        firm: &Firm,
+        client: Uuid,
+        agent: Uuid,
+        batch: &DelegationBatch,
+    ) -> Result<Vec<Delegation>> {
+        self.packages(Method::DELETE, "revoke", firm, client, agent, batch)
+            .await
+    }
+
+    async fn packages(
+        &self,
+        method: Method,
+        operation: &'static str,
+        firm: &Firm,
+        client: Uuid,
+        agent: Uuid,
+        batch: &DelegationBatch,
+    ) -> Result<Vec<Delegation>> {
+        self.call(&firm.org_number, operation, |c| {
+            c.request(method.clone(), AGENT_PACKAGES_PATH)
+                .query(&[("party", firm.party), ("from", client), ("to", agent)])
+                .json(batch)
+        })
+        .await
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base_url))
+    }
+
+    /// Sends with the firm's token; on 401 refreshes the token once and sends again.
+    async fn call<T, F>(&self, org_number: &str, operation: &'static str, build: F) -> Result<T>
+    where
+        T: DeserializeOwned,
+        F: Fn(&Self) -> RequestBuilder,
+    {
+        let mut refreshed = false;
+        loop {
+            let token = self.tokens.token(org_number).await?;
+            let response = build(self)
+                .bearer_auth(token.expose())
+                .send()
+                .await
+                .map_err(Error::transport)?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let body = response.bytes().await.map_err(Error::transport)?;
+            match classify(status, &headers, &body) {
+                Err(Error::Token) if !refreshed => {
+                    tracing::info!(
+                        firm = org_number,
+                        operation,
+                        "Altinn answered 401; refreshing the token"
+                    );
+                    self.tokens.invalidate(org_number).await;
+                    refreshed = true;
+                }
+                Err(err) => return Err(err),
+                Ok(()) => {
+                    return serde_json::from_slice(&body)
+                        .map_err(|source| Error::Decode { operation, source })
+                }
+            }
+        }
+    }
+}

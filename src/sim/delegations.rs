@@ -1,0 +1,389 @@
+//! The v1 enduser client-delegation endpoints and `authorizedparties`, with Altinn's rules.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::problem::{lookup_lockout, validation, vld};
+use super::tokens::{authorize, Caller};
+use super::world::{self, State as SimState, AGENT_ROLE_ID, MAX_FAILED_LOOKUPS};
+use super::{Error, Simulator};
+use crate::altinn::wire::{
+    AgentAccess, Assignment, AuthorizedParty, ClientAccess, CompactEntity, CompactPackage,
+    CompactRole, Delegation, DelegationBatch, Paginated, PersonInput, RoleAccess, ValidationError,
+};
+
+pub const READ: &str = "altinn:clientdelegations.read";
+pub const WRITE: &str = "altinn:clientdelegations.write";
+pub const AUTHORIZED_PARTIES: &str = "altinn:accessmanagement/authorizedparties";
+
+type Params = Query<HashMap<String, String>>;
+
+/// A UUID query parameter; a missing or malformed `party` is 403 in Altinn, others 400.
+fn uuid_param(params: &Params, name: &'static str) -> Result<Uuid, Error> {
+    let value = params.get(name).and_then(|v| Uuid::parse_str(v).ok());
+    match (value, name) {
+        (Some(v), _) => Ok(v),
+        (None, "party") => Err(Error::Forbidden("missing or invalid party")),
+        (None, _) => Err(validation(vec![vld(
+            "AM.VLD-00006",
+            &format!("$QUERY/{name}"),
+            "missing or invalid party id",
+        )])),
+    }
+}
+
+fn role_dto(role: &world::Role) -> CompactRole {
+    CompactRole {
+        id: role.id,
+        code: Some(role.code.into()),
+        urn: Some(role.urn.into()),
+        legacy_urn: Some(role.legacy_urn.into()),
+    }
+}
+
+fn package_dto(urn: &str) -> CompactPackage {
+    let id = world::package(urn).map(|(_, id)| id).unwrap_or_default();
+    CompactPackage {
+        id,
+        urn: Some(urn.into()),
+        area_id: None,
+    }
+}
+
+fn client_entity(client: &world::Client) -> CompactEntity {
+    CompactEntity {
+        id: client.party_uuid,
+        name: Some(client.name.clone()),
+        entity_type: Some("Organisasjon".into()),
+        variant: Some("AS".into()),
+        organization_identifier: Some(client.org_number.clone()),
+        person_identifier: None,
+        is_deleted: false,
+    }
+}
+
+fn person_entity(person: &world::Person) -> CompactEntity {
+    CompactEntity {
+        id: person.party_uuid,
+        name: Some(person.name.clone()),
+        entity_type: Some("Person".into()),
+        variant: None,
+        organization_identifier: None,
+        person_identifier: Some(person.national_identity_number.clone()),
+        is_deleted: false,
+    }
+}
+
+pub async fn authorized_parties(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+) -> Result<Json<Paginated<AuthorizedParty>>, Error> {
+    let state = sim.inner.state.lock().await;
+    let caller = authorize(&sim, &state, &headers, AUTHORIZED_PARTIES, None)?;
+    let firm = state
+        .firm(&caller.org_number)
+        .ok_or(Error::Forbidden("unknown firm"))?;
+    // Altinn's code answers a flat list, although its OpenAPI document says a list of lists.
+    Ok(Json(Paginated::single_page(vec![AuthorizedParty {
+        party_uuid: firm.party_uuid,
+        name: Some(firm.name.clone()),
+        organization_number: Some(firm.org_number.clone()),
+        party_type: Some("Organization".into()),
+        is_deleted: false,
+    }])))
+}
+
+pub async fn clients(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Json<Paginated<ClientAccess>>, Error> {
+    let party = uuid_param(&params, "party")?;
+    let state = sim.inner.state.lock().await;
+    let caller = authorize(&sim, &state, &headers, READ, Some(party))?;
+    let data = state
+        .world
+        .clients
+        .iter()
+        .filter_map(|c| {
+            let role = state.firm_role(c, &caller.org_number)?;
+            let packages = role.packages.iter().map(|p| package_dto(p)).collect();
+            Some(ClientAccess {
+                client: client_entity(c),
+                access: vec![RoleAccess {
+                    role: role_dto(role),
+                    packages,
+                }],
+            })
+        })
+        .collect();
+    Ok(Json(Paginated::single_page(data)))
+}
+
+pub async fn agents(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Json<Paginated<AgentAccess>>, Error> {
+    let party = uuid_param(&params, "party")?;
+    let state = sim.inner.state.lock().await;
+    let caller = authorize(&sim, &state, &headers, READ, Some(party))?;
+    let agent_role = CompactRole {
+        id: AGENT_ROLE_ID,
+        code: Some("agent".into()),
+        urn: Some("urn:altinn:role:agent".into()),
+        legacy_urn: None,
+    };
+    let data = state
+        .agents
+        .get(&caller.firm_party)
+        .into_iter()
+        .flatten()
+        .filter_map(|(party, (_, added))| {
+            Some(AgentAccess {
+                agent: person_entity(state.person(*party)?),
+                agent_added_at: Some(*added),
+                access: vec![RoleAccess {
+                    role: agent_role.clone(),
+                    packages: Vec::new(),
+                }],
+            })
+        })
+        .collect();
+    Ok(Json(Paginated::single_page(data)))
+}
+
+pub async fn add_agent(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Assignment>, Error> {
+    let party = uuid_param(&params, "party")?;
+    let mut state = sim.inner.state.lock().await;
+    let caller = authorize(&sim, &state, &headers, WRITE, Some(party))?;
+    let person = if let Some(to) = params.get("to") {
+        let to = Uuid::parse_str(to).ok();
+        let known = to.filter(|to| {
+            state
+                .agents
+                .get(&caller.firm_party)
+                .is_some_and(|a| a.contains_key(to))
+        });
+        known.ok_or_else(|| {
+            validation(vec![vld(
+                "AM.VLD-00006",
+                "$QUERY/to",
+                "the person has no connection to the firm",
+            )])
+        })?
+    } else {
+        let input: PersonInput = serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("invalid PersonInput: {e}")))?;
+        lookup_person(&mut state, &caller, &input)?
+    };
+    let agents = state.agents.entry(caller.firm_party).or_default();
+    let (id, _) = *agents
+        .entry(person)
+        .or_insert_with(|| (Uuid::new_v4(), Utc::now()));
+    Ok(Json(Assignment {
+        id,
+        role_id: AGENT_ROLE_ID,
+        from_id: caller.firm_party,
+        to_id: person,
+    }))
+}
+
+/// Matches national identity number and last name, counting failures towards the lock-out.
+fn lookup_person(
+    state: &mut SimState,
+    caller: &Caller,
+    input: &PersonInput,
+) -> Result<Uuid, Error> {
+    if state.recent_failed_lookups(caller.firm_party) >= MAX_FAILED_LOOKUPS {
+        return Err(lookup_lockout());
+    }
+    let found = state
+        .persons_by_nin
+        .get(&input.person_identifier)
+        .map(|&i| &state.world.persons[i])
+        .filter(|p| {
+            p.last_name
+                .trim()
+                .eq_ignore_ascii_case(input.last_name.trim())
+        });
+    match found {
+        Some(person) => Ok(person.party_uuid),
+        None => {
+            state
+                .failed_lookups
+                .entry(caller.firm_party)
+                .or_default()
+                .push(std::time::Instant::now());
+            Err(validation(vec![ValidationError {
+                code: "AM.VLD-00034".into(),
+                title: Some("Invalid external identifiers".into()),
+                paths: vec!["/personIdentifier".into(), "/lastName".into()],
+                detail: Some("The person identifier and last name do not match.".into()),
+            }]))
+        }
+    }
+}
+
+pub async fn agent_packages(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Json<Paginated<ClientAccess>>, Error> {
+    let party = uuid_param(&params, "party")?;
+    let to = uuid_param(&params, "to")?;
+    let state = sim.inner.state.lock().await;
+    let caller = authorize(&sim, &state, &headers, READ, Some(party))?;
+    let data = state
+        .delegations
+        .range(
+            (caller.firm_party, Uuid::nil(), Uuid::nil())
+                ..=(caller.firm_party, Uuid::max(), Uuid::max()),
+        )
+        .filter(|((_, _, agent), _)| *agent == to)
+        .filter_map(|((_, client, _), roles)| {
+            let access: Vec<RoleAccess> = roles
+                .iter()
+                .filter(|(_, p)| !p.is_empty())
+                .filter_map(|(code, packages)| {
+                    let packages = packages.iter().map(|p| package_dto(p)).collect();
+                    Some(RoleAccess {
+                        role: role_dto(world::role(code)?),
+                        packages,
+                    })
+                })
+                .collect();
+            let client = state.client(*client)?;
+            (!access.is_empty()).then(|| ClientAccess {
+                client: client_entity(client),
+                access,
+            })
+        })
+        .collect();
+    Ok(Json(Paginated::single_page(data)))
+}
+
+pub async fn delegate(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    params: Params,
+    Json(batch): Json<DelegationBatch>,
+) -> Result<Json<Vec<Delegation>>, Error> {
+    change_packages(sim, headers, params, batch, true).await
+}
+
+pub async fn revoke(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    params: Params,
+    Json(batch): Json<DelegationBatch>,
+) -> Result<Json<Vec<Delegation>>, Error> {
+    change_packages(sim, headers, params, batch, false).await
+}
+
+/// Validates the whole batch first; one invalid package rejects it all, as in Altinn.
+async fn change_packages(
+    sim: Simulator,
+    headers: HeaderMap,
+    params: Params,
+    batch: DelegationBatch,
+    add: bool,
+) -> Result<Json<Vec<Delegation>>, Error> {
+    let party = uuid_param(&params, "party")?;
+    let (from, to) = (uuid_param(&params, "from")?, uuid_param(&params, "to")?);
+    let mut state = sim.inner.state.lock().await;
+    let caller = authorize(&sim, &state, &headers, WRITE, Some(party))?;
+    let client = state
+        .client(from)
+        .ok_or_else(|| validation(vec![vld("AM.VLD-00006", "$QUERY/from", "unknown client")]))?;
+    let firm_role = state.firm_role(client, &caller.org_number);
+    let is_agent = state
+        .agents
+        .get(&caller.firm_party)
+        .is_some_and(|a| a.contains_key(&to));
+    if add && !is_agent {
+        return Err(validation(vec![vld(
+            "AM.VLD-00032",
+            "$QUERY/to",
+            "the person is not an agent of the firm",
+        )]));
+    }
+    let mut errors = Vec::new();
+    let mut changes = Vec::new();
+    for (i, value) in batch.values.iter().enumerate() {
+        let Some(role) = world::role(&value.role) else {
+            errors.push(vld(
+                "AM.VLD-00029",
+                &format!("/values[{i}]/role"),
+                "unknown role",
+            ));
+            continue;
+        };
+        if add && firm_role.map(|r| r.code) != Some(role.code) {
+            errors.push(vld(
+                "AM.VLD-00032",
+                &format!("/values[{i}]/role"),
+                "the client has not given the firm this role",
+            ));
+            continue;
+        }
+        for (j, name) in value.packages.iter().enumerate() {
+            let path = format!("/values[{i}]/packages[{j}]");
+            match world::package(name) {
+                None => errors.push(vld("AM.VLD-00030", &path, "unknown package")),
+                Some((urn, _)) if !role.packages.contains(&urn) => errors.push(vld(
+                    "AM.VLD-00026",
+                    &path,
+                    "the role does not give the firm this package",
+                )),
+                Some((urn, id)) => changes.push((role, urn, id)),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(validation(errors));
+    }
+    let key = (caller.firm_party, from, to);
+    let mut results = Vec::with_capacity(changes.len());
+    for (role, urn, id) in changes {
+        let packages = state
+            .delegations
+            .entry(key)
+            .or_default()
+            .entry(role.code)
+            .or_default();
+        let changed = if add {
+            packages.insert(urn)
+        } else {
+            packages.remove(urn)
+        };
+        results.push(Delegation {
+            role_id: role.id,
+            package_id: id,
+            via_id: caller.firm_party,
+            from_id: from,
+            to_id: to,
+            changed,
+        });
+    }
+    // The delegation row goes with its last package.
+    if state
+        .delegations
+        .get(&key)
+        .is_some_and(|roles| roles.values().all(|p| p.is_empty()))
+    {
+        state.delegations.remove(&key);
+    }
+    Ok(Json(results))
+}

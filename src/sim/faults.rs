@@ -1,0 +1,116 @@
+//! Injected faults and the request journal, as middleware in front of the Altinn routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::Simulator;
+
+/// What `PUT /_sim/faults` sets. Shares are probabilities per request, 0.0 to 1.0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Faults {
+    /// Share of requests answered 503.
+    pub server_error_share: f64,
+    /// Share of requests answered 429 with `Retry-After: retryAfterSecs`.
+    pub too_many_requests_share: f64,
+    pub retry_after_secs: u64,
+    /// Added to every request.
+    pub latency_ms: u64,
+    /// Share of requests that wait `hangMs` before being answered (past a client's timeout).
+    pub hang_share: f64,
+    pub hang_ms: u64,
+    /// Share of requests whose connection is closed without an answer.
+    pub drop_share: f64,
+}
+
+/// Put into each request by [`super::serve`] so a fault can close the connection.
+#[derive(Clone)]
+pub struct DropConnection(pub Arc<Notify>);
+
+/// One request the simulator answered, for conformance tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub status: u16,
+    pub request_body: Option<serde_json::Value>,
+    pub response_body: Option<serde_json::Value>,
+}
+
+pub async fn inject(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    let faults = sim.inner.state.lock().await.faults.clone();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    // One draw per fault, so shares are independent of each other.
+    let hit = |share: f64| share > 0.0 && rand::thread_rng().gen::<f64>() < share;
+    if hit(faults.hang_share) {
+        tokio::time::sleep(Duration::from_millis(faults.hang_ms)).await;
+    }
+    if hit(faults.drop_share) {
+        if let Some(DropConnection(notify)) = request.extensions().get::<DropConnection>() {
+            notify.notify_one();
+            // The connection task drops this future along with the socket.
+            std::future::pending::<()>().await;
+        }
+    }
+    if hit(faults.server_error_share) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "injected fault").into_response();
+    }
+    if hit(faults.too_many_requests_share) {
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, "injected fault").into_response();
+        let value = HeaderValue::from(faults.retry_after_secs);
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+        return response;
+    }
+    next.run(request).await
+}
+
+/// Records request and answer bodies when the simulator was built with a journal.
+pub async fn record(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    let Some(journal) = sim.inner.journal.as_ref() else {
+        return next.run(request).await;
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let request_body = serde_json::from_slice(&bytes).ok();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let entry = JournalEntry {
+        method,
+        path,
+        query,
+        status: parts.status.as_u16(),
+        request_body,
+        response_body: serde_json::from_slice(&bytes).ok(),
+    };
+    journal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(entry);
+    Response::from_parts(parts, Body::from(bytes))
+}

@@ -1,0 +1,192 @@
+//! An in-memory Altinn and Maskinporten that speak the real wire format, for tests and dev mode.
+//!
+//! # Endpoints
+//! Maskinporten and Altinn, as the client calls them (`MASKINPORTEN_URL` = `http://ADDR/`,
+//! `ALTINN_BASE_URL` = `http://ADDR`):
+//! - `POST /token`: JWT grant → Maskinporten token (see [`tokens`] for what is verified).
+//! - `GET /authentication/api/v1/exchange/maskinporten`: Maskinporten token → Altinn token.
+//! - `GET /accessmanagement/api/v1/enduser/authorizedparties`
+//! - `GET /accessmanagement/api/v1/enduser/clientdelegations/clients?party`
+//! - `GET|POST /accessmanagement/api/v1/enduser/clientdelegations/agents?party[&to]`
+//! - `GET|POST|DELETE /accessmanagement/api/v1/enduser/clientdelegations/agents/accesspackages`
+//!   `?party&to` (GET) or `?party&from&to` (POST, DELETE)
+//!
+//! Admin, not part of Altinn:
+//! - `PUT /_sim/world`: load a [`World`] (Maskinporten clients with public keys by `kid`, firms,
+//!   clients with the ER role they gave each firm, persons with national identity number and
+//!   last name). Replaces all agents and delegations.
+//! - `GET /_sim/delegations`: the current delegations as [`DelegationRow`]s.
+//! - `PUT /_sim/faults`: set [`Faults`] (shares of 503, 429 with `Retry-After`, latency, hangs,
+//!   dropped connections); `{}` clears them.
+//! - `POST /_sim/tokens/revoke`: every token issued so far now gets 401.
+//!
+//! # Rules enforced
+//! The client must have given the firm the role (else 400 AM.VLD-00032), the role must allow
+//! the package (AM.VLD-00026), the national identity number and last name must match
+//! (AM.VLD-00034; after two failures in an hour, 429 AM-00026), the employee must be an agent
+//! before delegation (AM.VLD-00032). A token without the endpoint's scope, or for another
+//! `party`, gets 403; a missing, expired or revoked one 401. Adding and removing are idempotent
+//! and say so with `changed`.
+
+mod admin;
+mod delegations;
+mod faults;
+mod problem;
+mod run;
+mod server;
+mod tokens;
+mod world;
+
+use std::sync::{Arc, Mutex as StdMutex};
+
+use axum::routing::{get, post, put};
+use axum::Router;
+use rand::RngCore;
+use tokio::sync::Mutex;
+
+pub use faults::{Faults, JournalEntry};
+pub use run::{run, SimArgs};
+pub use server::serve;
+pub use world::{Client, DelegationRow, Firm, FirmRole, MaskinportenClient, Person, World};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("missing, invalid, expired or revoked token")]
+    Unauthorized,
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("Altinn problem {}", .0.1.code.as_deref().unwrap_or_default())]
+    Problem(Box<(axum::http::StatusCode, crate::altinn::wire::ProblemDetails)>),
+    #[error("Maskinporten error {error}: {description}")]
+    OAuth {
+        error: &'static str,
+        description: String,
+    },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("failed to listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to read the world file {path}")]
+    ReadWorld {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to parse the world file {path}")]
+    ParseWorld {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A handle on one simulated Altinn; clones share the state.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// One lock for the whole world: every call is short, and it keeps the rules simple.
+    state: Mutex<world::State>,
+    maskinporten_secret: [u8; 32],
+    altinn_secret: [u8; 32],
+    /// Every answered request, when built with [`Simulator::with_journal`].
+    journal: Option<StdMutex<Vec<JournalEntry>>>,
+}
+
+impl Default for Simulator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Simulator {
+    pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// A simulator that keeps every request and answer, for conformance checks.
+    pub fn with_journal() -> Self {
+        Self::build(true)
+    }
+
+    fn build(journal: bool) -> Self {
+        let mut secrets = [[0u8; 32]; 2];
+        secrets
+            .iter_mut()
+            .for_each(|s| rand::thread_rng().fill_bytes(s));
+        let inner = Inner {
+            state: Mutex::default(),
+            maskinporten_secret: secrets[0],
+            altinn_secret: secrets[1],
+            journal: journal.then(StdMutex::default),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub async fn load(&self, world: World) {
+        self.inner.state.lock().await.load(world);
+    }
+
+    pub async fn set_faults(&self, faults: Faults) {
+        self.inner.state.lock().await.faults = faults;
+    }
+
+    pub async fn delegations(&self) -> Vec<DelegationRow> {
+        self.inner.state.lock().await.delegation_rows()
+    }
+
+    /// The requests answered so far (empty without a journal).
+    pub fn journal(&self) -> Vec<JournalEntry> {
+        let journal = self.inner.journal.as_ref();
+        journal
+            .map(|j| j.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    pub fn router(&self) -> Router {
+        const CD: &str = "/accessmanagement/api/v1/enduser/clientdelegations";
+        let altinn = Router::new()
+            .route("/token", post(tokens::maskinporten_token))
+            .route(
+                "/authentication/api/v1/exchange/:provider",
+                get(tokens::exchange),
+            )
+            .route(
+                "/accessmanagement/api/v1/enduser/authorizedparties",
+                get(delegations::authorized_parties),
+            )
+            .route(&format!("{CD}/clients"), get(delegations::clients))
+            .route(
+                &format!("{CD}/agents"),
+                get(delegations::agents).post(delegations::add_agent),
+            )
+            .route(
+                &format!("{CD}/agents/accesspackages"),
+                get(delegations::agent_packages)
+                    .post(delegations::delegate)
+                    .delete(delegations::revoke),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                faults::record,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                faults::inject,
+            ));
+        let admin = Router::new()
+            .route("/_sim/world", put(admin::put_world))
+            .route("/_sim/delegations", get(admin::get_delegations))
+            .route("/_sim/faults", put(admin::put_faults))
+            .route("/_sim/tokens/revoke", post(admin::revoke_tokens));
+        altinn.merge(admin).with_state(self.clone())
+    }
+}
