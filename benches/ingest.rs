@@ -300,7 +300,7 @@ impl Bench {
         self.publish("", &to_queue).await;
         let conn = ingest::connect(&self.amqp_url).await.unwrap();
         let ch = conn.create_channel().await.unwrap();
-        ch.basic_qos(4000, BasicQosOptions::default())
+        ch.basic_qos(8000, BasicQosOptions::default())
             .await
             .unwrap();
         let started = Instant::now();
@@ -317,7 +317,7 @@ impl Bench {
         while let Some(d) = consumer.next().await {
             let d = d.unwrap();
             n += 1;
-            if n.is_multiple_of(1000) || n == bodies.len() {
+            if n.is_multiple_of(2000) || n == bodies.len() {
                 ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
                     .await
                     .unwrap();

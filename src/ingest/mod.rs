@@ -47,10 +47,10 @@ pub struct IngestSettings {
     #[arg(long, env = "DELIVERY_LIMIT", default_value_t = 20)]
     pub delivery_limit: i64,
     /// Unacked deliveries the broker may send ahead of the worker (per queue).
-    #[arg(long, env = "PREFETCH", default_value_t = 4000)]
+    #[arg(long, env = "PREFETCH", default_value_t = 8000)]
     pub prefetch: u16,
     /// Most deliveries committed in one PostgreSQL transaction.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 1000)]
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 2000)]
     pub batch_size: usize,
     /// Concurrent PostgreSQL transactions per batch, each over its own share of the firms.
     /// About one per core PostgreSQL may use.

@@ -38,12 +38,7 @@ pub async fn connect(settings: &DbSettings) -> Result<PgPool> {
             }
         }
     }
-    // Tables grow by orders of magnitude during an initial load, faster than autovacuum
-    // re-analyses them. A generic plan cached while they were small (seq scans, hashed
-    // subplans) would stay in use and make every batch scan whole tables, so plan each
-    // execution with the current table sizes instead.
-    let options =
-        PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]);
+    let options = PgConnectOptions::from_str(url)?;
     let pool = PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .acquire_timeout(Duration::from_secs(5))

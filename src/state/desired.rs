@@ -92,6 +92,9 @@ pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys)
            SELECT firm, employee_id, client_org_number, package FROM want
            ON CONFLICT DO NOTHING"#,
     )
+    // Unprepared, so it is planned for each batch's actual keys: tables grow by orders of
+    // magnitude during an initial load, and a plan cached while they were small would stay.
+    .persistent(false)
     .bind(pair_firms)
     .bind(pair_emps)
     .bind(pair_clients)
