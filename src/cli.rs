@@ -45,6 +45,21 @@ pub enum Command {
         #[arg(long, env = "ROLE_MAPPING", default_value = DEFAULT_ROLE_MAPPING)]
         role_mapping: RoleMapping,
     },
+    /// Explain an employee's access: roles, clients, project-accountant slots and what they imply
+    /// ("why is my Altinn access missing?").
+    Explain {
+        #[command(flatten)]
+        db: DbSettings,
+        /// The firm's organisation number.
+        #[arg(long, env = "FIRM")]
+        firm: String,
+        /// The employee's AdminFlow id.
+        #[arg(long, env = "EMPLOYEE")]
+        employee: uuid::Uuid,
+        /// Print JSON.
+        #[arg(long, env = "OUTPUT_JSON")]
+        json: bool,
+    },
     /// List dead-lettered messages and why, newest first.
     DeadLetters {
         #[command(flatten)]

@@ -89,6 +89,22 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Explain {
+            db,
+            firm,
+            employee,
+            json,
+        } => {
+            let pool = connect_migrated(&db).await?;
+            let Some(explanation) = state::explain(&pool, &firm, employee).await? else {
+                anyhow::bail!("firm {firm} is not known: no event for it has been applied");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&explanation)?);
+            } else {
+                println!("{explanation}");
+            }
+        }
         Command::RebuildDesired { db, role_mapping } => {
             let pool = connect_migrated(&db).await?;
             if let state::Realigned::Rebuilt { added, removed } =

@@ -7,6 +7,7 @@ mod commands;
 mod database;
 mod dead_letters;
 mod desired;
+mod explain;
 mod maintenance;
 
 pub use apply::{apply_events, ApplyOptions, ApplyOutcome};
@@ -14,6 +15,7 @@ pub use commands::record_commands;
 pub use database::{connect, migrate, DbSettings};
 pub use dead_letters::{list_dead_letters, record_dead_letter, DeadLetter, DeadLetterRow};
 pub use desired::{align_role_mapping, desired_grants, DesiredGrant, Realigned};
+pub use explain::{explain, ClientFacts, Explanation};
 pub use maintenance::{prune, resequence, PruneOutcome};
 
 /// Database failures, sorted by what the caller should do about them.

@@ -108,3 +108,60 @@ async fn a_changed_role_mapping_rebuilds_the_desired_grants_at_start_up() {
     app.assert_desired_consistent().await;
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn explain_tells_support_why_access_is_there_or_missing() {
+    let mut app = TestApp::spawn().await;
+    for file in [
+        "01-kari-role-changed.json",
+        "02-kari-client-assigned.json",
+        "03-ola-role-changed.json",
+        "04-project-accountant-to-ola.json",
+        "05-kari-client-removed.json",
+    ] {
+        publish(&app, file).await;
+    }
+    app.barrier().await;
+
+    let out = cli(&app, &["explain", "--firm", FIRM, "--employee", KARI]).await;
+    let kari = String::from_utf8(out.stdout).unwrap();
+    assert!(kari.contains("last name Nordmann"), "{kari}");
+    assert!(
+        kari.contains("AccountantWithSigningRights -> regnskapsforer-med-signeringsrettighet"),
+        "{kari}"
+    );
+    assert!(
+        kari.contains("998877660 Fjordkraft Regnskap AS: removed (sequence 1005"),
+        "{kari}"
+    );
+    assert!(kari.contains("-> no access"), "{kari}");
+    assert!(
+        !kari.contains("15038512"),
+        "never the identity number: {kari}"
+    );
+
+    let out = cli(
+        &app,
+        &["explain", "--firm", FIRM, "--employee", OLA, "--json"],
+    )
+    .await;
+    let ola: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ola["clients"][0]["project_accountant"], json!(true));
+    assert_eq!(ola["clients"][0]["assigned"], Value::Null);
+    assert_eq!(
+        ola["clients"][0]["desired_packages"],
+        json!(["regnskapsforer-lonn"])
+    );
+    assert_eq!(
+        ola["roles"]["roles"],
+        json!([["PayrollAccountant", "regnskapsforer-lonn"]])
+    );
+    assert!(!ola.to_string().contains("national_identity_number"));
+
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let out = cli(&app, &["explain", "--firm", FIRM, "--employee", unknown]).await;
+    let nobody = String::from_utf8(out.stdout).unwrap();
+    assert!(nobody.contains("Roles: none received"), "{nobody}");
+    assert!(nobody.contains("Clients: none"), "{nobody}");
+    app.teardown().await;
+}
