@@ -84,6 +84,9 @@ pub enum Command {
         /// The firm's organisation number.
         #[arg(long, env = "FIRM")]
         firm: String,
+        /// Also for a firm that is not on hold (its stale events could then win).
+        #[arg(long)]
+        force: bool,
     },
     /// Serve the Altinn and Maskinporten simulator (for tests, benchmarks and development).
     AltinnSim(crate::sim::SimArgs),

@@ -141,11 +141,16 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Resequence { db, firm } => {
+        Command::Resequence { db, firm, force } => {
             let pool = connect_migrated(&db).await?;
-            match state::resequence(&pool, &firm).await? {
-                Some(old) => println!(
-                    "firm {firm}: high-water mark {old} cleared; the next event for each fact wins"
+            match state::resequence(&pool, &firm, force).await? {
+                Some(state::Resequenced::Done { old_high_water }) => println!(
+                    "firm {firm}: high-water mark {old_high_water} cleared and hold lifted; \
+                     the next event for each fact wins. Replay the firm's dead letters in order."
+                ),
+                Some(state::Resequenced::NotHeld) => anyhow::bail!(
+                    "firm {firm} is not on hold after a sequence regression; \
+                     add --force to reset its sequences anyway"
                 ),
                 None => anyhow::bail!("firm {firm} is not known"),
             }

@@ -110,11 +110,12 @@ async fn housekeeping(pool: &PgPool, settings: &Housekeeping, metrics: &Metrics)
     progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut prune = interval(Duration::from_secs(3600));
     prune.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last = [0u64; 5];
+    let mut last = ([0u64; 5], [0u64; 5]);
     loop {
         tokio::select! {
             _ = progress.tick() => {
-                let now = metrics.events.snapshot();
+                // Only when something moved, so an idle worker does not fill the log.
+                let now = (metrics.events.snapshot(), metrics.commands.snapshot());
                 if now != last {
                     report(metrics, "ingest progress");
                     last = now;

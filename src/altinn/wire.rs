@@ -60,8 +60,9 @@ pub struct AuthorizedParty {
     pub is_deleted: bool,
 }
 
-/// `CompactEntityDto`: a client, an agent or a provider.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `CompactEntityDto`: a client, an agent or a provider. `Debug` leaves out the person
+/// identifier, which may be a national identity number.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CompactEntity {
     pub id: Uuid,
@@ -77,6 +78,23 @@ pub struct CompactEntity {
     pub person_identifier: Option<String>,
     #[serde(default)]
     pub is_deleted: bool,
+}
+
+impl fmt::Debug for CompactEntity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompactEntity")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("entity_type", &self.entity_type)
+            .field("variant", &self.variant)
+            .field("organization_identifier", &self.organization_identifier)
+            .field(
+                "person_identifier",
+                &self.person_identifier.as_ref().map(|_| "<redacted>"),
+            )
+            .field("is_deleted", &self.is_deleted)
+            .finish()
+    }
 }
 
 /// `CompactRoleDto`.
@@ -145,9 +163,8 @@ pub struct PersonInput {
 
 impl fmt::Debug for PersonInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tail = self.person_identifier.get(..6).unwrap_or("");
         f.debug_struct("PersonInput")
-            .field("person_identifier", &format_args!("{tail}*****"))
+            .field("person_identifier", &"<redacted>")
             .field("last_name", &self.last_name)
             .finish()
     }

@@ -60,6 +60,7 @@ impl QueueWorker<'_> {
         // Closing the channel requeues anything still unacked, at once rather than when the
         // connection goes.
         let _ = self.channel.close(200, "worker stopping").await;
+        self.dead_letters.close().await;
         result
     }
 

@@ -35,6 +35,10 @@ impl DeadLetterPublisher {
         })
     }
 
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "worker stopping").await;
+    }
+
     /// Publishes every dead-lettered item and waits for all confirms.
     pub async fn publish(&self, items: &[Item]) -> Result<(), Error> {
         let mut confirms = Vec::new();

@@ -76,7 +76,8 @@ pub async fn run(args: &SimArgs, shutdown: CancellationToken) -> Result<(), Erro
             addr: args.listen,
             source,
         })?;
-    tracing::info!(addr = %args.listen, "Altinn simulator listening");
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(%addr, "Altinn simulator listening");
     serve(listener, sim, shutdown).await;
     Ok(())
 }

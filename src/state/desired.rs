@@ -182,7 +182,9 @@ pub async fn align_role_mapping(
     }
     let (added, removed) = rebuild(&mut tx).await?;
     tx.commit().await?;
-    if changed {
+    if changed && stored.is_empty() {
+        tracing::info!(mapping = %mapping, "role mapping stored");
+    } else if changed {
         tracing::warn!(
             mapping = %mapping, grants.added = added, grants.removed = removed,
             "the role mapping changed; desired grants were rebuilt"

@@ -38,19 +38,32 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<PruneOutcome> {
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resequenced {
+    Done {
+        old_high_water: i64,
+    },
+    /// The firm is not on hold and `force` was not given: nothing changed.
+    NotHeld,
+}
+
 /// Accepts a firm's new sequence lineage after AdminFlow was restored from a backup: every fact
-/// of the firm may be overwritten by the next event that touches it. Returns the old high-water
-/// mark, or `None` for an unknown firm.
-pub async fn resequence(pool: &PgPool, firm: &str) -> Result<Option<i64>> {
+/// of the firm may be overwritten by the next event that touches it, and the hold is lifted.
+/// Only for a firm on hold, unless `force`: on a healthy firm it would let stale events win.
+/// `None` for an unknown firm.
+pub async fn resequence(pool: &PgPool, firm: &str, force: bool) -> Result<Option<Resequenced>> {
     let mut tx = pool.begin().await?;
-    let old: Option<i64> = sqlx::query_scalar(
-        "SELECT high_water_sequence FROM firms WHERE org_number = $1 FOR UPDATE",
+    let row: Option<(i64, bool)> = sqlx::query_as(
+        "SELECT high_water_sequence, held_since IS NOT NULL FROM firms WHERE org_number = $1 FOR UPDATE",
     )
     .bind(firm)
     .fetch_optional(&mut *tx)
     .await?;
-    if old.is_none() {
+    let Some((old, held)) = row else {
         return Ok(None);
+    };
+    if !held && !force {
+        return Ok(Some(Resequenced::NotHeld));
     }
     for table in [
         "employee_identities",
@@ -72,5 +85,7 @@ pub async fn resequence(pool: &PgPool, firm: &str) -> Result<Option<i64>> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(old)
+    Ok(Some(Resequenced::Done {
+        old_high_water: old,
+    }))
 }

@@ -16,7 +16,7 @@ pub use database::{connect, migrate, DbSettings};
 pub use dead_letters::{list_dead_letters, record_dead_letter, DeadLetter, DeadLetterRow};
 pub use desired::{align_role_mapping, desired_grants, DesiredGrant, Realigned};
 pub use explain::{explain, ClientFacts, Explanation};
-pub use maintenance::{prune, resequence, PruneOutcome};
+pub use maintenance::{prune, resequence, PruneOutcome, Resequenced};
 
 /// Database failures, sorted by what the caller should do about them.
 #[derive(Debug, thiserror::Error)]

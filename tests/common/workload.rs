@@ -250,7 +250,7 @@ impl Model {
 }
 
 /// A realistic mix for many firms: 55% assignments, 30% removals, 10% project-accountant
-/// moves and 5% role changes, with `duplicate_share` of events published twice and events shuffled within windows
+/// moves and 5% role changes: `events` distinct events, with `duplicate_share` of them published twice and events shuffled within windows
 /// of `reorder_window`. Returns (routing key, body) pairs in publish order.
 pub fn mixed_stream(
     seed: u64,
@@ -279,7 +279,9 @@ pub fn mixed_stream(
         })
         .collect();
     let mut out: Vec<Value> = Vec::with_capacity(events + events / 10);
-    while out.len() < events {
+    let mut originals = 0;
+    while originals < events {
+        originals += 1;
         let f = rng.gen_range(0..firms as usize);
         let p = &people[f][rng.gen_range(0..people[f].len())];
         let c = &clients[f][rng.gen_range(0..clients[f].len())];

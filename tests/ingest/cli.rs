@@ -165,3 +165,36 @@ async fn explain_tells_support_why_access_is_there_or_missing() {
     assert!(nobody.contains("Clients: none"), "{nobody}");
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn rebuild_desired_applies_a_new_mapping_on_command() {
+    let mut app = TestApp::spawn().await;
+    publish(&app, "01-kari-role-changed.json").await;
+    publish(&app, "02-kari-client-assigned.json").await;
+    app.barrier().await;
+    app.stop_worker().await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+        .args(["rebuild-desired"])
+        .env("DATABASE_URL", &app.settings.db.database_url)
+        .env(
+            "ROLE_MAPPING",
+            "AccountantWithSigningRights=regnskapsforer-lonn",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 added, 1 removed"));
+    assert_eq!(
+        desired_json(&app).await,
+        json!([{"employee_id": KARI, "client_org_number": "998877660",
+                "package": "regnskapsforer-lonn"}])
+    );
+    app.assert_desired_consistent().await;
+    app.teardown().await;
+}
