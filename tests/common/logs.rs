@@ -36,10 +36,10 @@ impl<S: tracing::Subscriber> Layer<S> for Forward {
 pub fn subscribe() -> broadcast::Receiver<String> {
     SENDER
         .get_or_init(|| {
-            let (tx, _) = broadcast::channel(100_000);
+            let (tx, _) = broadcast::channel(500_000);
             let subscriber = tracing_subscriber::registry()
                 .with(Forward(tx.clone()))
-                .with(tracing_subscriber::EnvFilter::new("info"));
+                .with(tracing_subscriber::EnvFilter::new("debug"));
             tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
             tx
         })

@@ -109,3 +109,53 @@ async fn a_mistyped_identity_number_is_not_echoed_in_the_reason() {
     assert!(!reason.contains(&kari.nin[..6]), "{reason}");
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn identity_numbers_never_reach_the_logs() {
+    let mut logs = crate::common::logs::subscribe();
+    let mut app = TestApp::spawn().await;
+    let mut firm = FirmEvents::new(org_number(22));
+    let kari = Person::new(7);
+    let client = org_number(2200);
+    app.publish_event(&firm.role_changed(&kari, &["PayrollAccountant"]))
+        .await;
+    app.publish_event(&firm.client_assigned(&kari, &client))
+        .await;
+    // Poison that carries the number in every shape the decoder may complain about.
+    let mut wrong_type = firm.client_assigned(&kari, &client);
+    wrong_type["data"]["employee"]["national_identity_number"] =
+        json!(kari.nin.parse::<u64>().unwrap());
+    app.publish_event(&wrong_type).await;
+    let mut bad_check = firm.client_assigned(&kari, &client);
+    let mut digits = kari.nin.clone().into_bytes();
+    digits[10] = if digits[10] == b'9' {
+        b'0'
+    } else {
+        digits[10] + 1
+    };
+    bad_check["data"]["employee"]["national_identity_number"] =
+        json!(String::from_utf8(digits.clone()).unwrap());
+    app.publish_event(&bad_check).await;
+    app.barrier().await;
+    app.drain_dead_letters(2).await;
+    app.teardown().await;
+
+    let mut lines = 0;
+    loop {
+        let line = match logs.try_recv() {
+            Ok(line) => line,
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+            Err(e) => panic!("not every log line could be checked: {e}"),
+        };
+        lines += 1;
+        assert!(
+            !line.contains(&kari.nin),
+            "a log line carries the number: {line}"
+        );
+        assert!(
+            !line.contains(std::str::from_utf8(&digits).unwrap()),
+            "a log line carries the mistyped number: {line}"
+        );
+    }
+    assert!(lines > 0, "the worker logged something while this ran");
+}
