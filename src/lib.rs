@@ -29,5 +29,6 @@ pub mod policy;
 pub mod publish;
 pub mod sim;
 pub mod state;
+pub mod sync;
 pub mod telemetry;
 pub mod worker;

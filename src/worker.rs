@@ -7,9 +7,11 @@ use sqlx::PgPool;
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::altinn::{self, AltinnClient, AltinnSettings};
 use crate::ingest::{self, BrokerSettings, IngestSettings, Metrics};
 use crate::policy::{RoleMapping, DEFAULT_ROLE_MAPPING};
 use crate::state::{self, DbSettings};
+use crate::sync::{self, Dispatcher};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerSettings {
@@ -21,6 +23,8 @@ pub struct WorkerSettings {
     pub ingest: IngestSettings,
     #[command(flatten)]
     pub housekeeping: Housekeeping,
+    #[command(flatten)]
+    pub altinn: AltinnSettings,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -49,6 +53,8 @@ pub enum Error {
     Database(#[from] state::Error),
     #[error("ingest stopped")]
     Ingest(#[from] ingest::Error),
+    #[error("the Altinn settings are unusable")]
+    Altinn(#[from] altinn::Error),
 }
 
 /// Runs the worker until `shutdown` is cancelled.
@@ -58,11 +64,21 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
     };
     state::migrate(&pool).await?;
     state::align_role_mapping(&pool, &settings.housekeeping.role_mapping, false).await?;
-    tracing::info!(
-        role_mapping = %settings.housekeeping.role_mapping,
-        "Altinn settings are not configured: ingesting events into the desired state only; \
-         nothing is sent to Altinn"
-    );
+    // Checked before consuming anything, so half-set or unreadable settings stop the start.
+    let dispatcher = match settings.altinn.validate()? {
+        Some(config) => {
+            tracing::info!(altinn = %config.altinn_base_url, "flushing to Altinn on SyncNow");
+            Some(Dispatcher::new(pool.clone(), AltinnClient::new(config)?))
+        }
+        None => {
+            tracing::info!(
+                "Altinn settings are not configured: ingesting events into the desired state \
+                 only; nothing is sent to Altinn"
+            );
+            None
+        }
+    };
+    tracing::info!(role_mapping = %settings.housekeeping.role_mapping, "worker starting");
 
     let metrics = Metrics::default();
     let ingest = ingest::run(
@@ -72,8 +88,18 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
         &metrics,
         shutdown.clone(),
     );
-    let result = tokio::select! {
-        r = ingest => r,
+    let flush = async {
+        let Some(dispatcher) = dispatcher else {
+            return;
+        };
+        if let Err(e) = sync::run(pool.clone(), dispatcher, shutdown.clone()).await {
+            // A worker that ingests but has silently stopped flushing would look healthy.
+            tracing::error!(error = %e, "the flush to Altinn failed; stopping");
+            shutdown.cancel();
+        }
+    };
+    let (result, ()) = tokio::select! {
+        r = async { tokio::join!(ingest, flush) } => r,
         () = housekeeping(&pool, &settings.housekeeping, &metrics) => unreachable!("housekeeping never returns"),
     };
     report(&metrics, "worker stopped");

@@ -9,6 +9,7 @@ pub mod workload;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use altinn_sync::altinn::AltinnSettings;
 use altinn_sync::ingest::{self, BrokerSettings, IngestSettings, Topology};
 use altinn_sync::policy::RoleMapping;
 use altinn_sync::state::{self, DbSettings};
@@ -87,6 +88,7 @@ impl TestApp {
                 retention_days: 30,
                 progress_interval_secs: 60,
             },
+            altinn: AltinnSettings::default(),
         };
         let pool = state::connect(&settings.db).await.expect("test database");
         state::migrate(&pool).await.expect("migrations");
@@ -222,7 +224,10 @@ impl TestApp {
         Fut: std::future::Future<Output = bool>,
     {
         let mut listener = PgListener::connect_with(&self.pool).await.unwrap();
-        listener.listen("altinn_sync_ingested").await.unwrap();
+        listener
+            .listen_all(["altinn_sync_ingested", "altinn_sync_flushed"])
+            .await
+            .unwrap();
         let deadline = tokio::time::Instant::now() + WAIT;
         while !cond().await {
             match tokio::time::timeout_at(deadline, listener.recv()).await {

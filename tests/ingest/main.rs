@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod commands;
 mod faults;
+mod flush;
 mod maintenance;
 mod ordering;
 mod poison;

@@ -1,0 +1,270 @@
+//! Sync-now end to end: events, then a `SyncNow` command, then the simulator's delegations.
+
+use std::path::Path;
+
+use altinn_sync::altinn::AltinnSettings;
+use altinn_sync::sim::{self, Client, FirmRole, MaskinportenClient, Person, Simulator, World};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::common::TestApp;
+
+const FIRM: &str = "912345610";
+const CLIENT: &str = "998877660";
+/// A client that has not registered the firm as its accountant.
+const STRANGER: &str = "998877679";
+const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
+const PUBLIC_KEY: &str = include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
+const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
+                      altinn:clientdelegations.read altinn:clientdelegations.write";
+const MED: &str = "urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet";
+const LONN: &str = "urn:altinn:accesspackage:regnskapsforer-lonn";
+
+struct Altinn {
+    sim: Simulator,
+    settings: AltinnSettings,
+    client: Uuid,
+    kari: Uuid,
+    ola: Uuid,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Altinn {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The simulator on 127.0.0.1:0 with the demo firm, its two clients and its two employees.
+async fn altinn() -> Altinn {
+    let (client, stranger, kari, ola) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let person = |party, nin: &str, last: &str| Person {
+        party_uuid: party,
+        national_identity_number: nin.into(),
+        last_name: last.into(),
+        name: format!("Test {last}"),
+    };
+    let world = World {
+        maskinporten_clients: vec![MaskinportenClient {
+            client_id: "test-client".into(),
+            kid: "kid-a".into(),
+            public_key_pem: PUBLIC_KEY.into(),
+            scopes: SCOPES.split(' ').map(str::to_owned).collect(),
+        }],
+        maskinporten_issuer: None,
+        firms: vec![sim::Firm {
+            org_number: FIRM.into(),
+            party_uuid: Uuid::new_v4(),
+            name: "Demo Regnskap AS".into(),
+            system_user_approved: true,
+        }],
+        clients: vec![
+            Client {
+                party_uuid: client,
+                org_number: CLIENT.into(),
+                name: "Fjordkraft Regnskap AS".into(),
+                firm_roles: vec![FirmRole {
+                    firm_org_number: FIRM.into(),
+                    role: "regnskapsforer".into(),
+                }],
+            },
+            Client {
+                party_uuid: stranger,
+                org_number: STRANGER.into(),
+                name: "Fremmed AS".into(),
+                firm_roles: Vec::new(),
+            },
+        ],
+        persons: vec![
+            person(kari, "15038512363", "Nordmann"),
+            person(ola, "02078545642", "Hansen"),
+        ],
+        altinn_token_lifetime_secs: None,
+    };
+    let sim = Simulator::new();
+    sim.load(world).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(sim::serve(listener, sim.clone(), shutdown.clone()));
+    let key = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/altinn/fixtures/test-only-maskinporten-key-a.pem");
+    let settings = AltinnSettings {
+        altinn_base_url: Some(format!("http://{addr}")),
+        maskinporten_url: Some(format!("http://{addr}/")),
+        maskinporten_client_id: Some("test-client".into()),
+        maskinporten_kid: Some("kid-a".into()),
+        maskinporten_key_file: Some(key),
+        maskinporten_scopes: Some(SCOPES.into()),
+        altinn_request_timeout_ms: 5_000,
+    };
+    Altinn {
+        sim,
+        settings,
+        client,
+        kari,
+        ola,
+        shutdown,
+    }
+}
+
+async fn publish_demo(app: &TestApp, file: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas/examples/demo")
+        .join(file);
+    let event: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    app.publish_event(&event).await;
+    event
+}
+
+async fn sync_now(app: &TestApp, after_sequence: i64) {
+    let command = json!({
+        "command_id": Uuid::new_v4(), "command_type": "SyncNow",
+        "requested_at": "2026-11-24T08:00:00Z", "requested_by": "admin@firm.example",
+        "firm": {"org_number": FIRM}, "after_sequence": after_sequence
+    });
+    app.publish_command(&command).await;
+}
+
+/// Waits until `commands` commands are recorded and handled and no change is pending.
+async fn flushed(app: &TestApp, commands: i64) {
+    let pool = app.pool.clone();
+    app.wait_until("the flush", || {
+        let pool = pool.clone();
+        async move {
+            let (recorded, unhandled, pending): (i64, i64, i64) = sqlx::query_as(
+                r#"SELECT (SELECT count(*) FROM commands),
+                          (SELECT count(*) FROM commands WHERE handled_at IS NULL),
+                          (SELECT count(*) FROM outbox WHERE status = 'pending')"#,
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            recorded == commands && unhandled == 0 && pending == 0
+        }
+    })
+    .await;
+}
+
+/// (agent, packages) for the demo client, as the simulator holds them.
+async fn delegations(altinn: &Altinn) -> Vec<(Uuid, Vec<String>)> {
+    let mut rows: Vec<(Uuid, Vec<String>)> = altinn
+        .sim
+        .delegations()
+        .await
+        .into_iter()
+        .filter(|d| d.client_party == altinn.client && !d.packages.is_empty())
+        .map(|d| (d.agent_party, d.packages))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn sync_now_delivers_the_help_page_stories_to_altinn() {
+    let altinn = altinn().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.start_worker().await;
+
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    app.barrier().await;
+    assert!(
+        delegations(&altinn).await.is_empty(),
+        "nothing changes in Altinn before a sync"
+    );
+
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+
+    // Ola becomes project accountant and Kari leaves the client: access moves.
+    publish_demo(&app, "03-ola-role-changed.json").await;
+    publish_demo(&app, "04-project-accountant-to-ola.json").await;
+    publish_demo(&app, "05-kari-client-removed.json").await;
+    sync_now(&app, 1005).await;
+    flushed(&app, 2).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.ola, vec![LONN.to_owned()])]
+    );
+
+    let audit: Vec<(String, String)> =
+        sqlx::query_as("SELECT action, outcome FROM audit ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        audit,
+        [
+            ("grant", "delivered"),
+            ("grant", "delivered"),
+            ("revoke", "delivered")
+        ]
+        .map(|(a, o)| (a.to_owned(), o.to_owned()))
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_has_not_registered_the_firm_is_parked_and_explained() {
+    let altinn = altinn().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.start_worker().await;
+
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    let mut stranger = publish_demo(&app, "02-kari-client-assigned.json").await;
+    stranger["event_id"] = json!(Uuid::new_v4());
+    stranger["sequence"] = json!(1003);
+    stranger["data"]["client"]["org_number"] = json!(STRANGER);
+    app.publish_event(&stranger).await;
+    sync_now(&app, 1003).await;
+    flushed(&app, 1).await;
+
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+    let parked: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT client_org_number, explanation, attempts FROM outbox WHERE status = 'parked'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].0, STRANGER);
+    assert!(
+        parked[0].1.contains("Register of Legal Entities"),
+        "{}",
+        parked[0].1
+    );
+    assert_eq!(parked[0].2, 1, "a permanent error is not retried in a loop");
+
+    // Another sync-now does not retry it either.
+    sync_now(&app, 1003).await;
+    flushed(&app, 2).await;
+    let attempts: i64 = app
+        .count("SELECT sum(attempts)::bigint FROM outbox WHERE status = 'parked'")
+        .await;
+    assert_eq!(attempts, 1);
+    let employee: Uuid = KARI.parse().unwrap();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM audit WHERE outcome = 'parked' AND employee_id = '{employee}'"
+        ))
+        .await,
+        1
+    );
+    app.teardown().await;
+}
