@@ -88,6 +88,29 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Ask the worker to flush a firm to Altinn now (publishes a SyncNow command).
+    Sync(SyncArgs),
+    /// List changes Altinn refused for good, with the explanation, newest first.
+    Parked {
+        #[command(flatten)]
+        db: DbSettings,
+        /// Only this firm's.
+        #[arg(long, env = "FIRM")]
+        firm: Option<String>,
+        /// Print JSON.
+        #[arg(long, env = "OUTPUT_JSON")]
+        json: bool,
+    },
+    /// Re-queue a firm's parked changes, or one of them, for the next delivery.
+    Retry {
+        #[command(flatten)]
+        db: DbSettings,
+        #[arg(long, env = "FIRM")]
+        firm: String,
+        /// Only the parked change with this id (from `parked`).
+        #[arg(long)]
+        id: Option<i64>,
+    },
     /// Serve the Altinn and Maskinporten simulator (for tests, benchmarks and development).
     AltinnSim(crate::sim::SimArgs),
     /// Delete processed event ids and tombstones older than the retention period, then exit.
@@ -111,4 +134,22 @@ pub struct PublishArgs {
     pub routing_key: String,
     /// The JSON file to publish, or - for standard input.
     pub file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+    /// Prefix of the worker's queues and exchanges.
+    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = "altinn-sync")]
+    pub topology_prefix: String,
+    /// The firm's organisation number.
+    #[arg(long, env = "FIRM")]
+    pub firm: String,
+    /// Flush only once the firm's events up to this sequence are applied (waits up to 30 s).
+    #[arg(long, env = "AFTER_SEQUENCE")]
+    pub after_sequence: Option<i64>,
+    /// Who asked, for the audit.
+    #[arg(long, env = "REQUESTED_BY")]
+    pub requested_by: Option<String>,
 }

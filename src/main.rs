@@ -7,7 +7,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use altinn_sync::cli::{Cli, Command};
-use altinn_sync::{publish, state, telemetry, worker};
+use altinn_sync::{publish, state, sync, telemetry, worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -40,6 +40,48 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Run(settings) => {
             let shutdown = shutdown_on_signal();
             worker::run(&settings, shutdown).await?;
+        }
+        Command::Sync(args) => {
+            let command = serde_json::json!({
+                "command_id": uuid::Uuid::new_v4(),
+                "command_type": "SyncNow",
+                "requested_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "requested_by": args.requested_by,
+                "firm": {"org_number": args.firm},
+                "after_sequence": args.after_sequence,
+            });
+            let exchange = format!("{}.commands", args.topology_prefix);
+            let body = serde_json::to_vec(&command)?;
+            publish::publish(&args.broker.amqp_url, &exchange, "SyncNow", &body).await?;
+            println!("SyncNow for firm {} published to {exchange}", args.firm);
+        }
+        Command::Parked { db, firm, json } => {
+            let pool = connect_migrated(&db).await?;
+            let rows = sync::parked(&pool, firm.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                eprintln!("no parked changes");
+            } else {
+                for r in rows {
+                    println!(
+                        "{} firm={} employee={} client={} {} {} (attempts {}): {}",
+                        r.id,
+                        r.firm,
+                        r.employee_id,
+                        r.client_org_number,
+                        r.action,
+                        r.package,
+                        r.attempts,
+                        r.explanation.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        Command::Retry { db, firm, id } => {
+            let pool = connect_migrated(&db).await?;
+            let n = sync::retry(&pool, &firm, id).await?;
+            println!("{n} parked changes of firm {firm} re-queued");
         }
         Command::AltinnSim(args) => {
             altinn_sync::sim::run(&args, shutdown_on_signal()).await?;

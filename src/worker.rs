@@ -11,7 +11,7 @@ use crate::altinn::{self, AltinnClient, AltinnSettings};
 use crate::ingest::{self, BrokerSettings, IngestSettings, Metrics};
 use crate::policy::{RoleMapping, DEFAULT_ROLE_MAPPING};
 use crate::state::{self, DbSettings};
-use crate::sync::{self, Dispatcher};
+use crate::sync::{self, Dispatcher, FlushSettings};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerSettings {
@@ -25,6 +25,8 @@ pub struct WorkerSettings {
     pub housekeeping: Housekeeping,
     #[command(flatten)]
     pub altinn: AltinnSettings,
+    #[command(flatten)]
+    pub flush: FlushSettings,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -68,7 +70,11 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
     let dispatcher = match settings.altinn.validate()? {
         Some(config) => {
             tracing::info!(altinn = %config.altinn_base_url, "flushing to Altinn on SyncNow");
-            Some(Dispatcher::new(pool.clone(), AltinnClient::new(config)?))
+            Some(Dispatcher::new(
+                pool.clone(),
+                AltinnClient::new(config)?,
+                settings.flush.clone(),
+            ))
         }
         None => {
             tracing::info!(

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::Result;
+use super::{FlushSettings, Result};
 use crate::altinn::wire::{DelegationBatch, PersonInput};
 use crate::altinn::{self, AltinnClient, Class, Firm};
 
@@ -56,6 +56,7 @@ struct AltinnClientParty {
 pub struct Dispatcher {
     pool: PgPool,
     altinn: AltinnClient,
+    retry: FlushSettings,
     id: String,
     /// Party lookups, per firm: they change rarely and cost a call each.
     firms: Mutex<HashMap<String, Firm>>,
@@ -63,10 +64,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(pool: PgPool, altinn: AltinnClient) -> Self {
+    pub fn new(pool: PgPool, altinn: AltinnClient, retry: FlushSettings) -> Self {
         Self {
             pool,
             altinn,
+            retry,
             id: format!("dispatcher-{}", Uuid::new_v4()),
             firms: Mutex::default(),
             clients: Mutex::default(),
@@ -281,7 +283,7 @@ impl Dispatcher {
                     ("parked", Some(explanation), trace)
                 }
                 Err(e) => {
-                    let wait = retry_delay(e, row.attempts);
+                    let wait = retry_delay(&self.retry, e, row.attempts);
                     sqlx::query(
                         r#"UPDATE outbox SET last_error = $2, lease_until = NULL,
                                              next_attempt_at = now() + make_interval(secs => $3)
@@ -357,10 +359,10 @@ impl Dispatcher {
 }
 
 /// Exponential backoff with jitter for the `attempts`th failure, or what Altinn asked for.
-fn retry_delay(e: &altinn::Error, attempts: i32) -> Duration {
+fn retry_delay(settings: &FlushSettings, e: &altinn::Error, attempts: i32) -> Duration {
     let mut policy = ExponentialBackoff {
-        initial_interval: Duration::from_secs(1),
-        max_interval: Duration::from_secs(600),
+        initial_interval: Duration::from_millis(settings.flush_retry_initial_ms),
+        max_interval: Duration::from_secs(settings.flush_retry_max_secs),
         randomization_factor: 0.3,
         multiplier: 2.0,
         max_elapsed_time: None,

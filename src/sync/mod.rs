@@ -10,6 +10,7 @@
 //! `NightlyReconcile` (it stays recorded, unhandled) and removing idle agents.
 
 mod dispatch;
+mod parked;
 mod plan;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use dispatch::{Dispatcher, Step};
+pub use parked::{parked, retry, Parked};
 pub use plan::{plan_flush, Planned};
 
 use crate::state;
@@ -31,6 +33,26 @@ const AFTER_SEQUENCE_WAIT: Duration = Duration::from_secs(30);
 const CLAIM: i64 = 100;
 
 pub type Result<T, E = state::Error> = std::result::Result<T, E>;
+
+/// Flush settings; every flag is also an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FlushSettings {
+    /// First wait after a failed delivery, in milliseconds; it doubles (with jitter) per attempt.
+    #[arg(long, env = "FLUSH_RETRY_INITIAL_MS", default_value_t = 1000)]
+    pub flush_retry_initial_ms: u64,
+    /// Longest wait between delivery attempts, in seconds.
+    #[arg(long, env = "FLUSH_RETRY_MAX_SECS", default_value_t = 600)]
+    pub flush_retry_max_secs: u64,
+}
+
+impl Default for FlushSettings {
+    fn default() -> Self {
+        Self {
+            flush_retry_initial_ms: 1000,
+            flush_retry_max_secs: 600,
+        }
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct PendingSyncNow {

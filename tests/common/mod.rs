@@ -13,6 +13,7 @@ use altinn_sync::altinn::AltinnSettings;
 use altinn_sync::ingest::{self, BrokerSettings, IngestSettings, Topology};
 use altinn_sync::policy::RoleMapping;
 use altinn_sync::state::{self, DbSettings};
+use altinn_sync::sync::FlushSettings;
 use altinn_sync::worker::{self, Housekeeping, WorkerSettings};
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
@@ -89,6 +90,10 @@ impl TestApp {
                 progress_interval_secs: 60,
             },
             altinn: AltinnSettings::default(),
+            flush: FlushSettings {
+                flush_retry_initial_ms: 20,
+                flush_retry_max_secs: 1,
+            },
         };
         let pool = state::connect(&settings.db).await.expect("test database");
         state::migrate(&pool).await.expect("migrations");

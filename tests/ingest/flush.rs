@@ -266,5 +266,120 @@ async fn a_client_that_has_not_registered_the_firm_is_parked_and_explained() {
         .await,
         1
     );
+
+    // Operators see it with its explanation, and can re-queue it on purpose.
+    let listed = cli(&app, &["parked", "--firm", FIRM]).await;
+    assert!(
+        listed.contains(STRANGER) && listed.contains("Register of Legal Entities"),
+        "{listed}"
+    );
+    let retried = cli(&app, &["retry", "--firm", FIRM]).await;
+    assert!(retried.contains("1 parked changes"), "{retried}");
+    let pool = app.pool.clone();
+    app.wait_until("the retried change to be parked again", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>("SELECT attempts FROM outbox WHERE status = 'parked'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+                == Some(2)
+        }
+    })
+    .await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_sync_command_asks_the_worker_for_a_flush() {
+    let altinn = altinn().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.start_worker().await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    let prefix = app.settings.ingest.topology_prefix.clone();
+    let out = cli(
+        &app,
+        &[
+            "sync",
+            "--firm",
+            FIRM,
+            "--after-sequence",
+            "1002",
+            "--topology-prefix",
+            &prefix,
+        ],
+    )
+    .await;
+    assert!(out.contains("SyncNow for firm 912345610"), "{out}");
+    flushed(&app, 1).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+    app.teardown().await;
+}
+
+/// Runs the binary against the test's database and broker; returns standard output.
+async fn cli(app: &TestApp, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+        .args(args)
+        .env("DATABASE_URL", &app.settings.db.database_url)
+        .env("AMQP_URL", &app.settings.broker.amqp_url)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn under_server_errors_every_change_still_converges() {
+    let altinn = altinn().await;
+    altinn
+        .sim
+        .set_faults(sim::Faults {
+            server_error_share: 0.3,
+            ..Default::default()
+        })
+        .await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.start_worker().await;
+
+    for file in [
+        "01-kari-role-changed.json",
+        "02-kari-client-assigned.json",
+        "03-ola-role-changed.json",
+        "04-project-accountant-to-ola.json",
+    ] {
+        publish_demo(&app, file).await;
+    }
+    sync_now(&app, 1004).await;
+    flushed(&app, 1).await;
+
+    let mut want = vec![
+        (altinn.kari, vec![MED.to_owned()]),
+        (altinn.ola, vec![LONN.to_owned()]),
+    ];
+    want.sort();
+    assert_eq!(delegations(&altinn).await, want);
+    // Each change is delivered once; failed attempts are retried, never a success.
+    let delivered = app
+        .count("SELECT count(*) FROM audit WHERE outcome = 'delivered'")
+        .await;
+    assert_eq!(delivered, 2);
+    let retried_after_success = app
+        .count(
+            r#"SELECT count(*) FROM audit a JOIN audit b USING (outbox_id)
+               WHERE a.outcome = 'delivered' AND b.at > a.at"#,
+        )
+        .await;
+    assert_eq!(retried_after_success, 0);
     app.teardown().await;
 }

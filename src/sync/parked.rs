@@ -1,0 +1,56 @@
+//! Parked changes: what Altinn refused for good, with the explanation, and re-queuing them.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Result;
+
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct Parked {
+    pub id: i64,
+    pub firm: String,
+    pub employee_id: Uuid,
+    pub client_org_number: String,
+    pub package: String,
+    pub action: String,
+    pub explanation: Option<String>,
+    pub attempts: i32,
+    pub parked_at: Option<DateTime<Utc>>,
+}
+
+/// Parked changes, newest first, optionally for one firm.
+pub async fn parked(pool: &PgPool, firm: Option<&str>) -> Result<Vec<Parked>> {
+    let rows = sqlx::query_as(
+        r#"SELECT id, firm, employee_id, client_org_number, package, action, explanation,
+                  attempts, finished_at AS parked_at
+           FROM outbox
+           WHERE status = 'parked' AND ($1::text IS NULL OR firm = $1)
+           ORDER BY finished_at DESC, id DESC"#,
+    )
+    .bind(firm)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Re-queues a firm's parked changes (or one of them) for the next dispatch. A change whose
+/// key already has a newer one on its way stays parked. Returns how many were re-queued.
+pub async fn retry(pool: &PgPool, firm: &str, id: Option<i64>) -> Result<u64> {
+    let n = sqlx::query(
+        r#"UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
+                               lease_until = NULL
+           WHERE o.status = 'parked' AND o.firm = $1 AND ($2::bigint IS NULL OR o.id = $2)
+             AND NOT EXISTS (
+                 SELECT 1 FROM outbox p
+                 WHERE p.firm = o.firm AND p.employee_id = o.employee_id
+                   AND p.client_org_number = o.client_org_number AND p.package = o.package
+                   AND p.status = 'pending')"#,
+    )
+    .bind(firm)
+    .bind(id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
