@@ -49,6 +49,12 @@ pub struct ClientFacts {
     pub assignment_updated_at: Option<DateTime<Utc>>,
     pub project_accountant: bool,
     pub desired_packages: Vec<String>,
+    /// Packages Altinn has confirmed (empty when the flush is off).
+    pub applied_packages: Vec<String>,
+    /// Changes on their way to Altinn: "grant regnskapsforer-lonn", "revoke ...".
+    pub pending_changes: Vec<String>,
+    /// Changes Altinn refused for good, with the explanation.
+    pub parked_changes: Vec<String>,
 }
 
 /// Gathers the explanation; `None` when the firm has never been seen.
@@ -99,6 +105,8 @@ pub async fn explain(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Option
                UNION
                SELECT client_org_number FROM project_accountants
                WHERE firm = $1 AND employee_id = $2
+               UNION
+               SELECT client_org_number FROM applied_grants WHERE firm = $1 AND employee_id = $2
            )
            SELECT k.client_org_number, c.name AS client_name,
                   a.active AS assigned, a.sequence AS assignment_sequence,
@@ -109,7 +117,22 @@ pub async fn explain(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Option
                   ARRAY(SELECT d.package FROM desired_grants d
                         WHERE d.firm = $1 AND d.employee_id = $2
                           AND d.client_org_number = k.client_org_number
-                        ORDER BY d.package) AS desired_packages
+                        ORDER BY d.package) AS desired_packages,
+                  ARRAY(SELECT a.package FROM applied_grants a
+                        WHERE a.firm = $1 AND a.employee_id = $2
+                          AND a.client_org_number = k.client_org_number
+                        ORDER BY a.package) AS applied_packages,
+                  ARRAY(SELECT o.action || ' ' || o.package FROM outbox o
+                        WHERE o.firm = $1 AND o.employee_id = $2
+                          AND o.client_org_number = k.client_org_number
+                          AND o.status = 'pending'
+                        ORDER BY o.id) AS pending_changes,
+                  ARRAY(SELECT o.action || ' ' || o.package || ': ' || coalesce(o.explanation, '')
+                        FROM outbox o
+                        WHERE o.firm = $1 AND o.employee_id = $2
+                          AND o.client_org_number = k.client_org_number
+                          AND o.status = 'parked'
+                        ORDER BY o.id) AS parked_changes
            FROM keys k
            LEFT JOIN assignments a
              ON a.firm = $1 AND a.employee_id = $2 AND a.client_org_number = k.client_org_number
@@ -226,6 +249,15 @@ impl fmt::Display for Explanation {
                 c.client_name.as_deref().unwrap_or(""),
                 facts.join("; ")
             )?;
+            if !c.applied_packages.is_empty() {
+                writeln!(f, "      in Altinn: {}", c.applied_packages.join(", "))?;
+            }
+            for change in &c.pending_changes {
+                writeln!(f, "      on its way to Altinn: {change}")?;
+            }
+            for change in &c.parked_changes {
+                writeln!(f, "      refused by Altinn: {change}")?;
+            }
         }
         writeln!(
             f,
@@ -234,7 +266,9 @@ impl fmt::Display for Explanation {
         )?;
         write!(
             f,
-            "  Whether Altinn holds these grants is not shown: the flush to Altinn is not built yet."
+            "  Altinn changes only on a sync (`altinn-sync sync --firm {0}`); \
+             `altinn-sync parked --firm {0}` lists refused changes",
+            self.firm
         )
     }
 }

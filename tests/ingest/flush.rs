@@ -267,6 +267,17 @@ async fn a_client_that_has_not_registered_the_firm_is_parked_and_explained() {
         1
     );
 
+    // Support sees both clients from the employee's side.
+    let explained = cli(&app, &["explain", "--firm", FIRM, "--employee", KARI]).await;
+    assert!(
+        explained.contains("in Altinn: regnskapsforer-med-signeringsrettighet"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("refused by Altinn: grant regnskapsforer-med-signeringsrettighet"),
+        "{explained}"
+    );
+
     // Operators see it with its explanation, and can re-queue it on purpose.
     let listed = cli(&app, &["parked", "--firm", FIRM]).await;
     assert!(
