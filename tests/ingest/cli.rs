@@ -13,7 +13,8 @@ const FIRM: &str = "912345610";
 const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
 const OLA: &str = "b7e1d9c2-4a3f-4f8e-8d6b-2c9a1e0f7b53";
 
-async fn cli(app: &TestApp, args: &[&str]) -> Output {
+/// Runs the binary against the test's database and broker; fails the test if it fails.
+pub(crate) async fn cli(app: &TestApp, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
         .args(args)
         .env("DATABASE_URL", &app.settings.db.database_url)

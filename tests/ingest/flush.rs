@@ -334,19 +334,7 @@ async fn the_sync_command_asks_the_worker_for_a_flush() {
 
 /// Runs the binary against the test's database and broker; returns standard output.
 async fn cli(app: &TestApp, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
-        .args(args)
-        .env("DATABASE_URL", &app.settings.db.database_url)
-        .env("AMQP_URL", &app.settings.broker.amqp_url)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(crate::cli::cli(app, args).await.stdout).unwrap()
 }
 
 #[tokio::test]
