@@ -160,6 +160,29 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// The packages Altinn shows on the firm's agents, for reconciling: (agent party, client
+    /// org number, package without its URN prefix), for every package a role carries.
+    pub(super) async fn actual(&self, org: &str) -> altinn::Result<Vec<(Uuid, String, String)>> {
+        let firm = self.firm(org).await?;
+        let mut out = Vec::new();
+        for agent in self.altinn.agents(&firm).await? {
+            let agent_party = agent.agent.id;
+            for client in self.altinn.agent_packages(&firm, agent_party).await? {
+                let Some(client_org) = client.client.organization_identifier.clone() else {
+                    continue;
+                };
+                for access in client.access {
+                    for package in access.packages {
+                        let Some(urn) = package.urn else { continue };
+                        let name = urn.strip_prefix(PACKAGE_URN).unwrap_or(&urn).to_owned();
+                        out.push((agent_party, client_org.clone(), name));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn firm(&self, org: &str) -> altinn::Result<Firm> {
         if let Some(f) = self.firms.lock().await.get(org) {
             return Ok(f.clone());

@@ -5,13 +5,15 @@
 //! outbox ──claim (SKIP LOCKED, lease)──▶ Altinn ──▶ outcome + applied_grants + audit
 //! ```
 //!
-//! Built so far: `SyncNow` (with `after_sequence`) plans a firm's delta, and the dispatcher
-//! delivers grants and revokes with retries, parking and make-before-break ordering. Not yet:
-//! `NightlyReconcile` (it stays recorded, unhandled) and removing idle agents.
+//! `SyncNow` (with `after_sequence`) plans a firm's delta; `NightlyReconcile` first reads what
+//! Altinn actually holds, so drift made by hand joins the delta. The dispatcher delivers grants
+//! and revokes with retries, parking and make-before-break ordering. Not yet: removing idle
+//! agents, and concurrency in the dispatcher.
 
 mod dispatch;
 mod parked;
 mod plan;
+mod reconcile;
 
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use uuid::Uuid;
 pub use dispatch::{Dispatcher, Step};
 pub use parked::{parked, retry, Parked};
 pub use plan::{plan_flush, Planned};
+pub use reconcile::{reconcile_firm, Reconciled};
 
 use crate::state;
 
@@ -146,8 +149,78 @@ pub async fn run(pool: PgPool, dispatcher: Dispatcher, shutdown: CancellationTok
     }
 }
 
+/// Handles every `NightlyReconcile`: for the named firm, or every firm not on hold.
+pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result<usize> {
+    let pending: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+        r#"SELECT command_id, firm FROM commands
+           WHERE handled_at IS NULL AND command_type = 'NightlyReconcile'
+           ORDER BY received_at"#,
+    )
+    .fetch_all(pool)
+    .await?;
+    for (id, firm) in &pending {
+        let firms: Vec<String> = match firm {
+            Some(f) => vec![f.clone()],
+            None => {
+                sqlx::query_scalar(
+                    "SELECT org_number FROM firms WHERE held_since IS NULL ORDER BY org_number",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        let (mut total, mut failed) = (Reconciled::default(), Vec::new());
+        for (i, firm) in firms.iter().enumerate() {
+            match reconcile_firm(pool, dispatcher, firm, *id).await {
+                Ok(r) => {
+                    tracing::info!(firm, drift.missing = r.missing, drift.extra = r.extra,
+                        unknown = r.unknown, planned.grants = r.planned.grants,
+                        planned.revokes = r.planned.revokes, progress = %format!("{}/{}", i + 1, firms.len()),
+                        "firm reconciled");
+                    total.missing += r.missing;
+                    total.extra += r.extra;
+                    total.unknown += r.unknown;
+                    total.planned.grants += r.planned.grants;
+                    total.planned.revokes += r.planned.revokes;
+                }
+                Err(reconcile::ReadError::Altinn(e)) => {
+                    tracing::warn!(firm, error = %e, "could not read Altinn; firm not reconciled");
+                    failed.push(firm.clone());
+                }
+                Err(reconcile::ReadError::Database(e)) => return Err(e),
+            }
+        }
+        let outcome = format!(
+            "reconciled {} firms: {} missing and {} extra grants drifted, {} packages on unknown \
+             persons left alone; planned {} grants and {} revokes{}",
+            firms.len() - failed.len(),
+            total.missing,
+            total.extra,
+            total.unknown,
+            total.planned.grants,
+            total.planned.revokes,
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; not read: {}", failed.join(", "))
+            }
+        );
+        sqlx::query("UPDATE commands SET handled_at = now(), outcome = $2 WHERE command_id = $1")
+            .bind(id)
+            .bind(&outcome)
+            .execute(pool)
+            .await?;
+        sqlx::query("SELECT pg_notify('altinn_sync_flushed', '')")
+            .execute(pool)
+            .await?;
+        tracing::info!(command.id = %id, "{outcome}");
+    }
+    Ok(pending.len())
+}
+
 async fn round(pool: &PgPool, dispatcher: &Dispatcher) -> Result<()> {
     handle_commands(pool).await?;
+    handle_reconciles(pool, dispatcher).await?;
     while let Step::Processed(_) = dispatcher.step(CLAIM).await? {}
     Ok(())
 }

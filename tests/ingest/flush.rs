@@ -382,3 +382,61 @@ async fn under_server_errors_every_change_still_converges() {
     assert_eq!(retried_after_success, 0);
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
+    let altinn = altinn().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.start_worker().await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+
+    // By hand in Altinn: Kari's package is swapped for one she should not hold.
+    let by_hand =
+        altinn_sync::altinn::AltinnClient::new(altinn.settings.validate().unwrap().unwrap())
+            .unwrap();
+    let firm = by_hand.firm_party(FIRM).await.unwrap();
+    let batch =
+        |p: &str| altinn_sync::altinn::wire::DelegationBatch::for_role("regnskapsforer", [p]);
+    by_hand
+        .revoke(&firm, altinn.client, altinn.kari, &batch(MED))
+        .await
+        .unwrap();
+    by_hand
+        .delegate(&firm, altinn.client, altinn.kari, &batch(LONN))
+        .await
+        .unwrap();
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![LONN.to_owned()])]
+    );
+
+    // A sync-now trusts what it last applied and sees nothing to do; the nightly run looks.
+    let nightly = json!({
+        "command_id": Uuid::new_v4(), "command_type": "NightlyReconcile",
+        "requested_at": "2026-11-24T02:00:00Z", "firm": null
+    });
+    app.publish_command(&nightly).await;
+    flushed(&app, 2).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM commands WHERE command_type = 'NightlyReconcile'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        outcome.contains("1 missing and 1 extra grants drifted"),
+        "{outcome}"
+    );
+    app.teardown().await;
+}
