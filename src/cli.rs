@@ -90,6 +90,8 @@ pub enum Command {
     },
     /// Ask the worker to flush a firm to Altinn now (publishes a SyncNow command).
     Sync(SyncArgs),
+    /// Ask the worker for a full reconcile with Altinn now (publishes a NightlyReconcile command).
+    Reconcile(ReconcileArgs),
     /// List changes Altinn refused for good, with the explanation, newest first.
     Parked {
         #[command(flatten)]
@@ -149,6 +151,21 @@ pub struct SyncArgs {
     /// Flush only once the firm's events up to this sequence are applied (waits up to 30 s).
     #[arg(long, env = "AFTER_SEQUENCE")]
     pub after_sequence: Option<i64>,
+    /// Who asked, for the audit.
+    #[arg(long, env = "REQUESTED_BY")]
+    pub requested_by: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+    /// Prefix of the worker's queues and exchanges.
+    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = "altinn-sync")]
+    pub topology_prefix: String,
+    /// Only this firm; every firm when left out.
+    #[arg(long, env = "FIRM")]
+    pub firm: Option<String>,
     /// Who asked, for the audit.
     #[arg(long, env = "REQUESTED_BY")]
     pub requested_by: Option<String>,

@@ -45,15 +45,22 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let command = serde_json::json!({
                 "command_id": uuid::Uuid::new_v4(),
                 "command_type": "SyncNow",
-                "requested_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "requested_at": now(),
                 "requested_by": args.requested_by,
                 "firm": {"org_number": args.firm},
                 "after_sequence": args.after_sequence,
             });
-            let exchange = format!("{}.commands", args.topology_prefix);
-            let body = serde_json::to_vec(&command)?;
-            publish::publish(&args.broker.amqp_url, &exchange, "SyncNow", &body).await?;
-            println!("SyncNow for firm {} published to {exchange}", args.firm);
+            send_command(&args.broker.amqp_url, &args.topology_prefix, &command).await?;
+        }
+        Command::Reconcile(args) => {
+            let command = serde_json::json!({
+                "command_id": uuid::Uuid::new_v4(),
+                "command_type": "NightlyReconcile",
+                "requested_at": now(),
+                "requested_by": args.requested_by,
+                "firm": args.firm.map(|f| serde_json::json!({"org_number": f})),
+            });
+            send_command(&args.broker.amqp_url, &args.topology_prefix, &command).await?;
         }
         Command::Parked { db, firm, json } => {
             let pool = connect_migrated(&db).await?;
@@ -208,6 +215,24 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Publishes a command to the worker's command exchange.
+async fn send_command(
+    amqp_url: &str,
+    prefix: &str,
+    command: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let exchange = format!("{prefix}.commands");
+    let kind = command["command_type"].as_str().unwrap_or_default();
+    let body = serde_json::to_vec(command)?;
+    publish::publish(amqp_url, &exchange, kind, &body).await?;
+    println!("{kind} {} published to {exchange}", command["command_id"]);
+    Ok(())
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 async fn connect_migrated(db: &state::DbSettings) -> anyhow::Result<sqlx::PgPool> {
