@@ -16,7 +16,10 @@ use std::time::Duration;
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use sqlx::PgPool;
-use tokio::sync::Mutex;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::{Mutex, Semaphore};
 use uuid::Uuid;
 
 use super::{FlushSettings, Result};
@@ -56,7 +59,10 @@ struct AltinnClientParty {
 pub struct Dispatcher {
     pool: PgPool,
     altinn: AltinnClient,
-    retry: FlushSettings,
+    settings: FlushSettings,
+    /// Held while making a person an agent, so two deliveries for one new employee do not
+    /// both look the person up (failed lookups count towards Altinn's lock-out).
+    agent_lock: Mutex<()>,
     id: String,
     /// Party lookups, per firm: they change rarely and cost a call each.
     firms: Mutex<HashMap<String, Firm>>,
@@ -64,11 +70,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(pool: PgPool, altinn: AltinnClient, retry: FlushSettings) -> Self {
+    pub fn new(pool: PgPool, altinn: AltinnClient, settings: FlushSettings) -> Self {
         Self {
             pool,
             altinn,
-            retry,
+            settings,
+            agent_lock: Mutex::new(()),
             id: format!("dispatcher-{}", Uuid::new_v4()),
             firms: Mutex::default(),
             clients: Mutex::default(),
@@ -116,23 +123,55 @@ impl Dispatcher {
             );
             groups.entry(key).or_default().push(row);
         }
-        for ((firm, client, employee, action), rows) in groups {
-            let outcome = self.deliver(&firm, &client, employee, &action, &rows).await;
-            match outcome {
-                // A batch refused for one package: deliver the packages one by one.
-                Err(e) if e.class() == Class::Permanent && rows.len() > 1 => {
-                    for row in &rows {
-                        let single = std::slice::from_ref(row);
-                        let outcome = self
-                            .deliver(&firm, &client, employee, &action, single)
-                            .await;
-                        self.finish(single, outcome).await?;
-                    }
+        // One Altinn call per group, up to the overall limit at once and the per-firm limit
+        // for any one firm. Each group finishes in its own transaction.
+        let per_firm: HashMap<String, Arc<Semaphore>> = groups
+            .keys()
+            .map(|k| {
+                (
+                    k.0.clone(),
+                    Arc::new(Semaphore::new(
+                        self.settings.flush_concurrency_per_firm.max(1),
+                    )),
+                )
+            })
+            .collect();
+        let results: Vec<Result<()>> = futures_util::stream::iter(groups)
+            .map(|((firm, client, employee, action), rows)| {
+                let limit = per_firm[&firm].clone();
+                async move {
+                    let _permit = limit.acquire_owned().await.map_err(|_| closed())?;
+                    self.deliver_group(&firm, &client, employee, &action, &rows)
+                        .await
                 }
-                outcome => self.finish(&rows, outcome).await?,
-            }
-        }
+            })
+            .buffer_unordered(self.settings.flush_concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<()>>()?;
         Ok(Step::Processed(n))
+    }
+
+    async fn deliver_group(
+        &self,
+        firm: &str,
+        client: &str,
+        employee: Uuid,
+        action: &str,
+        rows: &[Row],
+    ) -> Result<()> {
+        match self.deliver(firm, client, employee, action, rows).await {
+            // A batch refused for one package: deliver the packages one by one.
+            Err(e) if e.class() == Class::Permanent && rows.len() > 1 => {
+                for row in rows {
+                    let single = std::slice::from_ref(row);
+                    let outcome = self.deliver(firm, client, employee, action, single).await;
+                    self.finish(single, outcome).await?;
+                }
+                Ok(())
+            }
+            outcome => self.finish(rows, outcome).await,
+        }
     }
 
     async fn deliver(
@@ -227,6 +266,7 @@ impl Dispatcher {
 
     /// The employee's agent party, adding the person as agent the first time.
     async fn agent(&self, firm: &Firm, employee: Uuid) -> altinn::Result<Uuid> {
+        let _one_at_a_time = self.agent_lock.lock().await;
         let known: Option<Uuid> = sqlx::query_scalar(
             "SELECT agent_party FROM altinn_agents WHERE firm = $1 AND employee_id = $2",
         )
@@ -306,7 +346,7 @@ impl Dispatcher {
                     ("parked", Some(explanation), trace)
                 }
                 Err(e) => {
-                    let wait = retry_delay(&self.retry, e, row.attempts);
+                    let wait = retry_delay(&self.settings, e, row.attempts);
                     sqlx::query(
                         r#"UPDATE outbox SET last_error = $2, lease_until = NULL,
                                              next_attempt_at = now() + make_interval(secs => $3)
@@ -417,6 +457,10 @@ fn permanent(explanation: &str) -> altinn::Error {
         explanation: explanation.to_owned(),
         trace_id: None,
     }))
+}
+
+fn closed() -> crate::state::Error {
+    crate::state::Error::Fatal(sqlx::Error::PoolClosed)
 }
 
 /// Our own database failing mid-delivery: the row keeps its lease and is retried later.

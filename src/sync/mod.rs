@@ -7,8 +7,8 @@
 //!
 //! `SyncNow` (with `after_sequence`) plans a firm's delta; `NightlyReconcile` first reads what
 //! Altinn actually holds, so drift made by hand joins the delta. The dispatcher delivers grants
-//! and revokes with retries, parking and make-before-break ordering. Not yet: removing idle
-//! agents, and concurrency in the dispatcher.
+//! and revokes with retries, parking and make-before-break ordering, with bounded concurrency
+//! overall and per firm. Not yet: removing idle agents.
 
 mod dispatch;
 mod parked;
@@ -46,6 +46,12 @@ pub struct FlushSettings {
     /// Longest wait between delivery attempts, in seconds.
     #[arg(long, env = "FLUSH_RETRY_MAX_SECS", default_value_t = 600)]
     pub flush_retry_max_secs: u64,
+    /// Altinn calls in flight at once, over all firms.
+    #[arg(long, env = "FLUSH_CONCURRENCY", default_value_t = 16)]
+    pub flush_concurrency: usize,
+    /// Altinn calls in flight at once for any one firm.
+    #[arg(long, env = "FLUSH_CONCURRENCY_PER_FIRM", default_value_t = 4)]
+    pub flush_concurrency_per_firm: usize,
 }
 
 impl Default for FlushSettings {
@@ -53,6 +59,8 @@ impl Default for FlushSettings {
         Self {
             flush_retry_initial_ms: 1000,
             flush_retry_max_secs: 600,
+            flush_concurrency: 16,
+            flush_concurrency_per_firm: 4,
         }
     }
 }

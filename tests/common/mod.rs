@@ -93,6 +93,8 @@ impl TestApp {
             flush: FlushSettings {
                 flush_retry_initial_ms: 20,
                 flush_retry_max_secs: 1,
+                flush_concurrency: 8,
+                flush_concurrency_per_firm: 4,
             },
         };
         let pool = state::connect(&settings.db).await.expect("test database");
