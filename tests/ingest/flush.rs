@@ -443,3 +443,53 @@ async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
     );
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn rows_claimed_by_a_dead_worker_are_taken_over_when_the_lease_runs_out() {
+    let altinn = altinn().await;
+    // First an ingest-only worker: the command is recorded, nothing is planned.
+    let mut app = TestApp::spawn().await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    app.barrier().await;
+    let pool = app.pool.clone();
+    app.wait_until("the command to be recorded", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM commands")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                == 1
+        }
+    })
+    .await;
+    app.stop_worker().await;
+
+    // A worker planned the flush, claimed the row and died before finishing it.
+    altinn_sync::sync::handle_commands(&app.pool).await.unwrap();
+    sqlx::query(
+        r#"UPDATE outbox SET leased_by = 'a-dead-worker', attempts = 1,
+                             lease_until = now() + interval '1 second'"#,
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    app.settings.altinn = altinn.settings.clone();
+    app.start_worker().await;
+    flushed(&app, 1).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+    let (attempts, leased_by): (i32, String) =
+        sqlx::query_as("SELECT attempts, leased_by FROM outbox WHERE status = 'delivered'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 2);
+    assert_ne!(leased_by, "a-dead-worker");
+    app.teardown().await;
+}
