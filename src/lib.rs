@@ -11,6 +11,10 @@
 //!          facts, sequence-guarded, with tombstones ─▶ desired_grants           state, policy
 //!                                              │ commit, then ack(multiple)
 //! operators ──SyncNow, NightlyReconcile──▶ altinn-sync.commands ──▶ recorded    ingest, state
+//!                                              │ (with the Altinn settings)
+//!                                              ▼
+//!          plan: desired − applied (nightly: − Altinn's actual state) ─▶ outbox   sync
+//!          dispatch: claim (SKIP LOCKED + lease) ─▶ Altinn ─▶ outcome + audit     sync, altinn
 //! ```
 //!
 //! - [`contract`]: the AdminFlow messages, decoded and checked (check digits, strict ids).
@@ -18,6 +22,10 @@
 //! - [`state`]: PostgreSQL: facts, `desired_grants`, processed ids, dead letters. SQL lives
 //!   next to its caller; migrations are in `schemas/migrations/`.
 //! - [`policy`]: which role grants which Altinn access package.
+//! - [`sync`]: the flush to Altinn: outbox planning, the dispatcher, the nightly reconcile.
+//! - [`altinn`]: the Altinn client: Maskinporten system-user tokens, the client-delegation
+//!   endpoints, and every answer classified.
+//! - [`sim`]: the Altinn simulator the tests and demos run against.
 //! - [`worker`]: `altinn-sync run`, wiring the above with housekeeping.
 //! - [`publish`], [`cli`], [`telemetry`]: the operator's tools and the process around them.
 
