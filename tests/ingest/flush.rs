@@ -114,6 +114,14 @@ async fn altinn() -> Altinn {
     }
 }
 
+/// A fresh app whose worker flushes to `altinn`.
+async fn flushing_app(altinn: &Altinn) -> TestApp {
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.start_worker().await;
+    app
+}
+
 async fn publish_demo(app: &TestApp, file: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("schemas/examples/demo")
@@ -169,9 +177,7 @@ async fn delegations(altinn: &Altinn) -> Vec<(Uuid, Vec<String>)> {
 #[tokio::test]
 async fn sync_now_delivers_the_help_page_stories_to_altinn() {
     let altinn = altinn().await;
-    let mut app = TestApp::without_worker().await;
-    app.settings.altinn = altinn.settings.clone();
-    app.start_worker().await;
+    let mut app = flushing_app(&altinn).await;
 
     publish_demo(&app, "01-kari-role-changed.json").await;
     publish_demo(&app, "02-kari-client-assigned.json").await;
@@ -219,9 +225,7 @@ async fn sync_now_delivers_the_help_page_stories_to_altinn() {
 #[tokio::test]
 async fn a_client_that_has_not_registered_the_firm_is_parked_and_explained() {
     let altinn = altinn().await;
-    let mut app = TestApp::without_worker().await;
-    app.settings.altinn = altinn.settings.clone();
-    app.start_worker().await;
+    let app = flushing_app(&altinn).await;
 
     publish_demo(&app, "01-kari-role-changed.json").await;
     let mut stranger = publish_demo(&app, "02-kari-client-assigned.json").await;
@@ -304,9 +308,7 @@ async fn a_client_that_has_not_registered_the_firm_is_parked_and_explained() {
 #[tokio::test]
 async fn the_sync_command_asks_the_worker_for_a_flush() {
     let altinn = altinn().await;
-    let mut app = TestApp::without_worker().await;
-    app.settings.altinn = altinn.settings.clone();
-    app.start_worker().await;
+    let app = flushing_app(&altinn).await;
     publish_demo(&app, "01-kari-role-changed.json").await;
     publish_demo(&app, "02-kari-client-assigned.json").await;
     let prefix = app.settings.ingest.topology_prefix.clone();
@@ -350,9 +352,7 @@ async fn under_server_errors_every_change_still_converges() {
             ..Default::default()
         })
         .await;
-    let mut app = TestApp::without_worker().await;
-    app.settings.altinn = altinn.settings.clone();
-    app.start_worker().await;
+    let app = flushing_app(&altinn).await;
 
     for file in [
         "01-kari-role-changed.json",
@@ -389,9 +389,7 @@ async fn under_server_errors_every_change_still_converges() {
 #[tokio::test]
 async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
     let altinn = altinn().await;
-    let mut app = TestApp::without_worker().await;
-    app.settings.altinn = altinn.settings.clone();
-    app.start_worker().await;
+    let app = flushing_app(&altinn).await;
     publish_demo(&app, "01-kari-role-changed.json").await;
     publish_demo(&app, "02-kari-client-assigned.json").await;
     sync_now(&app, 1002).await;
