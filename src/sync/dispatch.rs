@@ -56,13 +56,17 @@ struct AltinnClientParty {
     role: String,
 }
 
+/// Per (firm, employee) locks around making the person an agent.
+type AgentLocks = HashMap<(String, Uuid), Arc<Mutex<()>>>;
+
 pub struct Dispatcher {
     pool: PgPool,
     altinn: AltinnClient,
     settings: FlushSettings,
-    /// Held while making a person an agent, so two deliveries for one new employee do not
-    /// both look the person up (failed lookups count towards Altinn's lock-out).
-    agent_lock: Mutex<()>,
+    /// One lock per (firm, employee), held while making the person an agent, so two deliveries
+    /// for one new employee do not both look the person up (failed lookups count towards
+    /// Altinn's lock-out), while different employees go ahead in parallel.
+    agent_locks: Mutex<AgentLocks>,
     id: String,
     /// Party lookups, per firm: they change rarely and cost a call each.
     firms: Mutex<HashMap<String, Firm>>,
@@ -75,11 +79,16 @@ impl Dispatcher {
             pool,
             altinn,
             settings,
-            agent_lock: Mutex::new(()),
+            agent_locks: Mutex::default(),
             id: format!("dispatcher-{}", Uuid::new_v4()),
             firms: Mutex::default(),
             clients: Mutex::default(),
         }
+    }
+
+    /// Rows to claim per step: enough to keep every permitted call busy.
+    pub fn claim_size(&self) -> i64 {
+        (self.settings.flush_concurrency.max(1) * 8) as i64
     }
 
     /// Claims up to `limit` due rows and delivers them, one Altinn call per
@@ -266,7 +275,14 @@ impl Dispatcher {
 
     /// The employee's agent party, adding the person as agent the first time.
     async fn agent(&self, firm: &Firm, employee: Uuid) -> altinn::Result<Uuid> {
-        let _one_at_a_time = self.agent_lock.lock().await;
+        let lock = self
+            .agent_locks
+            .lock()
+            .await
+            .entry((firm.org_number.clone(), employee))
+            .or_default()
+            .clone();
+        let _one_per_person = lock.lock().await;
         let known: Option<Uuid> = sqlx::query_scalar(
             "SELECT agent_party FROM altinn_agents WHERE firm = $1 AND employee_id = $2",
         )

@@ -32,8 +32,6 @@ use crate::state;
 
 /// How long a `SyncNow` waits for the firm's events up to its `after_sequence`.
 const AFTER_SEQUENCE_WAIT: Duration = Duration::from_secs(30);
-/// Rows claimed per dispatch step.
-const CLAIM: i64 = 100;
 
 pub type Result<T, E = state::Error> = std::result::Result<T, E>;
 
@@ -229,6 +227,6 @@ pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result
 async fn round(pool: &PgPool, dispatcher: &Dispatcher) -> Result<()> {
     handle_commands(pool).await?;
     handle_reconciles(pool, dispatcher).await?;
-    while let Step::Processed(_) = dispatcher.step(CLAIM).await? {}
+    while let Step::Processed(_) = dispatcher.step(dispatcher.claim_size()).await? {}
     Ok(())
 }

@@ -1,0 +1,257 @@
+//! Flush benchmark: package changes per second from the outbox to the Altinn simulator.
+//!
+//! `cargo bench --bench flush` (needs the local PostgreSQL; RabbitMQ for the worker's ingest).
+//! Settings: BENCH_FIRMS (default 200), BENCH_EMPLOYEES (per firm, 20), BENCH_CLIENTS (per
+//! firm, 20), BENCH_ASSIGNMENTS (clients per employee, 5), BENCH_LATENCY_MS (added by the
+//! simulator, 0), FLUSH_CONCURRENCY (16), FLUSH_CONCURRENCY_PER_FIRM (4).
+
+#[path = "../tests/common/workload.rs"]
+mod workload;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
+                      altinn:clientdelegations.read altinn:clientdelegations.write";
+
+#[tokio::main]
+async fn main() {
+    let firms: u32 = env_or("BENCH_FIRMS", 200);
+    let employees: u32 = env_or("BENCH_EMPLOYEES", 20);
+    let clients: u32 = env_or("BENCH_CLIENTS", 20);
+    let per_employee: u32 = env_or("BENCH_ASSIGNMENTS", 5);
+    let latency_ms: u64 = env_or("BENCH_LATENCY_MS", 0);
+    let concurrency: usize = env_or("FLUSH_CONCURRENCY", 16);
+    let per_firm: usize = env_or("FLUSH_CONCURRENCY_PER_FIRM", 4);
+
+    let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let root = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let database_url = format!("{root}/bench_{id}");
+    let db = altinn_sync::state::DbSettings {
+        database_url: database_url.clone(),
+        database_max_connections: 4,
+    };
+    let pool = altinn_sync::state::connect(&db).await.unwrap();
+    altinn_sync::state::migrate(&pool).await.unwrap();
+
+    eprintln!("building {firms} firms x {employees} employees x {per_employee} clients…");
+    let mut world_firms = Vec::new();
+    let mut world_clients = Vec::new();
+    let mut world_persons = Vec::new();
+    for f in 0..firms {
+        let firm = workload::org_number(f);
+        world_firms.push(json!({"orgNumber": firm, "partyUuid": Uuid::new_v4(),
+                                "name": format!("Firm {f}"), "systemUserApproved": true}));
+        let client_orgs: Vec<String> = (0..clients)
+            .map(|c| workload::org_number(1_000_000 + f * clients + c))
+            .collect();
+        for org in &client_orgs {
+            world_clients.push(json!({"partyUuid": Uuid::new_v4(), "orgNumber": org,
+                "name": "Client AS", "firmRoles": [{"firmOrgNumber": firm, "role": "regnskapsforer"}]}));
+        }
+        for e in 0..employees {
+            let person = workload::Person::new(f * employees + e);
+            world_persons.push(json!({"partyUuid": Uuid::new_v4(),
+                "nationalIdentityNumber": person.nin, "lastName": person.last_name, "name": "Bench"}));
+            insert_employee(&pool, &firm, &person, &client_orgs, e, per_employee).await;
+        }
+    }
+    let mapping = altinn_sync::policy::RoleMapping::default();
+    altinn_sync::state::align_role_mapping(&pool, &mapping, true)
+        .await
+        .unwrap();
+    let grants: i64 = sqlx::query_scalar("SELECT count(*) FROM desired_grants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    let public_key = include_str!("../deploy/sim/demo-world.json");
+    let demo: serde_json::Value = serde_json::from_str(public_key).unwrap();
+    let world = json!({
+        "maskinportenClients": demo["maskinportenClients"],
+        "firms": world_firms, "clients": world_clients, "persons": world_persons,
+    });
+    let world_file = std::env::temp_dir().join(format!("bench-world-{id}.json"));
+    std::fs::write(&world_file, serde_json::to_vec(&world).unwrap()).unwrap();
+    let port = 20_000 + (std::process::id() % 10_000) as u16;
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+        .args(["altinn-sim", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--world")
+        .arg(&world_file)
+        .args(["--latency-ms", &latency_ms.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for_port(port).await;
+
+    // One SyncNow per firm, recorded as the ingest would record it.
+    sqlx::query(
+        r#"INSERT INTO commands (command_id, command_type, firm, requested_at)
+           SELECT gen_random_uuid(), 'SyncNow', org_number, now() FROM
+           (SELECT DISTINCT firm AS org_number FROM desired_grants) f"#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    eprintln!("flushing {grants} grants (latency {latency_ms} ms, concurrency {concurrency}/{per_firm} per firm)…");
+    let started = Instant::now();
+    let mut worker = worker(&database_url, &id, port, concurrency, per_firm);
+    let mut delivered = 0;
+    while delivered < grants {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        delivered = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'delivered'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'parked'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(parked, 0, "nothing should be refused");
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "flush stalled at {delivered}"
+        );
+    }
+    let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT min(created_at), max(finished_at) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let elapsed = (last - first).to_std().unwrap().as_secs_f64();
+    let agents: i64 = sqlx::query_scalar("SELECT count(*) FROM altinn_agents")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let calls = delivered + agents + 4 * firms as i64; // + token, exchange, parties, clients
+    let _ = worker.start_kill();
+    let _ = sim.start_kill();
+
+    println!();
+    println!("## Flush benchmark (2 cores; simulator, worker and PostgreSQL on the same machine)");
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| firms / package changes | {firms} / {delivered} |");
+    println!("| added Altinn latency | {latency_ms} ms |");
+    println!("| concurrency overall / per firm | {concurrency} / {per_firm} |");
+    println!("| from planning to the last delivery | {elapsed:.1} s |");
+    println!("| package changes/s | {:.0} |", delivered as f64 / elapsed);
+    println!(
+        "| Altinn calls/s (delegations + agents + 4 per firm) | {:.0} |",
+        calls as f64 / elapsed
+    );
+
+    pool.close().await;
+    let admin = PgPool::connect(&format!("{root}/postgres")).await.unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS bench_{id} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    let _ = std::fs::remove_file(world_file);
+}
+
+async fn insert_employee(
+    pool: &PgPool,
+    firm: &str,
+    person: &workload::Person,
+    clients: &[String],
+    index: u32,
+    per_employee: u32,
+) {
+    sqlx::query(
+        "INSERT INTO firms (org_number, high_water_sequence) VALUES ($1, 1) ON CONFLICT DO NOTHING",
+    )
+    .bind(firm)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        r#"INSERT INTO employee_identities (firm, employee_id, national_identity_number, last_name, sequence)
+           VALUES ($1, $2, $3, $4, 1)"#,
+    )
+    .bind(firm)
+    .bind(person.id)
+    .bind(&person.nin)
+    .bind(&person.last_name)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO employee_roles (firm, employee_id, roles, sequence) VALUES ($1, $2, $3, 1)",
+    )
+    .bind(firm)
+    .bind(person.id)
+    .bind(vec!["AccountantWithSigningRights".to_owned()])
+    .execute(pool)
+    .await
+    .unwrap();
+    let mine: Vec<String> = (0..per_employee)
+        .map(|k| clients[((index + k) as usize) % clients.len()].clone())
+        .collect();
+    sqlx::query(
+        r#"INSERT INTO assignments (firm, employee_id, client_org_number, active, sequence)
+           SELECT $1, $2, c, true, 1 FROM unnest($3::text[]) AS c"#,
+    )
+    .bind(firm)
+    .bind(person.id)
+    .bind(mine)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn worker(database_url: &str, id: &str, port: u16, concurrency: usize, per_firm: usize) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+        .arg("run")
+        .env("DATABASE_URL", database_url)
+        .env("TOPOLOGY_PREFIX", format!("bench-{id}"))
+        .env("EVENTS_EXCHANGE", format!("bench-{id}.adminflow.events"))
+        .env("ALTINN_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("MASKINPORTEN_URL", format!("http://127.0.0.1:{port}/"))
+        .env("MASKINPORTEN_CLIENT_ID", "demo-client")
+        .env("MASKINPORTEN_KID", "demo-kid")
+        .env(
+            "MASKINPORTEN_KEY_FILE",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/sim/test-only-maskinporten-key.pem"
+            ),
+        )
+        .env("MASKINPORTEN_SCOPES", SCOPES)
+        .env("FLUSH_CONCURRENCY", concurrency.to_string())
+        .env("FLUSH_CONCURRENCY_PER_FIRM", per_firm.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("worker binary")
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the simulator did not start");
+}
