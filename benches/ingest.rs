@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use altinn_sync::ingest::{self, Topology};
+use altinn_sync::publish::json_properties;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
+use lapin::Channel;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -260,10 +261,7 @@ impl Bench {
         for chunk in bodies.chunks(2000) {
             let mut confirms = Vec::with_capacity(chunk.len());
             for (key, body, id) in chunk {
-                let props = BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2)
-                    .with_message_id(id.as_str().into());
+                let props = json_properties(Some(id));
                 confirms.push(
                     self.channel
                         .basic_publish(exchange, key, BasicPublishOptions::default(), body, props)
@@ -349,10 +347,7 @@ impl Bench {
                 event["occurred_at"] = Value::String(
                     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                 );
-                let props = BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2)
-                    .with_message_id(event["event_id"].as_str().unwrap().into());
+                let props = json_properties(event["event_id"].as_str());
                 let body = serde_json::to_vec(&event).unwrap();
                 confirms.push(
                     self.channel

@@ -21,6 +21,17 @@ pub enum Error {
     Nacked,
 }
 
+/// Properties of a persistent JSON message, as AdminFlow publishes them.
+pub fn json_properties(message_id: Option<&str>) -> BasicProperties {
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    match message_id {
+        Some(id) => props.with_message_id(id.into()),
+        None => props,
+    }
+}
+
 /// Publishes `body` as a persistent JSON message and waits for the broker's confirm.
 /// The message id is the body's `event_id` or `command_id` when it has one.
 pub async fn publish(
@@ -39,12 +50,6 @@ pub async fn publish(
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let mut props = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2);
-    if let Some(id) = message_id {
-        props = props.with_message_id(id.into());
-    }
     let confirmation = channel
         .basic_publish(
             exchange,
@@ -54,7 +59,7 @@ pub async fn publish(
                 ..Default::default()
             },
             body,
-            props,
+            json_properties(message_id.as_deref()),
         )
         .await?
         .await?;

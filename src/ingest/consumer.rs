@@ -155,9 +155,10 @@ impl QueueWorker<'_> {
             return Ok(Handled::Acked);
         };
         let started = Instant::now();
+        let rules = self.settings.rules();
         let mut items: Vec<Item> = deliveries
             .into_iter()
-            .map(|d| Item::decode(self.stream, d, &self.settings.rules()))
+            .map(|d| Item::decode(self.stream, d, &rules))
             .collect();
         let opts = ApplyOptions {
             regression_threshold: self.settings.sequence_regression_threshold,

@@ -52,17 +52,6 @@ pub struct FlushSettings {
     pub flush_concurrency_per_firm: usize,
 }
 
-impl Default for FlushSettings {
-    fn default() -> Self {
-        Self {
-            flush_retry_initial_ms: 1000,
-            flush_retry_max_secs: 600,
-            flush_concurrency: 16,
-            flush_concurrency_per_firm: 4,
-        }
-    }
-}
-
 #[derive(sqlx::FromRow)]
 struct PendingSyncNow {
     id: Uuid,

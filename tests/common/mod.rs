@@ -12,13 +12,14 @@ use std::time::Duration;
 use altinn_sync::altinn::AltinnSettings;
 use altinn_sync::ingest::{self, BrokerSettings, IngestSettings, Topology};
 use altinn_sync::policy::RoleMapping;
+use altinn_sync::publish::json_properties;
 use altinn_sync::state::{self, DbSettings};
 use altinn_sync::sync::FlushSettings;
 use altinn_sync::worker::{self, Housekeeping, WorkerSettings};
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{Channel, Connection};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -170,12 +171,7 @@ impl TestApp {
         body: &[u8],
         id: Option<String>,
     ) {
-        let mut props = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2);
-        if let Some(id) = id {
-            props = props.with_message_id(id.into());
-        }
+        let props = json_properties(id.as_deref());
         let confirm = self
             .publisher
             .basic_publish(
@@ -205,10 +201,7 @@ impl TestApp {
         for chunk in events.chunks(1000) {
             let mut confirms = Vec::with_capacity(chunk.len());
             for (key, event) in chunk {
-                let props = BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2)
-                    .with_message_id(event["event_id"].as_str().unwrap().into());
+                let props = json_properties(event["event_id"].as_str());
                 let body = serde_json::to_vec(event).unwrap();
                 confirms.push(
                     self.publisher
