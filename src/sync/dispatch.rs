@@ -26,9 +26,8 @@ use super::{FlushSettings, Result};
 use crate::altinn::wire::{DelegationBatch, PersonInput};
 use crate::altinn::{self, AltinnClient, Class, Firm};
 
-const LEASE: Duration = Duration::from_secs(120);
 /// Altinn's prefix for access-package URNs.
-const PACKAGE_URN: &str = "urn:altinn:accesspackage:";
+pub(super) const PACKAGE_URN: &str = "urn:altinn:accesspackage:";
 
 /// What one dispatch step did; the loop runs steps until `Idle`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +85,10 @@ impl Dispatcher {
         }
     }
 
+    pub(super) fn altinn(&self) -> &AltinnClient {
+        &self.altinn
+    }
+
     /// Rows to claim per step: enough to keep every permitted call busy.
     pub fn claim_size(&self) -> i64 {
         (self.settings.flush_concurrency.max(1) * 8) as i64
@@ -114,7 +117,7 @@ impl Dispatcher {
                          cause"#,
         )
         .bind(limit)
-        .bind(LEASE.as_secs_f64())
+        .bind(self.settings.flush_lease_secs as f64)
         .bind(&self.id)
         .fetch_all(&self.pool)
         .await?;
@@ -208,30 +211,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// The packages Altinn shows on the firm's agents, for reconciling: (agent party, client
-    /// org number, package without its URN prefix), for every package a role carries.
-    pub(super) async fn actual(&self, org: &str) -> altinn::Result<Vec<(Uuid, String, String)>> {
-        let firm = self.firm(org).await?;
-        let mut out = Vec::new();
-        for agent in self.altinn.agents(&firm).await? {
-            let agent_party = agent.agent.id;
-            for client in self.altinn.agent_packages(&firm, agent_party).await? {
-                let Some(client_org) = client.client.organization_identifier.clone() else {
-                    continue;
-                };
-                for access in client.access {
-                    for package in access.packages {
-                        let Some(urn) = package.urn else { continue };
-                        let name = urn.strip_prefix(PACKAGE_URN).unwrap_or(&urn).to_owned();
-                        out.push((agent_party, client_org.clone(), name));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn firm(&self, org: &str) -> altinn::Result<Firm> {
+    pub(super) async fn firm(&self, org: &str) -> altinn::Result<Firm> {
         if let Some(f) = self.firms.lock().await.get(org) {
             return Ok(f.clone());
         }

@@ -47,6 +47,10 @@ pub struct FlushSettings {
     /// Altinn calls in flight at once, over all firms.
     #[arg(long, env = "FLUSH_CONCURRENCY", default_value_t = 16)]
     pub flush_concurrency: usize,
+    /// How long a dispatcher holds the rows it claimed; a killed worker's rows are taken over
+    /// after this. Longer than the slowest Altinn call with its retries on one connection.
+    #[arg(long, env = "FLUSH_LEASE_SECS", default_value_t = 120)]
+    pub flush_lease_secs: u64,
     /// Altinn calls in flight at once for any one firm.
     #[arg(long, env = "FLUSH_CONCURRENCY_PER_FIRM", default_value_t = 4)]
     pub flush_concurrency_per_firm: usize,

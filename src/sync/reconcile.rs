@@ -11,9 +11,10 @@ use std::collections::{HashMap, HashSet};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::dispatch::Dispatcher;
+use super::dispatch::{Dispatcher, PACKAGE_URN};
 use super::plan::{plan_flush, Planned};
 use super::Result;
+use crate::altinn;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciled {
@@ -39,7 +40,7 @@ pub async fn reconcile_firm(
     firm: &str,
     cause: Uuid,
 ) -> std::result::Result<Reconciled, ReadError> {
-    let actual = dispatcher.actual(firm).await.map_err(ReadError::Altinn)?;
+    let actual = actual(dispatcher, firm).await.map_err(ReadError::Altinn)?;
     apply_actual(pool, firm, cause, &actual)
         .await
         .map_err(ReadError::Database)
@@ -127,4 +128,31 @@ async fn apply_actual(
         );
     }
     Ok(outcome)
+}
+
+/// The packages Altinn shows on the firm's agents, for reconciling: (agent party, client
+/// org number, package without its URN prefix), for every package a role carries.
+async fn actual(dispatcher: &Dispatcher, org: &str) -> altinn::Result<Vec<(Uuid, String, String)>> {
+    let firm = dispatcher.firm(org).await?;
+    let mut out = Vec::new();
+    for agent in dispatcher.altinn().agents(&firm).await? {
+        let agent_party = agent.agent.id;
+        for client in dispatcher
+            .altinn()
+            .agent_packages(&firm, agent_party)
+            .await?
+        {
+            let Some(client_org) = client.client.organization_identifier.clone() else {
+                continue;
+            };
+            for access in client.access {
+                for package in access.packages {
+                    let Some(urn) = package.urn else { continue };
+                    let name = urn.strip_prefix(PACKAGE_URN).unwrap_or(&urn).to_owned();
+                    out.push((agent_party, client_org.clone(), name));
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -95,6 +95,7 @@ impl TestApp {
                 flush_retry_initial_ms: 20,
                 flush_retry_max_secs: 1,
                 flush_concurrency: 8,
+                flush_lease_secs: 120,
                 flush_concurrency_per_firm: 4,
             },
         };
