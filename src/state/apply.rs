@@ -325,7 +325,11 @@ async fn upsert_identities(conn: &mut PgConnection, facts: &Facts<'_>) -> Result
            SET national_identity_number = excluded.national_identity_number,
                last_name = excluded.last_name,
                sequence = excluded.sequence,
-               updated_at = now()
+               updated_at = now(),
+               identity_changed_at = CASE
+                   WHEN (employee_identities.national_identity_number, employee_identities.last_name)
+                        IS DISTINCT FROM (excluded.national_identity_number, excluded.last_name)
+                   THEN now() ELSE employee_identities.identity_changed_at END
            WHERE employee_identities.sequence < excluded.sequence"#,
     )
     .bind(firms)

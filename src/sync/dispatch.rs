@@ -16,6 +16,7 @@ use std::time::Duration;
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use sqlx::PgPool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -36,6 +37,14 @@ pub enum Step {
     Idle,
 }
 
+/// The Altinn call a group of rows shares.
+struct GroupKey<'a> {
+    firm: &'a str,
+    client: &'a str,
+    employee: Uuid,
+    action: &'a str,
+}
+
 #[derive(Debug, sqlx::FromRow)]
 struct Row {
     id: i64,
@@ -45,7 +54,20 @@ struct Row {
     package: String,
     action: String,
     attempts: i32,
-    cause: Uuid,
+}
+
+/// What becomes of one delivered row.
+#[derive(Debug)]
+enum Verdict {
+    Delivered,
+    Parked {
+        explanation: String,
+        trace: Option<String>,
+    },
+    Retry {
+        error: String,
+        wait: Duration,
+    },
 }
 
 /// A client of the firm as Altinn knows it: its party and the role it gave the firm.
@@ -55,18 +77,30 @@ struct AltinnClientParty {
     role: String,
 }
 
-/// Per (firm, employee) locks around making the person an agent.
-type AgentLocks = HashMap<(String, Uuid), Arc<Mutex<()>>>;
+/// Held while one person is made an agent.
+type PersonLock = Arc<Mutex<()>>;
+
+/// Agent parties by (firm, employee).
+type Agents = HashMap<(String, Uuid), Uuid>;
+
+/// Steps that claim, deliver and finish side by side, so one step's database work overlaps
+/// another's Altinn calls. The concurrency limits are shared between them.
+const LANES: usize = 2;
 
 pub struct Dispatcher {
     pool: PgPool,
     altinn: AltinnClient,
     settings: FlushSettings,
+    id: String,
+    claims: AtomicU64,
+    /// Altinn calls in flight, over all firms and lanes.
+    calls: Arc<Semaphore>,
+    /// Altinn calls in flight per firm.
+    firm_calls: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// One lock per (firm, employee), held while making the person an agent, so two deliveries
     /// for one new employee do not both look the person up (failed lookups count towards
     /// Altinn's lock-out), while different employees go ahead in parallel.
-    agent_locks: Mutex<AgentLocks>,
-    id: String,
+    agent_locks: Mutex<HashMap<(String, Uuid), PersonLock>>,
     /// Party lookups, per firm: they change rarely and cost a call each.
     firms: Mutex<HashMap<String, Firm>>,
     clients: Mutex<HashMap<String, HashMap<String, AltinnClientParty>>>,
@@ -77,9 +111,12 @@ impl Dispatcher {
         Self {
             pool,
             altinn,
+            calls: Arc::new(Semaphore::new(settings.flush_concurrency.max(1))),
             settings,
-            agent_locks: Mutex::default(),
             id: format!("dispatcher-{}", Uuid::new_v4()),
+            claims: AtomicU64::new(0),
+            firm_calls: std::sync::Mutex::default(),
+            agent_locks: Mutex::default(),
             firms: Mutex::default(),
             clients: Mutex::default(),
         }
@@ -94,37 +131,34 @@ impl Dispatcher {
         (self.settings.flush_concurrency.max(1) * 8) as i64
     }
 
+    /// Delivers every due row, in [`LANES`] concurrent steps; returns how many were processed.
+    pub async fn drain(&self) -> Result<usize> {
+        let lane = || async {
+            let mut processed = 0;
+            while let Step::Processed(n) = self.step(self.claim_size()).await? {
+                processed += n;
+            }
+            Ok::<_, crate::state::Error>(processed)
+        };
+        let lanes = futures_util::future::try_join_all((0..LANES).map(|_| lane())).await?;
+        Ok(lanes.into_iter().sum())
+    }
+
     /// Claims up to `limit` due rows and delivers them, one Altinn call per
     /// (firm, client, employee, action).
     pub async fn step(&self, limit: i64) -> Result<Step> {
-        let rows: Vec<Row> = sqlx::query_as(
-            r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $2),
-                                 leased_by = $3, attempts = attempts + 1
-               WHERE id IN (SELECT id FROM outbox
-                            WHERE status = 'pending' AND next_attempt_at <= now()
-                              AND (lease_until IS NULL OR lease_until < now())
-                              -- Make before break: a revoke waits while a grant on the same
-                              -- client (a new project accountant's, say) has no final outcome.
-                              AND NOT (action = 'revoke' AND EXISTS (
-                                  SELECT 1 FROM outbox g
-                                  WHERE g.firm = outbox.firm
-                                    AND g.client_org_number = outbox.client_org_number
-                                    AND g.action = 'grant' AND g.status = 'pending'))
-                            ORDER BY next_attempt_at, id
-                            LIMIT $1
-                            FOR UPDATE SKIP LOCKED)
-               RETURNING id, firm, employee_id, client_org_number, package, action, attempts,
-                         cause"#,
-        )
-        .bind(limit)
-        .bind(self.settings.flush_lease_secs as f64)
-        .bind(&self.id)
-        .fetch_all(&self.pool)
-        .await?;
+        // Each claim has its own lease, so a lane never finishes rows another lane re-claimed.
+        let lease = format!(
+            "{}/{}",
+            self.id,
+            self.claims.fetch_add(1, Ordering::Relaxed)
+        );
+        let rows = self.claim(limit, &lease).await?;
         if rows.is_empty() {
             return Ok(Step::Idle);
         }
         let n = rows.len();
+        let agents = self.known_agents(&rows).await?;
         let mut groups: BTreeMap<(String, String, Uuid, String), Vec<Row>> = BTreeMap::new();
         for row in rows {
             let key = (
@@ -135,71 +169,220 @@ impl Dispatcher {
             );
             groups.entry(key).or_default().push(row);
         }
-        // One Altinn call per group, up to the overall limit at once and the per-firm limit
-        // for any one firm. Each group finishes in its own transaction.
-        let per_firm: HashMap<String, Arc<Semaphore>> = groups
-            .keys()
-            .map(|k| {
-                (
-                    k.0.clone(),
-                    Arc::new(Semaphore::new(
-                        self.settings.flush_concurrency_per_firm.max(1),
-                    )),
-                )
-            })
-            .collect();
-        let results: Vec<Result<()>> = futures_util::stream::iter(groups)
+        let delivered: Vec<Vec<(Row, Verdict)>> = futures_util::stream::iter(groups)
             .map(|((firm, client, employee, action), rows)| {
-                let limit = per_firm[&firm].clone();
+                let agents = &agents;
                 async move {
-                    let _permit = limit.acquire_owned().await.map_err(|_| closed())?;
-                    self.deliver_group(&firm, &client, employee, &action, &rows)
-                        .await
+                    let _firm = self.firm_permit(&firm).await?;
+                    let _call = self.calls.acquire().await.map_err(|_| closed())?;
+                    let key = GroupKey {
+                        firm: &firm,
+                        client: &client,
+                        employee,
+                        action: &action,
+                    };
+                    Ok::<_, crate::state::Error>(self.deliver_group(key, rows, agents).await)
                 }
             })
-            .buffer_unordered(self.settings.flush_concurrency.max(1))
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<()>>()?;
+            // Every group waits on the shared limits, so none is held back by this width.
+            .buffer_unordered(n)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        self.finish(&lease, delivered.into_iter().flatten().collect())
+            .await?;
         Ok(Step::Processed(n))
     }
 
+    /// Leases up to `limit` due rows, the oldest first but at most a few per firm, so every
+    /// firm with work moves and one firm's backlog cannot starve the rest.
+    async fn claim(&self, limit: i64, lease: &str) -> Result<Vec<Row>> {
+        let per_firm = (self.settings.flush_concurrency_per_firm.max(1) * 8) as i64;
+        let rows = sqlx::query_as(
+            r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $2),
+                                 leased_by = $3, attempts = attempts + 1
+               WHERE id IN (
+                   SELECT id FROM outbox WHERE id IN (
+                       SELECT c.id FROM firms f
+                       CROSS JOIN LATERAL (
+                           SELECT o.id, o.next_attempt_at FROM outbox o
+                           WHERE o.firm = f.org_number AND o.status = 'pending'
+                             AND o.next_attempt_at <= now()
+                             AND (o.lease_until IS NULL OR o.lease_until < now())
+                             -- Make before break: a revoke waits while a grant on the same
+                             -- client (a new project accountant's, say) has no final outcome.
+                             AND NOT (o.action = 'revoke' AND EXISTS (
+                                 SELECT 1 FROM outbox g
+                                 WHERE g.firm = o.firm
+                                   AND g.client_org_number = o.client_org_number
+                                   AND g.action = 'grant' AND g.status = 'pending'))
+                           ORDER BY o.next_attempt_at, o.id
+                           LIMIT $4) c
+                       WHERE f.flush_paused_until IS NULL OR f.flush_paused_until <= now()
+                       ORDER BY c.next_attempt_at, c.id
+                       LIMIT $1)
+                   -- Checked again on the locked row: a row another claim leased and
+                   -- committed after this statement's snapshot is not taken twice.
+                   AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())
+                   FOR UPDATE SKIP LOCKED)
+               RETURNING id, firm, employee_id, client_org_number, package, action, attempts"#,
+        )
+        .bind(limit)
+        .bind(self.settings.flush_lease_secs as f64)
+        .bind(lease)
+        .bind(per_firm)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// The agent parties already known for the claimed rows' employees, in one query.
+    async fn known_agents(&self, rows: &[Row]) -> Result<Agents> {
+        let (firms, employees): (Vec<&str>, Vec<Uuid>) = rows
+            .iter()
+            .map(|r| (r.firm.as_str(), r.employee_id))
+            .unzip();
+        let found: Vec<(String, Uuid, Uuid)> = sqlx::query_as(
+            r#"SELECT a.firm, a.employee_id, a.agent_party
+               FROM altinn_agents a
+               JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::uuid[])) k(firm, employee_id)
+                 ON a.firm = k.firm AND a.employee_id = k.employee_id"#,
+        )
+        .bind(&firms)
+        .bind(&employees)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(found
+            .into_iter()
+            .map(|(firm, employee, agent)| ((firm, employee), agent))
+            .collect())
+    }
+
+    async fn firm_permit(&self, firm: &str) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let limit = self
+            .firm_calls
+            .lock()
+            .expect("firm limits")
+            .entry(firm.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.settings.flush_concurrency_per_firm.max(1),
+                ))
+            })
+            .clone();
+        limit.acquire_owned().await.map_err(|_| closed())
+    }
+
+    /// Delivers one group in one call; a batch refused for one package is delivered package
+    /// by package, so the others still go through.
     async fn deliver_group(
         &self,
-        firm: &str,
-        client: &str,
-        employee: Uuid,
-        action: &str,
-        rows: &[Row],
-    ) -> Result<()> {
-        match self.deliver(firm, client, employee, action, rows).await {
-            // A batch refused for one package: deliver the packages one by one.
+        key: GroupKey<'_>,
+        rows: Vec<Row>,
+        agents: &Agents,
+    ) -> Vec<(Row, Verdict)> {
+        match self.deliver(&key, &rows, agents).await {
             Err(e) if e.class() == Class::Permanent && rows.len() > 1 => {
+                let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let single = std::slice::from_ref(row);
-                    let outcome = self.deliver(firm, client, employee, action, single).await;
-                    self.finish(single, outcome).await?;
+                    let outcome = self.deliver(&key, std::slice::from_ref(&row), agents).await;
+                    let verdict = self.verdict(&key, &row, outcome).await;
+                    out.push((row, verdict));
                 }
-                Ok(())
+                out
             }
-            outcome => self.finish(rows, outcome).await,
+            outcome => {
+                let shared = outcome.as_ref().err();
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let verdict = match shared {
+                        None => Verdict::Delivered,
+                        Some(e) => self.verdict_for(&key, &row, e).await,
+                    };
+                    out.push((row, verdict));
+                }
+                out
+            }
+        }
+    }
+
+    async fn verdict(&self, key: &GroupKey<'_>, row: &Row, outcome: altinn::Result<()>) -> Verdict {
+        match outcome {
+            Ok(()) => Verdict::Delivered,
+            Err(e) => self.verdict_for(key, row, &e).await,
+        }
+    }
+
+    /// What a failure means for the row, and for its firm: a firm-level refusal pauses the
+    /// firm's flush, a lock-out stops person lookups for the hour.
+    async fn verdict_for(&self, key: &GroupKey<'_>, row: &Row, e: &altinn::Error) -> Verdict {
+        tracing::warn!(
+            firm = %key.firm, client = %key.client, employee.id = %key.employee,
+            action = %key.action, package = %row.package, class = ?e.class(), error = %e,
+            "Altinn change not delivered"
+        );
+        match e {
+            altinn::Error::Permanent(r) => Verdict::Parked {
+                explanation: r.explanation.clone(),
+                trace: r.trace_id.clone(),
+            },
+            e if e.class() == Class::Permanent => Verdict::Parked {
+                explanation: e.to_string(),
+                trace: None,
+            },
+            e => {
+                let wait = retry_delay(&self.settings, e, row.attempts);
+                if e.class() == Class::FirmLevel {
+                    self.pause_firm(key.firm, wait, &e.to_string()).await;
+                }
+                Verdict::Retry {
+                    error: e.to_string(),
+                    wait,
+                }
+            }
+        }
+    }
+
+    /// Pauses the firm's flush; best effort, as the row's own backoff already holds it back.
+    async fn pause_firm(&self, firm: &str, wait: Duration, reason: &str) {
+        let paused = sqlx::query(
+            r#"UPDATE firms SET flush_paused_at = coalesce(flush_paused_at, now()),
+                                flush_paused_until = now() + make_interval(secs => $2),
+                                flush_pause_reason = $3
+               WHERE org_number = $1"#,
+        )
+        .bind(firm)
+        .bind(wait.as_secs_f64())
+        .bind(reason)
+        .execute(&self.pool)
+        .await;
+        match paused {
+            Ok(_) => tracing::warn!(
+                firm,
+                pause.secs = wait.as_secs(),
+                reason,
+                "firm's flush paused: Altinn refuses its system user; other firms go on"
+            ),
+            Err(e) => tracing::warn!(firm, error = %e, "could not record the firm's pause"),
         }
     }
 
     async fn deliver(
         &self,
-        firm: &str,
-        client_org: &str,
-        employee: Uuid,
-        action: &str,
+        key: &GroupKey<'_>,
         rows: &[Row],
+        agents: &Agents,
     ) -> altinn::Result<()> {
-        let firm = self.firm(firm).await?;
-        let client = self.client(&firm, client_org).await?;
-        let agent = self.agent(&firm, employee).await?;
+        let firm = self.firm(key.firm).await?;
+        let client = self.client(&firm, key.client).await?;
+        let agent = match agents.get(&(key.firm.to_owned(), key.employee)) {
+            Some(agent) => *agent,
+            None => self.agent(&firm, key.employee).await?,
+        };
         let packages = rows.iter().map(|r| format!("{PACKAGE_URN}{}", r.package));
         let batch = DelegationBatch::for_role(&client.role, packages);
-        if action == "grant" {
+        if key.action == "grant" {
             self.altinn
                 .delegate(&firm, client.party, agent, &batch)
                 .await?;
@@ -263,16 +446,25 @@ impl Dispatcher {
             .or_default()
             .clone();
         let _one_per_person = lock.lock().await;
-        let known: Option<Uuid> = sqlx::query_scalar(
-            "SELECT agent_party FROM altinn_agents WHERE firm = $1 AND employee_id = $2",
+        let (known, locked_secs): (Option<Uuid>, Option<f64>) = sqlx::query_as(
+            r#"SELECT (SELECT agent_party FROM altinn_agents
+                       WHERE firm = $1 AND employee_id = $2),
+                      (SELECT extract(epoch FROM agent_lookups_locked_until - now())::float8
+                       FROM firms WHERE org_number = $1)"#,
         )
         .bind(&firm.org_number)
         .bind(employee)
-        .fetch_optional(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(database)?;
         if let Some(agent) = known {
             return Ok(agent);
+        }
+        // Within Altinn's lock-out every lookup fails and prolongs nothing useful: do not ask.
+        if let Some(secs) = locked_secs.filter(|s| *s > 0.0) {
+            return Err(altinn::Error::LockedOut {
+                retry_after: Duration::from_secs_f64(secs),
+            });
         }
         let identity: Option<(String, String)> = sqlx::query_as(
             r#"SELECT national_identity_number, last_name FROM employee_identities
@@ -292,7 +484,21 @@ impl Dispatcher {
             person_identifier: nin,
             last_name,
         };
-        let assignment = self.altinn.add_agent(firm, &person).await?;
+        let assignment = match self.altinn.add_agent(firm, &person).await {
+            Err(altinn::Error::LockedOut { retry_after }) => {
+                sqlx::query(
+                    r#"UPDATE firms SET agent_lookups_locked_until = now() + make_interval(secs => $2)
+                       WHERE org_number = $1"#,
+                )
+                .bind(&firm.org_number)
+                .bind(retry_after.as_secs_f64())
+                .execute(&self.pool)
+                .await
+                .map_err(database)?;
+                return Err(altinn::Error::LockedOut { retry_after });
+            }
+            other => other?,
+        };
         sqlx::query(
             r#"INSERT INTO altinn_agents (firm, employee_id, agent_party) VALUES ($1, $2, $3)
                ON CONFLICT (firm, employee_id) DO UPDATE SET agent_party = excluded.agent_party"#,
@@ -306,113 +512,78 @@ impl Dispatcher {
         Ok(assignment.to_id)
     }
 
-    /// Records the outcome of `rows` in one transaction, if this dispatcher still holds them.
-    async fn finish(&self, rows: &[Row], outcome: altinn::Result<()>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for row in rows {
-            let still_ours: bool = sqlx::query_scalar(
-                "SELECT leased_by = $2 AND status = 'pending' FROM outbox WHERE id = $1 FOR UPDATE",
-            )
-            .bind(row.id)
-            .bind(&self.id)
-            .fetch_one(&mut *tx)
-            .await?;
-            if !still_ours {
-                continue;
-            }
-            let (outcome_name, detail, trace) = match &outcome {
-                Ok(()) => {
-                    self.delivered(&mut tx, row).await?;
-                    ("delivered", None, None)
-                }
-                Err(e) if e.class() == Class::Permanent => {
-                    let (explanation, trace) = match e {
-                        altinn::Error::Permanent(r) => (r.explanation.clone(), r.trace_id.clone()),
-                        other => (other.to_string(), None),
-                    };
-                    sqlx::query(
-                        r#"UPDATE outbox SET status = 'parked', explanation = $2, last_error = $2,
-                                             lease_until = NULL, finished_at = now()
-                           WHERE id = $1"#,
-                    )
-                    .bind(row.id)
-                    .bind(&explanation)
-                    .execute(&mut *tx)
-                    .await?;
-                    ("parked", Some(explanation), trace)
-                }
-                Err(e) => {
-                    let wait = retry_delay(&self.settings, e, row.attempts);
-                    sqlx::query(
-                        r#"UPDATE outbox SET last_error = $2, lease_until = NULL,
-                                             next_attempt_at = now() + make_interval(secs => $3)
-                           WHERE id = $1"#,
-                    )
-                    .bind(row.id)
-                    .bind(e.to_string())
-                    .bind(wait.as_secs_f64())
-                    .execute(&mut *tx)
-                    .await?;
-                    ("retry", Some(e.to_string()), None)
-                }
+    /// Records every outcome of a step in one statement, for the rows this dispatcher still
+    /// holds: the row's new state, `applied_grants`, the audit, and the firm's pause lifted by
+    /// a delivery. A row whose lease ran out and was taken over is left to its new holder.
+    async fn finish(&self, lease: &str, verdicts: Vec<(Row, Verdict)>) -> Result<()> {
+        let mut ids = Vec::with_capacity(verdicts.len());
+        let mut outcomes = Vec::with_capacity(verdicts.len());
+        let mut details = Vec::with_capacity(verdicts.len());
+        let mut traces = Vec::with_capacity(verdicts.len());
+        let mut waits = Vec::with_capacity(verdicts.len());
+        for (row, verdict) in verdicts {
+            ids.push(row.id);
+            let (outcome, detail, trace, wait) = match verdict {
+                Verdict::Delivered => ("delivered", None, None, 0.0),
+                Verdict::Parked { explanation, trace } => ("parked", Some(explanation), trace, 0.0),
+                Verdict::Retry { error, wait } => ("retry", Some(error), None, wait.as_secs_f64()),
             };
-            sqlx::query(
-                r#"INSERT INTO audit (firm, employee_id, client_org_number, package, action,
-                                      outcome, cause, outbox_id, detail, altinn_trace_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
-            )
-            .bind(&row.firm)
-            .bind(row.employee_id)
-            .bind(&row.client_org_number)
-            .bind(&row.package)
-            .bind(&row.action)
-            .bind(outcome_name)
-            .bind(row.cause)
-            .bind(row.id)
-            .bind(detail)
-            .bind(trace)
-            .execute(&mut *tx)
-            .await?;
+            outcomes.push(outcome);
+            details.push(detail);
+            traces.push(trace);
+            waits.push(wait);
         }
-        // Delivered on commit: lets tests and tools wait for the flush without polling.
-        sqlx::query("SELECT pg_notify('altinn_sync_flushed', $1)")
-            .bind(&rows[0].firm)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        if let Err(e) = &outcome {
-            tracing::warn!(
-                firm = %rows[0].firm, client = %rows[0].client_org_number,
-                employee.id = %rows[0].employee_id, action = %rows[0].action,
-                class = ?e.class(), error = %e, "Altinn change not delivered"
-            );
-        }
-        Ok(())
-    }
-
-    async fn delivered(&self, tx: &mut sqlx::PgConnection, row: &Row) -> Result<()> {
         sqlx::query(
-            r#"UPDATE outbox SET status = 'delivered', lease_until = NULL, last_error = NULL,
-                                 finished_at = now()
-               WHERE id = $1"#,
+            r#"WITH input AS (
+                   SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],
+                                        $6::float8[]) AS i(id, outcome, detail, trace, wait)
+               ), done AS (
+                   UPDATE outbox o
+                   SET status = CASE WHEN i.outcome = 'retry' THEN 'pending' ELSE i.outcome END,
+                       lease_until = NULL,
+                       finished_at = CASE WHEN i.outcome = 'retry' THEN NULL ELSE now() END,
+                       last_error = i.detail,
+                       explanation = CASE WHEN i.outcome = 'parked' THEN i.detail END,
+                       next_attempt_at = CASE WHEN i.outcome = 'retry'
+                                              THEN now() + make_interval(secs => i.wait)
+                                              ELSE o.next_attempt_at END
+                   FROM input i
+                   WHERE o.id = i.id AND o.leased_by = $1 AND o.status = 'pending'
+                   RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package,
+                             o.action, o.cause, i.outcome, i.detail, i.trace
+               ), granted AS (
+                   INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
+                   SELECT firm, employee_id, client_org_number, package FROM done
+                   WHERE outcome = 'delivered' AND action = 'grant'
+                   ON CONFLICT DO NOTHING
+               ), revoked AS (
+                   DELETE FROM applied_grants a USING done d
+                   WHERE d.outcome = 'delivered' AND d.action = 'revoke' AND a.firm = d.firm
+                     AND a.employee_id = d.employee_id
+                     AND a.client_org_number = d.client_org_number AND a.package = d.package
+               ), audited AS (
+                   INSERT INTO audit (firm, employee_id, client_org_number, package, action,
+                                      outcome, cause, outbox_id, detail, altinn_trace_id)
+                   SELECT firm, employee_id, client_org_number, package, action, outcome, cause,
+                          id, detail, trace
+                   FROM done
+               ), resumed AS (
+                   UPDATE firms SET flush_paused_at = NULL, flush_paused_until = NULL,
+                                    flush_pause_reason = NULL
+                   WHERE flush_paused_at IS NOT NULL
+                     AND org_number IN (SELECT firm FROM done WHERE outcome = 'delivered')
+               )
+               -- Delivered on commit: lets tests and tools wait for the flush without polling.
+               SELECT pg_notify('altinn_sync_flushed', firm) FROM (SELECT DISTINCT firm FROM done) f"#,
         )
-        .bind(row.id)
-        .execute(&mut *tx)
+        .bind(lease)
+        .bind(&ids)
+        .bind(&outcomes)
+        .bind(&details)
+        .bind(&traces)
+        .bind(&waits)
+        .execute(&self.pool)
         .await?;
-        let sql = if row.action == "grant" {
-            r#"INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
-               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"#
-        } else {
-            r#"DELETE FROM applied_grants
-               WHERE firm = $1 AND employee_id = $2 AND client_org_number = $3 AND package = $4"#
-        };
-        sqlx::query(sql)
-            .bind(&row.firm)
-            .bind(row.employee_id)
-            .bind(&row.client_org_number)
-            .bind(&row.package)
-            .execute(&mut *tx)
-            .await?;
         Ok(())
     }
 }

@@ -121,7 +121,7 @@ pub async fn handle_commands(pool: &PgPool) -> Result<usize> {
             .await?;
         tx.commit().await?;
         tracing::info!(firm, command.id = %id, planned.grants, planned.revokes,
-            planned.superseded, "sync-now planned");
+            planned.superseded, planned.requeued, "sync-now planned");
         handled += 1;
     }
     Ok(handled)
@@ -220,6 +220,6 @@ pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result
 async fn round(pool: &PgPool, dispatcher: &Dispatcher) -> Result<()> {
     handle_commands(pool).await?;
     handle_reconciles(pool, dispatcher).await?;
-    while let Step::Processed(_) = dispatcher.step(dispatcher.claim_size()).await? {}
+    dispatcher.drain().await?;
     Ok(())
 }

@@ -34,9 +34,12 @@ pub async fn parked(pool: &PgPool, firm: Option<&str>) -> Result<Vec<Parked>> {
     Ok(rows)
 }
 
-/// Re-queues a firm's parked changes (or one of them) for the next dispatch. A change whose
-/// key already has a newer one on its way stays parked. Returns how many were re-queued.
+/// Re-queues a firm's parked changes (or one of them) for the next dispatch, and ends the
+/// firm's pause if it has one. A change whose key already has a newer one on its way stays
+/// parked. Returns how many were re-queued.
 pub async fn retry(pool: &PgPool, firm: &str, id: Option<i64>) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    super::plan::lift_pause(&mut tx, firm).await?;
     let n = sqlx::query(
         r#"UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
                                lease_until = NULL
@@ -49,8 +52,9 @@ pub async fn retry(pool: &PgPool, firm: &str, id: Option<i64>) -> Result<u64> {
     )
     .bind(firm)
     .bind(id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
+    tx.commit().await?;
     Ok(n)
 }

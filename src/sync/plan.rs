@@ -5,6 +5,8 @@
 //!   same firm at once, and a crashed one leaves no lock behind.
 //! - At most one open change per grant key; an open change that is no longer needed (the
 //!   desired state changed back) is superseded, unless a dispatcher holds it right now.
+//! - A parked change is not planned again in a loop; it is retried when its desired state
+//!   changes, at the nightly reconcile, or when an operator asks.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -16,6 +18,8 @@ pub struct Planned {
     pub grants: u64,
     pub revokes: u64,
     pub superseded: u64,
+    /// Parked grants retried because their desired state changed.
+    pub requeued: u64,
 }
 
 /// Writes the firm's delta to the outbox, in the caller's transaction.
@@ -24,14 +28,40 @@ pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
         .bind(firm)
         .execute(&mut *conn)
         .await?;
+    lift_pause(conn, firm).await?;
+    // An open change no longer needed (the desired state changed back) is dropped, and so is a
+    // parked one: a parked grant for a grant no longer wanted is moot.
     let superseded = sqlx::query(
         r#"UPDATE outbox o SET status = 'superseded', finished_at = now()
-           WHERE o.firm = $1 AND o.status = 'pending'
-             AND (o.lease_until IS NULL OR o.lease_until < now())
+           WHERE o.firm = $1
+             AND ((o.status = 'pending' AND (o.lease_until IS NULL OR o.lease_until < now()))
+                  OR o.status = 'parked')
              AND (o.action = 'grant') <> EXISTS (
                  SELECT 1 FROM desired_grants d
                  WHERE d.firm = o.firm AND d.employee_id = o.employee_id
                    AND d.client_org_number = o.client_org_number AND d.package = o.package)"#,
+    )
+    .bind(firm)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    // A parked grant is retried once its desired state changes: the grant was wanted anew, or
+    // AdminFlow corrected the person's identity that Altinn could not match.
+    let requeued = sqlx::query(
+        r#"UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
+                               lease_until = NULL
+           WHERE o.firm = $1 AND o.status = 'parked' AND o.action = 'grant'
+             AND (EXISTS (SELECT 1 FROM desired_grants d
+                          WHERE d.firm = o.firm AND d.employee_id = o.employee_id
+                            AND d.client_org_number = o.client_org_number
+                            AND d.package = o.package AND d.since > o.finished_at)
+                  OR EXISTS (SELECT 1 FROM employee_identities e
+                             WHERE e.firm = o.firm AND e.employee_id = o.employee_id
+                               AND e.identity_changed_at > o.finished_at))
+             AND NOT EXISTS (SELECT 1 FROM outbox p
+                             WHERE p.firm = o.firm AND p.employee_id = o.employee_id
+                               AND p.client_org_number = o.client_org_number
+                               AND p.package = o.package AND p.status = 'pending')"#,
     )
     .bind(firm)
     .execute(&mut *conn)
@@ -65,7 +95,27 @@ pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
         grants,
         revokes,
         superseded,
+        requeued,
     })
+}
+
+/// A sync-now or retry is the moment to try a paused firm again: the pause ends now and the
+/// firm's waiting changes are due. The pause itself is cleared by the first delivery.
+pub async fn lift_pause(conn: &mut PgConnection, firm: &str) -> Result<()> {
+    sqlx::query(
+        r#"WITH lifted AS (
+               UPDATE firms SET flush_paused_until = now()
+               WHERE org_number = $1 AND flush_paused_until > now()
+               RETURNING org_number
+           )
+           UPDATE outbox SET next_attempt_at = now()
+           WHERE firm IN (SELECT org_number FROM lifted) AND status = 'pending'
+             AND next_attempt_at > now()"#,
+    )
+    .bind(firm)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Inserts an outbox row of `action` for each key `delta` selects that has no open change.

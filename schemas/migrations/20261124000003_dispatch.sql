@@ -1,0 +1,23 @@
+-- The dispatcher claims fairly across firms and pauses a firm whose system user Altinn refuses.
+
+-- A firm-level refusal (403, system user not approved) pauses the firm's flush; other firms go
+-- on. The pause lifts after `flush_paused_until`, on a SyncNow, or on `altinn-sync retry`.
+ALTER TABLE firms
+    ADD COLUMN flush_paused_at       timestamptz,
+    ADD COLUMN flush_paused_until    timestamptz,
+    ADD COLUMN flush_pause_reason    text,
+    -- Altinn's hour-long lock-out after failed person lookups (429 AM-00026): no person is
+    -- looked up for the firm before this, across restarts.
+    ADD COLUMN agent_lookups_locked_until timestamptz;
+
+-- Claims walk each firm's due rows in order (one index probe per firm), so one firm's backlog
+-- cannot starve the others and a claim never sorts every pending row.
+CREATE INDEX outbox_due_by_firm ON outbox (firm, next_attempt_at, id) WHERE status = 'pending';
+DROP INDEX outbox_due;
+-- Make before break: "is a grant on this client still open?" per claimed revoke.
+CREATE INDEX outbox_open_grants ON outbox (firm, client_org_number)
+    WHERE status = 'pending' AND action = 'grant';
+
+-- When the person's identity last really changed (not merely re-sent): a grant parked because
+-- Altinn could not match the person is retried once AdminFlow corrects it.
+ALTER TABLE employee_identities ADD COLUMN identity_changed_at timestamptz NOT NULL DEFAULT now();
