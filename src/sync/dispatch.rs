@@ -80,8 +80,20 @@ struct AltinnClientParty {
 /// Held while one person is made an agent.
 type PersonLock = Arc<Mutex<()>>;
 
-/// Agent parties by (firm, employee).
-type Agents = HashMap<(String, Uuid), Uuid>;
+/// What the dispatcher knows of an employee it delivers to.
+enum Person {
+    Agent(Uuid),
+    /// Not yet the firm's agent; the identity to add them with (never logged).
+    ToAdd(PersonInput),
+    /// AdminFlow has sent no identity.
+    Unknown,
+}
+
+/// (firm, employee, agent party, national identity number, last name).
+type PersonRow = (String, Uuid, Option<Uuid>, Option<String>, Option<String>);
+
+/// By (firm, employee).
+type People = HashMap<(String, Uuid), Person>;
 
 /// Steps that claim, deliver and finish side by side, so one step's database work overlaps
 /// another's Altinn calls. The concurrency limits are shared between them.
@@ -101,6 +113,8 @@ pub struct Dispatcher {
     /// for one new employee do not both look the person up (failed lookups count towards
     /// Altinn's lock-out), while different employees go ahead in parallel.
     agent_locks: Mutex<HashMap<(String, Uuid), PersonLock>>,
+    /// Agents this dispatcher added, for lanes that claimed rows before the agent existed.
+    added: std::sync::Mutex<HashMap<(String, Uuid), Uuid>>,
     /// Party lookups, per firm: they change rarely and cost a call each.
     firms: Mutex<HashMap<String, Firm>>,
     clients: Mutex<HashMap<String, HashMap<String, AltinnClientParty>>>,
@@ -117,6 +131,7 @@ impl Dispatcher {
             claims: AtomicU64::new(0),
             firm_calls: std::sync::Mutex::default(),
             agent_locks: Mutex::default(),
+            added: std::sync::Mutex::default(),
             firms: Mutex::default(),
             clients: Mutex::default(),
         }
@@ -158,7 +173,7 @@ impl Dispatcher {
             return Ok(Step::Idle);
         }
         let n = rows.len();
-        let agents = self.known_agents(&rows).await?;
+        let people = self.people(&rows).await?;
         let mut groups: BTreeMap<(String, String, Uuid, String), Vec<Row>> = BTreeMap::new();
         for row in rows {
             let key = (
@@ -171,7 +186,7 @@ impl Dispatcher {
         }
         let delivered: Vec<Vec<(Row, Verdict)>> = futures_util::stream::iter(groups)
             .map(|((firm, client, employee, action), rows)| {
-                let agents = &agents;
+                let people = &people;
                 async move {
                     let _firm = self.firm_permit(&firm).await?;
                     let _call = self.calls.acquire().await.map_err(|_| closed())?;
@@ -181,7 +196,7 @@ impl Dispatcher {
                         employee,
                         action: &action,
                     };
-                    Ok::<_, crate::state::Error>(self.deliver_group(key, rows, agents).await)
+                    Ok::<_, crate::state::Error>(self.deliver_group(key, rows, people).await)
                 }
             })
             // Every group waits on the shared limits, so none is held back by this width.
@@ -237,17 +252,23 @@ impl Dispatcher {
         Ok(rows)
     }
 
-    /// The agent parties already known for the claimed rows' employees, in one query.
-    async fn known_agents(&self, rows: &[Row]) -> Result<Agents> {
+    /// What delivering to the claimed rows' employees needs, in one query: the agent party if
+    /// the person is one already, else the identity to add them with.
+    async fn people(&self, rows: &[Row]) -> Result<People> {
         let (firms, employees): (Vec<&str>, Vec<Uuid>) = rows
             .iter()
             .map(|r| (r.firm.as_str(), r.employee_id))
             .unzip();
-        let found: Vec<(String, Uuid, Uuid)> = sqlx::query_as(
-            r#"SELECT a.firm, a.employee_id, a.agent_party
-               FROM altinn_agents a
-               JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::uuid[])) k(firm, employee_id)
-                 ON a.firm = k.firm AND a.employee_id = k.employee_id"#,
+        let found: Vec<PersonRow> = sqlx::query_as(
+            r#"SELECT k.firm, k.employee_id, a.agent_party, e.national_identity_number,
+                          e.last_name
+                   FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::uuid[]))
+                        AS k(firm, employee_id)
+                   LEFT JOIN altinn_agents a
+                          ON a.firm = k.firm AND a.employee_id = k.employee_id
+                   LEFT JOIN employee_identities e
+                          ON a.agent_party IS NULL
+                         AND e.firm = k.firm AND e.employee_id = k.employee_id"#,
         )
         .bind(&firms)
         .bind(&employees)
@@ -255,7 +276,17 @@ impl Dispatcher {
         .await?;
         Ok(found
             .into_iter()
-            .map(|(firm, employee, agent)| ((firm, employee), agent))
+            .map(|(firm, employee, agent, nin, last_name)| {
+                let person = match (agent, nin, last_name) {
+                    (Some(agent), _, _) => Person::Agent(agent),
+                    (None, Some(nin), Some(last_name)) => Person::ToAdd(PersonInput {
+                        person_identifier: nin,
+                        last_name,
+                    }),
+                    _ => Person::Unknown,
+                };
+                ((firm, employee), person)
+            })
             .collect())
     }
 
@@ -280,13 +311,13 @@ impl Dispatcher {
         &self,
         key: GroupKey<'_>,
         rows: Vec<Row>,
-        agents: &Agents,
+        people: &People,
     ) -> Vec<(Row, Verdict)> {
-        match self.deliver(&key, &rows, agents).await {
+        match self.deliver(&key, &rows, people).await {
             Err(e) if e.class() == Class::Permanent && rows.len() > 1 => {
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let outcome = self.deliver(&key, std::slice::from_ref(&row), agents).await;
+                    let outcome = self.deliver(&key, std::slice::from_ref(&row), people).await;
                     let verdict = self.verdict(&key, &row, outcome).await;
                     out.push((row, verdict));
                 }
@@ -372,13 +403,18 @@ impl Dispatcher {
         &self,
         key: &GroupKey<'_>,
         rows: &[Row],
-        agents: &Agents,
+        people: &People,
     ) -> altinn::Result<()> {
         let firm = self.firm(key.firm).await?;
         let client = self.client(&firm, key.client).await?;
-        let agent = match agents.get(&(key.firm.to_owned(), key.employee)) {
-            Some(agent) => *agent,
-            None => self.agent(&firm, key.employee).await?,
+        let agent = match people.get(&(key.firm.to_owned(), key.employee)) {
+            Some(Person::Agent(agent)) => *agent,
+            Some(Person::ToAdd(person)) => self.agent(&firm, key.employee, person).await?,
+            Some(Person::Unknown) | None => {
+                return Err(permanent(
+                    "no identity is known for the employee; AdminFlow has sent none",
+                ))
+            }
         };
         let packages = rows.iter().map(|r| format!("{PACKAGE_URN}{}", r.package));
         let batch = DelegationBatch::for_role(&client.role, packages);
@@ -436,55 +472,41 @@ impl Dispatcher {
         found.ok_or_else(|| not_a_client(client_org))
     }
 
-    /// The employee's agent party, adding the person as agent the first time.
-    async fn agent(&self, firm: &Firm, employee: Uuid) -> altinn::Result<Uuid> {
+    /// Makes the person the firm's agent, once: a lane that waited on the same person uses the
+    /// party the first one got. Within Altinn's lock-out no person is looked up at all.
+    async fn agent(
+        &self,
+        firm: &Firm,
+        employee: Uuid,
+        person: &PersonInput,
+    ) -> altinn::Result<Uuid> {
+        let key = (firm.org_number.clone(), employee);
         let lock = self
             .agent_locks
             .lock()
             .await
-            .entry((firm.org_number.clone(), employee))
+            .entry(key.clone())
             .or_default()
             .clone();
         let _one_per_person = lock.lock().await;
-        let (known, locked_secs): (Option<Uuid>, Option<f64>) = sqlx::query_as(
-            r#"SELECT (SELECT agent_party FROM altinn_agents
-                       WHERE firm = $1 AND employee_id = $2),
-                      (SELECT extract(epoch FROM agent_lookups_locked_until - now())::float8
-                       FROM firms WHERE org_number = $1)"#,
+        if let Some(agent) = self.added.lock().expect("agents").get(&key) {
+            return Ok(*agent);
+        }
+        let locked: Option<f64> = sqlx::query_scalar(
+            r#"SELECT extract(epoch FROM agent_lookups_locked_until - now())::float8
+               FROM firms WHERE org_number = $1 AND agent_lookups_locked_until > now()"#,
         )
         .bind(&firm.org_number)
-        .bind(employee)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(database)?;
-        if let Some(agent) = known {
-            return Ok(agent);
-        }
-        // Within Altinn's lock-out every lookup fails and prolongs nothing useful: do not ask.
-        if let Some(secs) = locked_secs.filter(|s| *s > 0.0) {
+        .map_err(database)?
+        .flatten();
+        if let Some(secs) = locked {
             return Err(altinn::Error::LockedOut {
                 retry_after: Duration::from_secs_f64(secs),
             });
         }
-        let identity: Option<(String, String)> = sqlx::query_as(
-            r#"SELECT national_identity_number, last_name FROM employee_identities
-               WHERE firm = $1 AND employee_id = $2"#,
-        )
-        .bind(&firm.org_number)
-        .bind(employee)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(database)?;
-        let Some((nin, last_name)) = identity else {
-            return Err(permanent(
-                "no identity is known for the employee; AdminFlow has sent none",
-            ));
-        };
-        let person = PersonInput {
-            person_identifier: nin,
-            last_name,
-        };
-        let assignment = match self.altinn.add_agent(firm, &person).await {
+        let assignment = match self.altinn.add_agent(firm, person).await {
             Err(altinn::Error::LockedOut { retry_after }) => {
                 sqlx::query(
                     r#"UPDATE firms SET agent_lookups_locked_until = now() + make_interval(secs => $2)
@@ -509,6 +531,10 @@ impl Dispatcher {
         .execute(&self.pool)
         .await
         .map_err(database)?;
+        self.added
+            .lock()
+            .expect("agents")
+            .insert(key, assignment.to_id);
         Ok(assignment.to_id)
     }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -127,22 +128,76 @@ pub async fn handle_commands(pool: &PgPool) -> Result<usize> {
     Ok(handled)
 }
 
-/// Handles commands and dispatches until `shutdown`, waking on ingest commits and every second
-/// for retries that come due.
+/// Plans sync-nows, runs reconciles and dispatches until `shutdown`, each in its own loop, so
+/// a long nightly reconcile holds back neither a sync-now nor the deliveries. Each loop wakes
+/// on its signal and every second, for retries that come due and other replicas' work.
 pub async fn run(pool: PgPool, dispatcher: Dispatcher, shutdown: CancellationToken) -> Result<()> {
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen("altinn_sync_ingested").await?;
+    let (commands, reconciles, planned) = (Notify::new(), Notify::new(), Notify::new());
+    let ingested = async {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                received = listener.recv() => match received {
+                    Ok(_) => {
+                        commands.notify_one();
+                        reconciles.notify_one();
+                    }
+                    // sqlx reconnects on the next call; the loops' ticks cover the gap.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the database notifications; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    };
+    let dispatcher = &dispatcher;
+    tokio::try_join!(
+        ingested,
+        repeat("sync-now planning", &shutdown, &commands, || async {
+            if handle_commands(&pool).await? > 0 {
+                planned.notify_one();
+            }
+            Ok(())
+        }),
+        repeat("nightly reconcile", &shutdown, &reconciles, || async {
+            if handle_reconciles(&pool, dispatcher).await? > 0 {
+                planned.notify_one();
+            }
+            Ok(())
+        }),
+        repeat("dispatch", &shutdown, &planned, || async {
+            dispatcher.drain().await.map(drop)
+        }),
+    )?;
+    Ok(())
+}
+
+/// Runs `work` now, then on every `wake` and every second, until `shutdown`. A retryable
+/// failure (the database away for a moment) is logged and retried; a fatal one ends the run.
+async fn repeat<F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    wake: &Notify,
+    mut work: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     loop {
-        if let Err(e) = round(&pool, &dispatcher).await {
+        if let Err(e) = work().await {
             if !e.is_retryable() {
                 return Err(e);
             }
-            tracing::warn!(error = %e, "flush round failed; retrying");
+            tracing::warn!(error = %e, "{what} failed; retrying");
         }
         let tick = Instant::now() + Duration::from_secs(1);
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            _ = listener.recv() => {}
+            () = wake.notified() => {}
             () = tokio::time::sleep_until(tick) => {}
         }
     }
@@ -215,11 +270,4 @@ pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result
         tracing::info!(command.id = %id, "{outcome}");
     }
     Ok(pending.len())
-}
-
-async fn round(pool: &PgPool, dispatcher: &Dispatcher) -> Result<()> {
-    handle_commands(pool).await?;
-    handle_reconciles(pool, dispatcher).await?;
-    dispatcher.drain().await?;
-    Ok(())
 }
