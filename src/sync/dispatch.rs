@@ -11,7 +11,7 @@
 //!   so a project-accountant transfer never leaves the client without its accountant.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
@@ -89,8 +89,15 @@ enum Person {
     Unknown,
 }
 
-/// (firm, employee, agent party, national identity number, last name).
-type PersonRow = (String, Uuid, Option<Uuid>, Option<String>, Option<String>);
+/// (firm, employee, agent party, national identity number, last name, lock-out seconds left).
+type PersonRow = (
+    String,
+    Uuid,
+    Option<Uuid>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+);
 
 /// By (firm, employee).
 type People = HashMap<(String, Uuid), Person>;
@@ -115,6 +122,10 @@ pub struct Dispatcher {
     agent_locks: Mutex<HashMap<(String, Uuid), PersonLock>>,
     /// Agents this dispatcher added, for lanes that claimed rows before the agent existed.
     added: std::sync::Mutex<HashMap<(String, Uuid), Uuid>>,
+    /// Agents added since the last finished step, saved with its outcomes.
+    unsaved_agents: std::sync::Mutex<Vec<(String, Uuid, Uuid)>>,
+    /// Altinn's lock-out after failed person lookups, per firm (also kept in `firms`).
+    lookup_locks: std::sync::Mutex<HashMap<String, Instant>>,
     /// Party lookups, per firm: they change rarely and cost a call each.
     firms: Mutex<HashMap<String, Firm>>,
     clients: Mutex<HashMap<String, HashMap<String, AltinnClientParty>>>,
@@ -132,6 +143,8 @@ impl Dispatcher {
             firm_calls: std::sync::Mutex::default(),
             agent_locks: Mutex::default(),
             added: std::sync::Mutex::default(),
+            unsaved_agents: std::sync::Mutex::default(),
+            lookup_locks: std::sync::Mutex::default(),
             firms: Mutex::default(),
             clients: Mutex::default(),
         }
@@ -214,15 +227,34 @@ impl Dispatcher {
     /// firm with work moves and one firm's backlog cannot starve the rest.
     async fn claim(&self, limit: i64, lease: &str) -> Result<Vec<Row>> {
         let per_firm = (self.settings.flush_concurrency_per_firm.max(1) * 8) as i64;
+        // The firms whose oldest due row is oldest, then a few rows of each: one index probe
+        // per firm, however long the backlog.
+        let firms = (limit / per_firm + 1) * 2;
         let rows = sqlx::query_as(
             r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $2),
                                  leased_by = $3, attempts = attempts + 1
                WHERE id IN (
                    SELECT id FROM outbox WHERE id IN (
-                       SELECT c.id FROM firms f
+                       SELECT c.id
+                       FROM (SELECT f.org_number, d.next_attempt_at FROM firms f
+                             CROSS JOIN LATERAL (
+                                 SELECT o.next_attempt_at FROM outbox o
+                                 WHERE o.firm = f.org_number AND o.status = 'pending'
+                                   AND o.next_attempt_at <= now()
+                                   AND (o.lease_until IS NULL OR o.lease_until < now())
+                                   AND NOT (o.action = 'revoke' AND EXISTS (
+                                       SELECT 1 FROM outbox g
+                                       WHERE g.firm = o.firm
+                                         AND g.client_org_number = o.client_org_number
+                                         AND g.action = 'grant' AND g.status = 'pending'))
+                                 ORDER BY o.next_attempt_at, o.id
+                                 LIMIT 1) d
+                             WHERE f.flush_paused_until IS NULL OR f.flush_paused_until <= now()
+                             ORDER BY d.next_attempt_at
+                             LIMIT $5) due
                        CROSS JOIN LATERAL (
                            SELECT o.id, o.next_attempt_at FROM outbox o
-                           WHERE o.firm = f.org_number AND o.status = 'pending'
+                           WHERE o.firm = due.org_number AND o.status = 'pending'
                              AND o.next_attempt_at <= now()
                              AND (o.lease_until IS NULL OR o.lease_until < now())
                              -- Make before break: a revoke waits while a grant on the same
@@ -234,7 +266,6 @@ impl Dispatcher {
                                    AND g.action = 'grant' AND g.status = 'pending'))
                            ORDER BY o.next_attempt_at, o.id
                            LIMIT $4) c
-                       WHERE f.flush_paused_until IS NULL OR f.flush_paused_until <= now()
                        ORDER BY c.next_attempt_at, c.id
                        LIMIT $1)
                    -- Checked again on the locked row: a row another claim leased and
@@ -247,6 +278,7 @@ impl Dispatcher {
         .bind(self.settings.flush_lease_secs as f64)
         .bind(lease)
         .bind(per_firm)
+        .bind(firms)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
@@ -261,22 +293,29 @@ impl Dispatcher {
             .unzip();
         let found: Vec<PersonRow> = sqlx::query_as(
             r#"SELECT k.firm, k.employee_id, a.agent_party, e.national_identity_number,
-                          e.last_name
-                   FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::uuid[]))
-                        AS k(firm, employee_id)
-                   LEFT JOIN altinn_agents a
-                          ON a.firm = k.firm AND a.employee_id = k.employee_id
-                   LEFT JOIN employee_identities e
-                          ON a.agent_party IS NULL
-                         AND e.firm = k.firm AND e.employee_id = k.employee_id"#,
+                      e.last_name,
+                      extract(epoch FROM f.agent_lookups_locked_until - now())::float8
+               FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::uuid[]))
+                    AS k(firm, employee_id)
+               LEFT JOIN firms f
+                      ON f.org_number = k.firm AND f.agent_lookups_locked_until > now()
+               LEFT JOIN altinn_agents a
+                      ON a.firm = k.firm AND a.employee_id = k.employee_id
+               LEFT JOIN employee_identities e
+                      ON a.agent_party IS NULL
+                     AND e.firm = k.firm AND e.employee_id = k.employee_id"#,
         )
         .bind(&firms)
         .bind(&employees)
         .fetch_all(&self.pool)
         .await?;
+        let mut locks = self.lookup_locks.lock().expect("lock-outs");
         Ok(found
             .into_iter()
-            .map(|(firm, employee, agent, nin, last_name)| {
+            .map(|(firm, employee, agent, nin, last_name, locked_secs)| {
+                if let Some(secs) = locked_secs {
+                    locks.insert(firm.clone(), Instant::now() + Duration::from_secs_f64(secs));
+                }
                 let person = match (agent, nin, last_name) {
                     (Some(agent), _, _) => Person::Agent(agent),
                     (None, Some(nin), Some(last_name)) => Person::ToAdd(PersonInput {
@@ -492,19 +531,14 @@ impl Dispatcher {
         if let Some(agent) = self.added.lock().expect("agents").get(&key) {
             return Ok(*agent);
         }
-        let locked: Option<f64> = sqlx::query_scalar(
-            r#"SELECT extract(epoch FROM agent_lookups_locked_until - now())::float8
-               FROM firms WHERE org_number = $1 AND agent_lookups_locked_until > now()"#,
-        )
-        .bind(&firm.org_number)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(database)?
-        .flatten();
-        if let Some(secs) = locked {
-            return Err(altinn::Error::LockedOut {
-                retry_after: Duration::from_secs_f64(secs),
-            });
+        let locked_until = self
+            .lookup_locks
+            .lock()
+            .expect("lock-outs")
+            .get(&firm.org_number)
+            .copied();
+        if let Some(left) = locked_until.and_then(|t| t.checked_duration_since(Instant::now())) {
+            return Err(altinn::Error::LockedOut { retry_after: left });
         }
         let assignment = match self.altinn.add_agent(firm, person).await {
             Err(altinn::Error::LockedOut { retry_after }) => {
@@ -517,20 +551,21 @@ impl Dispatcher {
                 .execute(&self.pool)
                 .await
                 .map_err(database)?;
+                self.lookup_locks
+                    .lock()
+                    .expect("lock-outs")
+                    .insert(firm.org_number.clone(), Instant::now() + retry_after);
                 return Err(altinn::Error::LockedOut { retry_after });
             }
             other => other?,
         };
-        sqlx::query(
-            r#"INSERT INTO altinn_agents (firm, employee_id, agent_party) VALUES ($1, $2, $3)
-               ON CONFLICT (firm, employee_id) DO UPDATE SET agent_party = excluded.agent_party"#,
-        )
-        .bind(&firm.org_number)
-        .bind(employee)
-        .bind(assignment.to_id)
-        .execute(&self.pool)
-        .await
-        .map_err(database)?;
+        // Saved with the step's outcomes; should that fail, the next attempt adds the person
+        // again, which Altinn answers with the same agent.
+        self.unsaved_agents.lock().expect("agents").push((
+            firm.org_number.clone(),
+            employee,
+            assignment.to_id,
+        ));
         self.added
             .lock()
             .expect("agents")
@@ -559,10 +594,18 @@ impl Dispatcher {
             traces.push(trace);
             waits.push(wait);
         }
-        sqlx::query(
+        let agents = std::mem::take(&mut *self.unsaved_agents.lock().expect("agents"));
+        let agent_firms: Vec<&str> = agents.iter().map(|a| a.0.as_str()).collect();
+        let agent_employees: Vec<Uuid> = agents.iter().map(|a| a.1).collect();
+        let agent_parties: Vec<Uuid> = agents.iter().map(|a| a.2).collect();
+        let finished = sqlx::query(
             r#"WITH input AS (
                    SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],
                                         $6::float8[]) AS i(id, outcome, detail, trace, wait)
+               ), agents AS (
+                   INSERT INTO altinn_agents (firm, employee_id, agent_party)
+                   SELECT * FROM unnest($7::text[], $8::uuid[], $9::uuid[])
+                   ON CONFLICT (firm, employee_id) DO UPDATE SET agent_party = excluded.agent_party
                ), done AS (
                    UPDATE outbox o
                    SET status = CASE WHEN i.outcome = 'retry' THEN 'pending' ELSE i.outcome END,
@@ -608,8 +651,16 @@ impl Dispatcher {
         .bind(&details)
         .bind(&traces)
         .bind(&waits)
+        .bind(&agent_firms)
+        .bind(&agent_employees)
+        .bind(&agent_parties)
         .execute(&self.pool)
-        .await?;
+        .await;
+        if let Err(e) = finished {
+            drop(agent_firms);
+            self.unsaved_agents.lock().expect("agents").extend(agents);
+            return Err(e.into());
+        }
         Ok(())
     }
 }
