@@ -140,7 +140,9 @@ async fn main() {
         .await
         .unwrap();
     let calls = delivered + agents + 4 * firms as i64; // + token, exchange, parties, clients
-    let _ = worker.start_kill();
+    let _ = worker.kill().await;
+    eprintln!("baseline: the same delegations again, straight from the client (no database)…");
+    let baseline = raw_client_rate(&pool, port, concurrency).await;
     let _ = sim.start_kill();
 
     println!();
@@ -157,6 +159,9 @@ async fn main() {
         "| Altinn calls/s (delegations + agents + 4 per firm) | {:.0} |",
         calls as f64 / elapsed
     );
+    println!(
+        "| baseline, same run: the client alone re-sending every delegation (changed=false) at concurrency {concurrency} | {baseline:.0} calls/s |"
+    );
 
     pool.close().await;
     let admin = PgPool::connect(&format!("{root}/postgres")).await.unwrap();
@@ -164,6 +169,73 @@ async fn main() {
         .execute(&admin)
         .await;
     let _ = std::fs::remove_file(world_file);
+}
+
+/// The ceiling without the outbox: every delivered delegation sent again by a bare
+/// `AltinnClient`, as fast as the concurrency allows. Altinn answers `changed=false`.
+async fn raw_client_rate(pool: &PgPool, port: u16, concurrency: usize) -> f64 {
+    use altinn_sync::altinn::{wire::DelegationBatch, AltinnClient, AltinnSettings};
+    use futures_util::StreamExt;
+    let settings = AltinnSettings {
+        altinn_base_url: Some(format!("http://127.0.0.1:{port}")),
+        maskinporten_url: Some(format!("http://127.0.0.1:{port}/")),
+        maskinporten_client_id: Some("demo-client".into()),
+        maskinporten_kid: Some("demo-kid".into()),
+        maskinporten_key_file: Some(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/sim/test-only-maskinporten-key.pem"
+            )
+            .into(),
+        ),
+        maskinporten_scopes: Some(SCOPES.into()),
+        altinn_request_timeout_ms: 30_000,
+    };
+    let client = AltinnClient::new(settings.validate().unwrap().unwrap()).unwrap();
+    let rows: Vec<(String, String, Uuid)> = sqlx::query_as(
+        r#"SELECT o.firm, o.client_org_number, a.agent_party FROM outbox o
+           JOIN altinn_agents a ON a.firm = o.firm AND a.employee_id = o.employee_id
+           WHERE o.status = 'delivered'"#,
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    // Parties first, outside the timing, as the worker caches them too.
+    let mut parties = std::collections::HashMap::new();
+    for (firm, _, _) in &rows {
+        if !parties.contains_key(firm) {
+            let party = client.firm_party(firm).await.unwrap();
+            let clients: std::collections::HashMap<String, Uuid> = client
+                .clients(&party)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|c| Some((c.client.organization_identifier?, c.client.id)))
+                .collect();
+            parties.insert(firm.clone(), (party, clients));
+        }
+    }
+    let batch = DelegationBatch::for_role(
+        "regnskapsforer",
+        ["urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet"],
+    );
+    let started = Instant::now();
+    let n = rows.len();
+    futures_util::stream::iter(rows)
+        .map(|(firm, client_org, agent)| {
+            let (party, clients) = &parties[&firm];
+            let (client, batch) = (&client, &batch);
+            async move {
+                client
+                    .delegate(party, clients[&client_org], agent, batch)
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 async fn insert_employee(
