@@ -21,3 +21,18 @@ CREATE INDEX outbox_open_grants ON outbox (firm, client_org_number)
 -- When the person's identity last really changed (not merely re-sent): a grant parked because
 -- Altinn could not match the person is retried once AdminFlow corrects it.
 ALTER TABLE employee_identities ADD COLUMN identity_changed_at timestamptz NOT NULL DEFAULT now();
+
+-- Removing idle agents (opt-in, REMOVE_IDLE_AGENTS): when to try next, and why a person was
+-- left alone (Altinn refuses `cascade=false` while they hold packages this worker does not
+-- manage).
+ALTER TABLE altinn_agents
+    ADD COLUMN removal_attempts integer NOT NULL DEFAULT 0,
+    ADD COLUMN removal_due_at   timestamptz,
+    ADD COLUMN kept_reason      text;
+
+-- An agent's removal is audited too; it has no client, package or outbox row.
+ALTER TABLE audit
+    ALTER COLUMN client_org_number DROP NOT NULL,
+    ALTER COLUMN package DROP NOT NULL,
+    ALTER COLUMN cause DROP NOT NULL,
+    ALTER COLUMN outbox_id DROP NOT NULL;

@@ -387,3 +387,30 @@ async fn change_packages(
     }
     Ok(Json(results))
 }
+
+/// `DELETE agents?party&to&cascade`: 204, also when the person was no agent. Without
+/// `cascade=true` Altinn refuses while the agent still holds packages from the firm.
+pub async fn remove_agent(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<axum::http::StatusCode, Error> {
+    let party = uuid_param(&params, "party")?;
+    let to = uuid_param(&params, "to")?;
+    let cascade = params.get("cascade").is_some_and(|c| c == "true");
+    let mut state = sim.inner.state.lock().await;
+    let caller = authorize(&sim, &state, &headers, WRITE, Some(party))?;
+    let holds = |key: &(Uuid, Uuid, Uuid)| key.0 == caller.firm_party && key.2 == to;
+    if !cascade && state.delegations.keys().any(holds) {
+        return Err(validation(vec![vld(
+            "AM.VLD-00031",
+            "$QUERY/to",
+            "the agent still holds packages; remove them first or send cascade=true",
+        )]));
+    }
+    state.delegations.retain(|key, _| !holds(key));
+    if let Some(agents) = state.agents.get_mut(&caller.firm_party) {
+        agents.remove(&to);
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

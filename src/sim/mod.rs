@@ -8,6 +8,7 @@
 //! - `GET /accessmanagement/api/v1/enduser/authorizedparties`
 //! - `GET /accessmanagement/api/v1/enduser/clientdelegations/clients?party`
 //! - `GET|POST /accessmanagement/api/v1/enduser/clientdelegations/agents?party[&to]`
+//! - `DELETE /accessmanagement/api/v1/enduser/clientdelegations/agents?party&to&cascade`
 //! - `GET|POST|DELETE /accessmanagement/api/v1/enduser/clientdelegations/agents/accesspackages`
 //!   `?party&to` (GET) or `?party&from&to` (POST, DELETE)
 //!
@@ -166,7 +167,9 @@ impl Simulator {
             .route(&format!("{CD}/clients"), get(delegations::clients))
             .route(
                 &format!("{CD}/agents"),
-                get(delegations::agents).post(delegations::add_agent),
+                get(delegations::agents)
+                    .post(delegations::add_agent)
+                    .delete(delegations::remove_agent),
             )
             .route(
                 &format!("{CD}/agents/accesspackages"),

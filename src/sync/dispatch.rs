@@ -154,6 +154,22 @@ impl Dispatcher {
         &self.altinn
     }
 
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(super) fn settings(&self) -> &FlushSettings {
+        &self.settings
+    }
+
+    /// After the person was removed as agent: the next grant adds them again.
+    pub(super) fn forget_agent(&self, firm: &str, employee: Uuid) {
+        self.added
+            .lock()
+            .expect("agents")
+            .remove(&(firm.to_owned(), employee));
+    }
+
     /// Rows to claim per step: enough to keep every permitted call busy.
     pub fn claim_size(&self) -> i64 {
         (self.settings.flush_concurrency.max(1) * 8) as i64
@@ -666,7 +682,7 @@ impl Dispatcher {
 }
 
 /// Exponential backoff with jitter for the `attempts`th failure, or what Altinn asked for.
-fn retry_delay(settings: &FlushSettings, e: &altinn::Error, attempts: i32) -> Duration {
+pub(super) fn retry_delay(settings: &FlushSettings, e: &altinn::Error, attempts: i32) -> Duration {
     let mut policy = ExponentialBackoff {
         initial_interval: Duration::from_millis(settings.flush_retry_initial_ms),
         max_interval: Duration::from_secs(settings.flush_retry_max_secs),

@@ -8,9 +8,10 @@
 //! `SyncNow` (with `after_sequence`) plans a firm's delta; `NightlyReconcile` first reads what
 //! Altinn actually holds, so drift made by hand joins the delta. The dispatcher delivers grants
 //! and revokes with retries, parking and make-before-break ordering, with bounded concurrency
-//! overall and per firm. Not yet: removing idle agents.
+//! overall and per firm. Removing idle agents is an opt-in policy (`idle`).
 
 mod dispatch;
+mod idle;
 mod parked;
 mod plan;
 mod reconcile;
@@ -52,6 +53,10 @@ pub struct FlushSettings {
     /// after this. Longer than the slowest Altinn call with its retries on one connection.
     #[arg(long, env = "FLUSH_LEASE_SECS", default_value_t = 120)]
     pub flush_lease_secs: u64,
+    /// Remove an employee with no access left to manage as the firm's agent in Altinn
+    /// (`cascade=false`: a person holding packages this worker does not manage is left alone).
+    #[arg(long, env = "REMOVE_IDLE_AGENTS", default_value_t = false)]
+    pub remove_idle_agents: bool,
     /// Altinn calls in flight at once for any one firm.
     #[arg(long, env = "FLUSH_CONCURRENCY_PER_FIRM", default_value_t = 4)]
     pub flush_concurrency_per_firm: usize,
@@ -169,7 +174,8 @@ pub async fn run(pool: PgPool, dispatcher: Dispatcher, shutdown: CancellationTok
             Ok(())
         }),
         repeat("dispatch", &shutdown, &planned, || async {
-            dispatcher.drain().await.map(drop)
+            dispatcher.drain().await?;
+            dispatcher.remove_idle_agents().await.map(drop)
         }),
     )?;
     Ok(())

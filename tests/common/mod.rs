@@ -96,6 +96,7 @@ impl TestApp {
                 flush_retry_max_secs: 1,
                 flush_concurrency: 8,
                 flush_lease_secs: 120,
+                remove_idle_agents: false,
                 flush_concurrency_per_firm: 4,
             },
         };

@@ -491,3 +491,100 @@ async fn rows_claimed_by_a_dead_worker_are_taken_over_when_the_lease_runs_out() 
     assert_ne!(leased_by, "a-dead-worker");
     app.teardown().await;
 }
+
+/// Audit rows of agent removals, oldest first.
+async fn removals(app: &TestApp, count: i64) -> Vec<String> {
+    let pool = app.pool.clone();
+    app.wait_until("the agent removals", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM audit WHERE action = 'remove-agent'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                >= count
+        }
+    })
+    .await;
+    sqlx::query_scalar("SELECT outcome FROM audit WHERE action = 'remove-agent' ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn idle_agents_are_removed_when_asked_but_never_with_packages_left() {
+    let altinn = altinn().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.settings.flush.remove_idle_agents = true;
+    app.start_worker().await;
+    let by_hand =
+        altinn_sync::altinn::AltinnClient::new(altinn.settings.validate().unwrap().unwrap())
+            .unwrap();
+    let firm = by_hand.firm_party(FIRM).await.unwrap();
+    let agents = || async {
+        let mut agents: Vec<Uuid> = by_hand
+            .agents(&firm)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.agent.id)
+            .collect();
+        agents.sort();
+        agents
+    };
+
+    // Kari gets the client, then loses it: once the revoke is through she is no agent.
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    let mut assigned = publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    assert_eq!(agents().await, vec![altinn.kari]);
+    let mut removed = publish_demo(&app, "05-kari-client-removed.json").await;
+    sync_now(&app, 1005).await;
+    flushed(&app, 2).await;
+    assert_eq!(removals(&app, 1).await, ["delivered"]);
+    assert!(agents().await.is_empty());
+    assert!(delegations(&altinn).await.is_empty());
+
+    // She comes back (and is made an agent again), and someone gives her a package by hand.
+    assigned["event_id"] = json!(Uuid::new_v4());
+    assigned["sequence"] = json!(1006);
+    app.publish_event(&assigned).await;
+    sync_now(&app, 1006).await;
+    flushed(&app, 3).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+    let batch = altinn_sync::altinn::wire::DelegationBatch::for_role("regnskapsforer", [LONN]);
+    by_hand
+        .delegate(&firm, altinn.client, altinn.kari, &batch)
+        .await
+        .unwrap();
+
+    // Idle again as far as this worker knows, but Altinn refuses cascade=false: left alone.
+    removed["event_id"] = json!(Uuid::new_v4());
+    removed["sequence"] = json!(1007);
+    app.publish_event(&removed).await;
+    sync_now(&app, 1007).await;
+    flushed(&app, 4).await;
+    assert_eq!(removals(&app, 2).await, ["delivered", "kept"]);
+    assert_eq!(agents().await, vec![altinn.kari]);
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![LONN.to_owned()])]
+    );
+    let kept: Option<String> = sqlx::query_scalar("SELECT kept_reason FROM altinn_agents")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        kept.as_deref().is_some_and(|k| k.contains("still holds packages")),
+        "{kept:?}"
+    );
+    app.teardown().await;
+}
