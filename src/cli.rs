@@ -92,7 +92,8 @@ pub enum Command {
     Sync(SyncArgs),
     /// Ask the worker for a full reconcile with Altinn now (publishes a NightlyReconcile command).
     Reconcile(ReconcileArgs),
-    /// List changes Altinn refused for good, with the explanation, newest first.
+    /// List firms whose flush is paused, and changes Altinn refused for good with the
+    /// explanation, newest first.
     Parked {
         #[command(flatten)]
         db: DbSettings,

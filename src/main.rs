@@ -65,9 +65,27 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Parked { db, firm, json } => {
             let pool = connect_migrated(&db).await?;
             let rows = sync::parked(&pool, firm.as_deref()).await?;
+            let paused = sync::paused(&pool, firm.as_deref()).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else if rows.is_empty() {
+                let all = serde_json::json!({"paused_firms": paused, "parked_changes": rows});
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
+            for p in &paused {
+                println!(
+                    "firm {} PAUSED since {} ({} changes waiting): {}; next try {}, or at once \
+                     on a sync-now or `altinn-sync retry --firm {}`",
+                    p.firm,
+                    p.since,
+                    p.pending,
+                    p.reason
+                        .as_deref()
+                        .unwrap_or("Altinn refused the system user"),
+                    p.until.map_or_else(|| "now".to_owned(), |t| t.to_string()),
+                    p.firm
+                );
+            }
+            if rows.is_empty() {
                 eprintln!("no parked changes");
             } else {
                 for r in rows {

@@ -17,11 +17,23 @@ pub struct Explanation {
     pub employee_id: Uuid,
     /// Whether the firm is held after a sequence regression (its events are not applied).
     pub firm_held_since: Option<DateTime<Utc>>,
+    /// Whether Altinn refused the firm's system user and its flush is paused.
+    pub flush_pause: Option<FlushPause>,
+    /// Until when Altinn locks the firm out of person lookups (429 AM-00026).
+    pub agent_lookups_locked_until: Option<DateTime<Utc>>,
     pub identity: Option<Identity>,
     pub roles: Option<Roles>,
     pub clients: Vec<ClientFacts>,
     /// Dead-lettered messages for the firm, which may include this employee's.
     pub firm_dead_letters: i64,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct FlushPause {
+    pub since: DateTime<Utc>,
+    /// The next try; a sync-now or `altinn-sync retry` tries at once.
+    pub until: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,14 +71,31 @@ pub struct ClientFacts {
 
 /// Gathers the explanation; `None` when the firm has never been seen.
 pub async fn explain(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Option<Explanation>> {
-    let held: Option<Option<DateTime<Utc>>> =
-        sqlx::query_scalar("SELECT held_since FROM firms WHERE org_number = $1")
-            .bind(firm)
-            .fetch_optional(pool)
-            .await?;
-    let Some(firm_held_since) = held else {
+    type FirmRow = (
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+    );
+    let firm_row: Option<FirmRow> = sqlx::query_as(
+        r#"SELECT held_since, flush_paused_at, flush_paused_until, flush_pause_reason,
+                  agent_lookups_locked_until
+           FROM firms WHERE org_number = $1"#,
+    )
+    .bind(firm)
+    .fetch_optional(pool)
+    .await?;
+    let Some((firm_held_since, paused_at, paused_until, pause_reason, locked_until)) = firm_row
+    else {
         return Ok(None);
     };
+    let flush_pause = paused_at.map(|since| FlushPause {
+        since,
+        until: paused_until,
+        reason: pause_reason,
+    });
+    let agent_lookups_locked_until = locked_until.filter(|t| *t > Utc::now());
     let identity = sqlx::query_as::<_, (String, i64, DateTime<Utc>)>(
         r#"SELECT last_name, sequence, updated_at FROM employee_identities
            WHERE firm = $1 AND employee_id = $2"#,
@@ -152,6 +181,8 @@ pub async fn explain(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Option
         firm: firm.to_owned(),
         employee_id: employee,
         firm_held_since,
+        flush_pause,
+        agent_lookups_locked_until,
         identity,
         roles,
         clients,
@@ -175,6 +206,27 @@ impl fmt::Display for Explanation {
                 when(t),
                 self.firm
             )?,
+        }
+        if let Some(p) = &self.flush_pause {
+            writeln!(
+                f,
+                "  Altinn flush: PAUSED since {}: {}; next try {}, or at once on a sync-now or \
+                 `altinn-sync retry --firm {}`",
+                when(&p.since),
+                p.reason
+                    .as_deref()
+                    .unwrap_or("Altinn refused the firm's system user"),
+                p.until.as_ref().map_or_else(|| "now".to_owned(), when),
+                self.firm
+            )?;
+        }
+        if let Some(t) = &self.agent_lookups_locked_until {
+            writeln!(
+                f,
+                "  Altinn person lookups: locked out until {} after failed lookups (AM-00026); \
+                 new employees are made agents after that",
+                when(t)
+            )?;
         }
         match &self.identity {
             Some(i) => writeln!(

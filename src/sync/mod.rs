@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use dispatch::{Dispatcher, Step};
-pub use parked::{parked, retry, Parked};
+pub use parked::{parked, paused, retry, Parked, PausedFirm};
 pub use plan::{plan_flush, Planned};
 pub use reconcile::{reconcile_firm, Reconciled};
 

@@ -19,6 +19,34 @@ pub struct Parked {
     pub parked_at: Option<DateTime<Utc>>,
 }
 
+/// A firm whose flush is paused because Altinn refused its system user.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct PausedFirm {
+    pub firm: String,
+    pub since: DateTime<Utc>,
+    pub until: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    /// Changes waiting for the firm.
+    pub pending: i64,
+}
+
+/// Firms whose flush is paused, optionally only the one named.
+pub async fn paused(pool: &PgPool, firm: Option<&str>) -> Result<Vec<PausedFirm>> {
+    let rows = sqlx::query_as(
+        r#"SELECT f.org_number AS firm, f.flush_paused_at AS since, f.flush_paused_until AS until,
+                  f.flush_pause_reason AS reason,
+                  (SELECT count(*) FROM outbox o
+                   WHERE o.firm = f.org_number AND o.status = 'pending') AS pending
+           FROM firms f
+           WHERE f.flush_paused_at IS NOT NULL AND ($1::text IS NULL OR f.org_number = $1)
+           ORDER BY f.org_number"#,
+    )
+    .bind(firm)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
 /// Parked changes, newest first, optionally for one firm.
 pub async fn parked(pool: &PgPool, firm: Option<&str>) -> Result<Vec<Parked>> {
     let rows = sqlx::query_as(

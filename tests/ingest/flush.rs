@@ -14,6 +14,8 @@ const FIRM: &str = "912345610";
 const CLIENT: &str = "998877660";
 /// A client that has not registered the firm as its accountant.
 const STRANGER: &str = "998877679";
+/// A firm whose system user Altinn has not approved.
+const UNAPPROVED: &str = "987654325";
 const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
 const PUBLIC_KEY: &str = include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
 const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
@@ -58,12 +60,20 @@ async fn altinn() -> Altinn {
             scopes: SCOPES.split(' ').map(str::to_owned).collect(),
         }],
         maskinporten_issuer: None,
-        firms: vec![sim::Firm {
-            org_number: FIRM.into(),
-            party_uuid: Uuid::new_v4(),
-            name: "Demo Regnskap AS".into(),
-            system_user_approved: true,
-        }],
+        firms: vec![
+            sim::Firm {
+                org_number: FIRM.into(),
+                party_uuid: Uuid::new_v4(),
+                name: "Demo Regnskap AS".into(),
+                system_user_approved: true,
+            },
+            sim::Firm {
+                org_number: UNAPPROVED.into(),
+                party_uuid: Uuid::new_v4(),
+                name: "Ikke Godkjent Regnskap AS".into(),
+                system_user_approved: false,
+            },
+        ],
         clients: vec![
             Client {
                 party_uuid: client,
@@ -122,20 +132,28 @@ async fn flushing_app(altinn: &Altinn) -> TestApp {
     app
 }
 
-async fn publish_demo(app: &TestApp, file: &str) -> Value {
+fn demo(file: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("schemas/examples/demo")
         .join(file);
-    let event: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+async fn publish_demo(app: &TestApp, file: &str) -> Value {
+    let event = demo(file);
     app.publish_event(&event).await;
     event
 }
 
 async fn sync_now(app: &TestApp, after_sequence: i64) {
+    sync_now_for(app, FIRM, after_sequence).await;
+}
+
+async fn sync_now_for(app: &TestApp, firm: &str, after_sequence: i64) {
     let command = json!({
         "command_id": Uuid::new_v4(), "command_type": "SyncNow",
         "requested_at": "2026-11-24T08:00:00Z", "requested_by": "admin@firm.example",
-        "firm": {"org_number": FIRM}, "after_sequence": after_sequence
+        "firm": {"org_number": firm}, "after_sequence": after_sequence
     });
     app.publish_command(&command).await;
 }
@@ -498,12 +516,10 @@ async fn removals(app: &TestApp, count: i64) -> Vec<String> {
     app.wait_until("the agent removals", || {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM audit WHERE action = 'remove-agent'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit WHERE action = 'remove-agent'")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
                 >= count
         }
     })
@@ -583,8 +599,126 @@ async fn idle_agents_are_removed_when_asked_but_never_with_packages_left() {
         .await
         .unwrap();
     assert!(
-        kept.as_deref().is_some_and(|k| k.contains("still holds packages")),
+        kept.as_deref()
+            .is_some_and(|k| k.contains("still holds packages")),
         "{kept:?}"
     );
     app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_firm_whose_system_user_altinn_refuses_is_paused_while_the_others_go_on() {
+    let altinn = altinn().await;
+    let app = flushing_app(&altinn).await;
+    // The same story in two firms; Altinn refuses the second firm's system user.
+    for file in ["01-kari-role-changed.json", "02-kari-client-assigned.json"] {
+        let mut event = publish_demo(&app, file).await;
+        event["event_id"] = json!(Uuid::new_v4());
+        event["firm"]["org_number"] = json!(UNAPPROVED);
+        app.publish_event(&event).await;
+    }
+    sync_now(&app, 1002).await;
+    sync_now_for(&app, UNAPPROVED, 1002).await;
+    let pool = app.pool.clone();
+    let paused_and_delivered = || {
+        let pool = pool.clone();
+        async move {
+            let (delivered, paused): (i64, i64) = sqlx::query_as(
+                r#"SELECT (SELECT count(*) FROM outbox WHERE firm = $1 AND status = 'delivered'),
+                          (SELECT count(*) FROM firms
+                           WHERE org_number = $2 AND flush_paused_until > now())"#,
+            )
+            .bind(FIRM)
+            .bind(UNAPPROVED)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            delivered == 1 && paused == 1
+        }
+    };
+    app.wait_until("one firm delivered, the other paused", paused_and_delivered)
+        .await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+    let waiting: (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM outbox WHERE firm = $1")
+            .bind(UNAPPROVED)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(waiting, ("pending".to_owned(), 1), "kept, not parked");
+
+    // Support and operators see why.
+    let explained = cli(&app, &["explain", "--firm", UNAPPROVED, "--employee", KARI]).await;
+    assert!(explained.contains("Altinn flush: PAUSED"), "{explained}");
+    assert!(explained.contains("system user"), "{explained}");
+    let listed = cli(&app, &["parked", "--firm", UNAPPROVED]).await;
+    assert!(
+        listed.contains(&format!("firm {UNAPPROVED} PAUSED"))
+            && listed.contains("1 changes waiting"),
+        "{listed}"
+    );
+
+    // A sync-now tries again at once; still refused, so paused again, and nothing lost.
+    sync_now_for(&app, UNAPPROVED, 1002).await;
+    app.wait_until("a second try", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>("SELECT attempts FROM outbox WHERE firm = $1")
+                .bind(UNAPPROVED)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                == 2
+        }
+    })
+    .await;
+    app.wait_until("paused again", paused_and_delivered).await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_parked_grant_is_retried_once_adminflow_corrects_the_person() {
+    let altinn = altinn().await;
+    let app = flushing_app(&altinn).await;
+    // AdminFlow has Kari's last name wrong: Altinn cannot match the person.
+    let mut role = publish_demo_as(&app, "01-kari-role-changed.json", "Nordman").await;
+    publish_demo_as(&app, "02-kari-client-assigned.json", "Nordman").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    let parked: (String, i32) =
+        sqlx::query_as("SELECT explanation, attempts FROM outbox WHERE status = 'parked'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(parked.0.contains("do not match"), "{}", parked.0);
+    assert!(delegations(&altinn).await.is_empty());
+
+    // The correction arrives; the next sync-now retries the parked grant, which goes through.
+    role["event_id"] = json!(Uuid::new_v4());
+    role["sequence"] = json!(1003);
+    role["data"]["employee"]["last_name"] = json!("Nordmann");
+    app.publish_event(&role).await;
+    sync_now(&app, 1003).await;
+    flushed(&app, 2).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+    let rows: Vec<(String, i32)> = sqlx::query_as("SELECT status, attempts FROM outbox")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, [("delivered".to_owned(), 2)], "the same row, retried");
+    app.teardown().await;
+}
+
+/// Publishes a demo event with the employee's last name replaced.
+async fn publish_demo_as(app: &TestApp, file: &str, last_name: &str) -> Value {
+    let mut event = demo(file);
+    event["data"]["employee"]["last_name"] = json!(last_name);
+    app.publish_event(&event).await;
+    event
 }
