@@ -87,6 +87,8 @@ enum Person {
     ToAdd(PersonInput),
     /// AdminFlow has sent no identity.
     Unknown,
+    /// Adding the person failed; every delivery to them this step has this outcome.
+    Failed(Arc<altinn::Error>),
 }
 
 /// (firm, employee, agent party, national identity number, last name, lock-out seconds left).
@@ -202,7 +204,9 @@ impl Dispatcher {
             return Ok(Step::Idle);
         }
         let n = rows.len();
-        let people = self.people(&rows).await?;
+        let mut people = self.people(&rows).await?;
+        // New people first, each once, so no delivery holds a permit while it waits for one.
+        self.add_agents(&mut people).await?;
         let mut groups: BTreeMap<(String, String, Uuid, String), Vec<Row>> = BTreeMap::new();
         for row in rows {
             let key = (
@@ -368,29 +372,76 @@ impl Dispatcher {
         rows: Vec<Row>,
         people: &People,
     ) -> Vec<(Row, Verdict)> {
-        match self.deliver(&key, &rows, people).await {
+        let agent = match people.get(&(key.firm.to_owned(), key.employee)) {
+            Some(Person::Agent(agent)) => *agent,
+            Some(Person::Failed(e)) => return self.verdicts(&key, rows, Some(e)).await,
+            Some(Person::ToAdd(_) | Person::Unknown) | None => {
+                let e = permanent("no identity is known for the employee; AdminFlow has sent none");
+                return self.verdicts(&key, rows, Some(&e)).await;
+            }
+        };
+        match self.deliver(&key, &rows, agent).await {
             Err(e) if e.class() == Class::Permanent && rows.len() > 1 => {
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let outcome = self.deliver(&key, std::slice::from_ref(&row), people).await;
+                    let outcome = self.deliver(&key, std::slice::from_ref(&row), agent).await;
                     let verdict = self.verdict(&key, &row, outcome).await;
                     out.push((row, verdict));
                 }
                 out
             }
-            outcome => {
-                let shared = outcome.as_ref().err();
-                let mut out = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let verdict = match shared {
-                        None => Verdict::Delivered,
-                        Some(e) => self.verdict_for(&key, &row, e).await,
-                    };
-                    out.push((row, verdict));
-                }
-                out
-            }
+            outcome => self.verdicts(&key, rows, outcome.as_ref().err()).await,
         }
+    }
+
+    /// One outcome for every row of a group.
+    async fn verdicts(
+        &self,
+        key: &GroupKey<'_>,
+        rows: Vec<Row>,
+        error: Option<&altinn::Error>,
+    ) -> Vec<(Row, Verdict)> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let verdict = match error {
+                None => Verdict::Delivered,
+                Some(e) => self.verdict_for(key, &row, e).await,
+            };
+            out.push((row, verdict));
+        }
+        out
+    }
+
+    /// Makes every new person in `people` the firm's agent, in parallel within the limits.
+    async fn add_agents(&self, people: &mut People) -> Result<()> {
+        let new: Vec<((String, Uuid), PersonInput)> = people
+            .iter()
+            .filter_map(|(key, p)| match p {
+                Person::ToAdd(input) => Some((key.clone(), input.clone())),
+                _ => None,
+            })
+            .collect();
+        let added: Vec<((String, Uuid), Person)> = futures_util::stream::iter(new)
+            .map(|((firm, employee), input)| async move {
+                let _firm = self.firm_permit(&firm).await?;
+                let _call = self.calls.acquire().await.map_err(|_| closed())?;
+                let outcome = match self.firm(&firm).await {
+                    Ok(party) => self.agent(&party, employee, &input).await,
+                    Err(e) => Err(e),
+                };
+                let person = match outcome {
+                    Ok(agent) => Person::Agent(agent),
+                    Err(e) => Person::Failed(Arc::new(e)),
+                };
+                Ok::<_, crate::state::Error>(((firm, employee), person))
+            })
+            .buffer_unordered(people.len().max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        people.extend(added);
+        Ok(())
     }
 
     async fn verdict(&self, key: &GroupKey<'_>, row: &Row, outcome: altinn::Result<()>) -> Verdict {
@@ -454,23 +505,9 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver(
-        &self,
-        key: &GroupKey<'_>,
-        rows: &[Row],
-        people: &People,
-    ) -> altinn::Result<()> {
+    async fn deliver(&self, key: &GroupKey<'_>, rows: &[Row], agent: Uuid) -> altinn::Result<()> {
         let firm = self.firm(key.firm).await?;
         let client = self.client(&firm, key.client).await?;
-        let agent = match people.get(&(key.firm.to_owned(), key.employee)) {
-            Some(Person::Agent(agent)) => *agent,
-            Some(Person::ToAdd(person)) => self.agent(&firm, key.employee, person).await?,
-            Some(Person::Unknown) | None => {
-                return Err(permanent(
-                    "no identity is known for the employee; AdminFlow has sent none",
-                ))
-            }
-        };
         let packages = rows.iter().map(|r| format!("{PACKAGE_URN}{}", r.package));
         let batch = DelegationBatch::for_role(&client.role, packages);
         if key.action == "grant" {
