@@ -87,8 +87,6 @@ enum Person {
     ToAdd(PersonInput),
     /// AdminFlow has sent no identity.
     Unknown,
-    /// Adding the person failed; every delivery to them this step has this outcome.
-    Failed(Arc<altinn::Error>),
 }
 
 /// (firm, employee, agent party, national identity number, last name, lock-out seconds left).
@@ -106,7 +104,7 @@ type People = HashMap<(String, Uuid), Person>;
 
 /// Steps that claim, deliver and finish side by side, so one step's database work overlaps
 /// another's Altinn calls. The concurrency limits are shared between them.
-const LANES: usize = 2;
+const LANES: usize = 4;
 
 pub struct Dispatcher {
     pool: PgPool,
@@ -114,6 +112,8 @@ pub struct Dispatcher {
     settings: FlushSettings,
     id: String,
     claims: AtomicU64,
+    /// Claimed rows not yet finished, per firm, over all lanes.
+    in_flight: std::sync::Mutex<HashMap<String, usize>>,
     /// Altinn calls in flight, over all firms and lanes.
     calls: Arc<Semaphore>,
     /// Altinn calls in flight per firm.
@@ -143,6 +143,7 @@ impl Dispatcher {
             id: format!("dispatcher-{}", Uuid::new_v4()),
             claims: AtomicU64::new(0),
             firm_calls: std::sync::Mutex::default(),
+            in_flight: std::sync::Mutex::default(),
             agent_locks: Mutex::default(),
             added: std::sync::Mutex::default(),
             unsaved_agents: std::sync::Mutex::default(),
@@ -174,7 +175,7 @@ impl Dispatcher {
 
     /// Rows to claim per step: enough to keep every permitted call busy.
     pub fn claim_size(&self) -> i64 {
-        (self.settings.flush_concurrency.max(1) * 8) as i64
+        (self.settings.flush_concurrency.max(1) * 2) as i64
     }
 
     /// Delivers every due row, in [`LANES`] concurrent steps; returns how many were processed.
@@ -204,9 +205,8 @@ impl Dispatcher {
             return Ok(Step::Idle);
         }
         let n = rows.len();
-        let mut people = self.people(&rows).await?;
-        // New people first, each once, so no delivery holds a permit while it waits for one.
-        self.add_agents(&mut people).await?;
+        let _in_flight = InFlight::new(&self.in_flight, &rows);
+        let people = self.people(&rows).await?;
         let mut groups: BTreeMap<(String, String, Uuid, String), Vec<Row>> = BTreeMap::new();
         for row in rows {
             let key = (
@@ -221,15 +221,18 @@ impl Dispatcher {
             .map(|((firm, client, employee, action), rows)| {
                 let people = &people;
                 async move {
-                    let _firm = self.firm_permit(&firm).await?;
-                    let _call = self.calls.acquire().await.map_err(|_| closed())?;
                     let key = GroupKey {
                         firm: &firm,
                         client: &client,
                         employee,
                         action: &action,
                     };
-                    Ok::<_, crate::state::Error>(self.deliver_group(key, rows, people).await)
+                    // Before the permits: a group waiting for its person to be added by
+                    // another holds none.
+                    let agent = self.agent_for(&key, people).await;
+                    let _firm = self.firm_permit(&firm).await?;
+                    let _call = self.calls.acquire().await.map_err(|_| closed())?;
+                    Ok::<_, crate::state::Error>(self.deliver_group(key, rows, agent).await)
                 }
             })
             // Every group waits on the shared limits, so none is held back by this width.
@@ -246,7 +249,16 @@ impl Dispatcher {
     /// Leases up to `limit` due rows, the oldest first but at most a few per firm, so every
     /// firm with work moves and one firm's backlog cannot starve the rest.
     async fn claim(&self, limit: i64, lease: &str) -> Result<Vec<Row>> {
-        let per_firm = (self.settings.flush_concurrency_per_firm.max(1) * 8) as i64;
+        let per_firm = (self.settings.flush_concurrency_per_firm.max(1) * 2) as i64;
+        // Firms other lanes already keep busy are left to them, so lanes spread over firms.
+        let busy: Vec<String> = self
+            .in_flight
+            .lock()
+            .expect("in flight")
+            .iter()
+            .filter(|(_, rows)| **rows as i64 >= per_firm)
+            .map(|(firm, _)| firm.clone())
+            .collect();
         // The firms whose oldest due row is oldest, then a few rows of each: one index probe
         // per firm, however long the backlog.
         let firms = (limit / per_firm + 1) * 2;
@@ -269,7 +281,8 @@ impl Dispatcher {
                                          AND g.action = 'grant' AND g.status = 'pending'))
                                  ORDER BY o.next_attempt_at, o.id
                                  LIMIT 1) d
-                             WHERE f.flush_paused_until IS NULL OR f.flush_paused_until <= now()
+                             WHERE (f.flush_paused_until IS NULL OR f.flush_paused_until <= now())
+                               AND f.org_number <> ALL($6)
                              ORDER BY d.next_attempt_at
                              LIMIT $5) due
                        CROSS JOIN LATERAL (
@@ -299,6 +312,7 @@ impl Dispatcher {
         .bind(lease)
         .bind(per_firm)
         .bind(firms)
+        .bind(&busy)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
@@ -370,15 +384,11 @@ impl Dispatcher {
         &self,
         key: GroupKey<'_>,
         rows: Vec<Row>,
-        people: &People,
+        agent: altinn::Result<Uuid>,
     ) -> Vec<(Row, Verdict)> {
-        let agent = match people.get(&(key.firm.to_owned(), key.employee)) {
-            Some(Person::Agent(agent)) => *agent,
-            Some(Person::Failed(e)) => return self.verdicts(&key, rows, Some(e)).await,
-            Some(Person::ToAdd(_) | Person::Unknown) | None => {
-                let e = permanent("no identity is known for the employee; AdminFlow has sent none");
-                return self.verdicts(&key, rows, Some(&e)).await;
-            }
+        let agent = match agent {
+            Ok(agent) => agent,
+            Err(e) => return self.verdicts(&key, rows, Some(&e)).await,
         };
         match self.deliver(&key, &rows, agent).await {
             Err(e) if e.class() == Class::Permanent && rows.len() > 1 => {
@@ -412,36 +422,18 @@ impl Dispatcher {
         out
     }
 
-    /// Makes every new person in `people` the firm's agent, in parallel within the limits.
-    async fn add_agents(&self, people: &mut People) -> Result<()> {
-        let new: Vec<((String, Uuid), PersonInput)> = people
-            .iter()
-            .filter_map(|(key, p)| match p {
-                Person::ToAdd(input) => Some((key.clone(), input.clone())),
-                _ => None,
-            })
-            .collect();
-        let added: Vec<((String, Uuid), Person)> = futures_util::stream::iter(new)
-            .map(|((firm, employee), input)| async move {
-                let _firm = self.firm_permit(&firm).await?;
-                let _call = self.calls.acquire().await.map_err(|_| closed())?;
-                let outcome = match self.firm(&firm).await {
-                    Ok(party) => self.agent(&party, employee, &input).await,
-                    Err(e) => Err(e),
-                };
-                let person = match outcome {
-                    Ok(agent) => Person::Agent(agent),
-                    Err(e) => Person::Failed(Arc::new(e)),
-                };
-                Ok::<_, crate::state::Error>(((firm, employee), person))
-            })
-            .buffer_unordered(people.len().max(1))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_>>()?;
-        people.extend(added);
-        Ok(())
+    /// The employee's agent party: known, or added now (with a permit, as it is a call).
+    async fn agent_for(&self, key: &GroupKey<'_>, people: &People) -> altinn::Result<Uuid> {
+        match people.get(&(key.firm.to_owned(), key.employee)) {
+            Some(Person::Agent(agent)) => Ok(*agent),
+            Some(Person::ToAdd(person)) => {
+                let firm = self.firm(key.firm).await?;
+                self.agent(&firm, key.employee, person).await
+            }
+            Some(Person::Unknown) | None => Err(permanent(
+                "no identity is known for the employee; AdminFlow has sent none",
+            )),
+        }
     }
 
     async fn verdict(&self, key: &GroupKey<'_>, row: &Row, outcome: altinn::Result<()>) -> Verdict {
@@ -593,7 +585,12 @@ impl Dispatcher {
         if let Some(left) = locked_until.and_then(|t| t.checked_duration_since(Instant::now())) {
             return Err(altinn::Error::LockedOut { retry_after: left });
         }
-        let assignment = match self.altinn.add_agent(firm, person).await {
+        let assignment = {
+            let _firm = self.firm_permit(&firm.org_number).await;
+            let _call = self.calls.acquire().await;
+            self.altinn.add_agent(firm, person).await
+        };
+        let assignment = match assignment {
             Err(altinn::Error::LockedOut { retry_after }) => {
                 sqlx::query(
                     r#"UPDATE firms SET agent_lookups_locked_until = now() + make_interval(secs => $2)
@@ -715,6 +712,40 @@ impl Dispatcher {
             return Err(e.into());
         }
         Ok(())
+    }
+}
+
+/// A step's claimed rows, counted per firm until the step is over.
+struct InFlight<'a> {
+    counts: &'a std::sync::Mutex<HashMap<String, usize>>,
+    firms: HashMap<String, usize>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(counts: &'a std::sync::Mutex<HashMap<String, usize>>, rows: &[Row]) -> Self {
+        let mut firms = HashMap::new();
+        for row in rows {
+            *firms.entry(row.firm.clone()).or_default() += 1;
+        }
+        let mut all = counts.lock().expect("in flight");
+        for (firm, n) in &firms {
+            *all.entry(firm.clone()).or_default() += n;
+        }
+        Self { counts, firms }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut all = self.counts.lock().expect("in flight");
+        for (firm, n) in &self.firms {
+            if let Some(count) = all.get_mut(firm) {
+                *count = count.saturating_sub(*n);
+                if *count == 0 {
+                    all.remove(firm);
+                }
+            }
+        }
     }
 }
 
