@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the worker: consume AdminFlow events and commands into the desired state.
     Run(Box<WorkerSettings>),
+    /// Try it: the Altinn simulator in-process with a demo world, and the worker against it,
+    /// the local RabbitMQ and PostgreSQL.
+    Dev(Box<crate::dev::DevArgs>),
     /// Create the database if needed and apply migrations, then exit.
     Migrate(DbSettings),
     /// Publish one JSON message with a publisher confirm (for operators, demos and tests).

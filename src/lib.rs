@@ -32,6 +32,7 @@
 pub mod altinn;
 pub mod cli;
 pub mod contract;
+pub mod dev;
 pub mod ingest;
 pub mod policy;
 pub mod publish;

@@ -15,7 +15,9 @@ async fn main() -> ExitCode {
     // One-shot commands print their result; their logs would only be noise, including lapin's
     // complaint when the runtime stops under its I/O thread.
     let default_filter = match cli.command {
-        Command::Run(_) | Command::AltinnSim(_) => "info,sqlx::postgres::notice=warn",
+        Command::Run(_) | Command::Dev(_) | Command::AltinnSim(_) => {
+            "info,sqlx::postgres::notice=warn"
+        }
         _ => "warn,sqlx::postgres::notice=warn,lapin=off",
     };
     let _guard = match telemetry::init(&cli.telemetry, default_filter) {
@@ -40,6 +42,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Run(settings) => {
             let shutdown = shutdown_on_signal();
             worker::run(&settings, shutdown).await?;
+        }
+        Command::Dev(args) => {
+            altinn_sync::dev::run(*args, shutdown_on_signal()).await?;
         }
         Command::Sync(args) => {
             let command = serde_json::json!({

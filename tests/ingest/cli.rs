@@ -199,3 +199,84 @@ async fn rebuild_desired_applies_a_new_mapping_on_command() {
     app.assert_desired_consistent().await;
     app.teardown().await;
 }
+
+/// The README's "try it": `altinn-sync dev`, then the demo events and `sync` with the binary;
+/// access appears in the simulator, and disappears after the client is removed.
+#[tokio::test]
+async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let app = TestApp::without_worker().await;
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+        .arg("dev")
+        .env("DATABASE_URL", &app.settings.db.database_url)
+        .env("AMQP_URL", &app.settings.broker.amqp_url)
+        .env("TOPOLOGY_PREFIX", &app.settings.ingest.topology_prefix)
+        .env("EVENTS_EXCHANGE", &app.settings.ingest.events_exchange)
+        .env("ALTINN_SIM_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The guide dev prints names the simulator's address.
+    let mut lines = BufReader::new(dev.stderr.take().unwrap()).lines();
+    let sim = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("dev printed its guide");
+        if let Some(rest) = line.split("simulator at ").nth(1) {
+            break rest.split(',').next().unwrap().to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let delegations = || {
+        let url = format!("{sim}/_sim/delegations");
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Vec<Value>>()
+                .await
+                .unwrap()
+        }
+    };
+
+    publish(&app, "01-kari-role-changed.json").await;
+    publish(&app, "02-kari-client-assigned.json").await;
+    let prefix = app.settings.ingest.topology_prefix.clone();
+    let sync = ["sync", "--firm", FIRM, "--topology-prefix", &prefix];
+    cli(&app, &sync).await;
+    app.wait_until("access to appear in the simulator", || async {
+        !delegations().await.is_empty()
+    })
+    .await;
+    let held = delegations().await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        held[0]["packages"],
+        json!(["urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet"])
+    );
+
+    publish(&app, "05-kari-client-removed.json").await;
+    cli(&app, &sync).await;
+    app.wait_until("access to disappear from the simulator", || async {
+        delegations().await.is_empty()
+    })
+    .await;
+
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(dev.id().unwrap().to_string())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        dev.wait().await.unwrap().success(),
+        "dev exits 0 on SIGTERM"
+    );
+    app.teardown().await;
+}
