@@ -36,3 +36,14 @@ ALTER TABLE audit
     ALTER COLUMN package DROP NOT NULL,
     ALTER COLUMN cause DROP NOT NULL,
     ALTER COLUMN outbox_id DROP NOT NULL;
+
+-- A nightly reconcile's reading of Altinn, one firm at a time, until the firm is planned.
+-- Unlogged: a crash loses only a reading the next run takes again.
+CREATE UNLOGGED TABLE reconcile_actual (
+    command_id        uuid NOT NULL,
+    firm              text NOT NULL,
+    employee_id       uuid NOT NULL,
+    client_org_number text NOT NULL,
+    package           text NOT NULL
+);
+CREATE INDEX reconcile_actual_firm ON reconcile_actual (command_id, firm);

@@ -363,6 +363,18 @@ impl Dispatcher {
             .collect())
     }
 
+    /// Permits for one Altinn call for `firm`, within the same limits as the deliveries.
+    pub(super) async fn call_permits(
+        &self,
+        firm: &str,
+    ) -> (
+        Option<tokio::sync::OwnedSemaphorePermit>,
+        Option<tokio::sync::SemaphorePermit<'_>>,
+    ) {
+        let firm = self.firm_permit(firm).await.ok();
+        (firm, self.calls.acquire().await.ok())
+    }
+
     async fn firm_permit(&self, firm: &str) -> Result<tokio::sync::OwnedSemaphorePermit> {
         let limit = self
             .firm_calls

@@ -28,7 +28,7 @@ use uuid::Uuid;
 pub use dispatch::{Dispatcher, Step};
 pub use parked::{parked, paused, retry, Parked, PausedFirm};
 pub use plan::{plan_flush, Planned};
-pub use reconcile::{reconcile_firm, Reconciled};
+pub use reconcile::{reconcile, Reconciled, Report};
 
 use crate::state;
 
@@ -229,42 +229,9 @@ pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result
                 .await?
             }
         };
-        let (mut total, mut failed) = (Reconciled::default(), Vec::new());
-        for (i, firm) in firms.iter().enumerate() {
-            match reconcile_firm(pool, dispatcher, firm, *id).await {
-                Ok(r) => {
-                    tracing::info!(firm, drift.missing = r.missing, drift.extra = r.extra,
-                        unknown = r.unknown, planned.grants = r.planned.grants,
-                        planned.revokes = r.planned.revokes, progress = %format!("{}/{}", i + 1, firms.len()),
-                        "firm reconciled");
-                    total.missing += r.missing;
-                    total.extra += r.extra;
-                    total.unknown += r.unknown;
-                    total.planned.grants += r.planned.grants;
-                    total.planned.revokes += r.planned.revokes;
-                }
-                Err(reconcile::ReadError::Altinn(e)) => {
-                    tracing::warn!(firm, error = %e, "could not read Altinn; firm not reconciled");
-                    failed.push(firm.clone());
-                }
-                Err(reconcile::ReadError::Database(e)) => return Err(e),
-            }
-        }
-        let outcome = format!(
-            "reconciled {} firms: {} missing and {} extra grants drifted, {} packages on unknown \
-             persons left alone; planned {} grants and {} revokes{}",
-            firms.len() - failed.len(),
-            total.missing,
-            total.extra,
-            total.unknown,
-            total.planned.grants,
-            total.planned.revokes,
-            if failed.is_empty() {
-                String::new()
-            } else {
-                format!("; not read: {}", failed.join(", "))
-            }
-        );
+        tracing::info!(command.id = %id, firms = firms.len(), "nightly reconcile started");
+        let report = reconcile(pool, dispatcher, &firms, *id).await?;
+        let outcome = report.to_string();
         sqlx::query("UPDATE commands SET handled_at = now(), outcome = $2 WHERE command_id = $1")
             .bind(id)
             .bind(&outcome)
@@ -273,7 +240,12 @@ pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result
         sqlx::query("SELECT pg_notify('altinn_sync_flushed', '')")
             .execute(pool)
             .await?;
-        tracing::info!(command.id = %id, "{outcome}");
+        let r = &report.reconciled;
+        tracing::info!(command.id = %id, firms = r.firms, drift.missing = r.missing,
+            drift.extra = r.extra, unknown = r.unknown, retried = r.retried,
+            planned.grants = r.planned.grants, planned.revokes = r.planned.revokes,
+            read.secs = report.read.as_secs_f64(), apply.secs = report.apply.as_secs_f64(),
+            "nightly reconcile done");
     }
     Ok(pending.len())
 }

@@ -1,13 +1,27 @@
 //! The nightly reconcile: read what Altinn actually holds, count the drift, and let the normal
 //! flush repair it.
 //!
+//! Two phases, each timed and reported: first every firm's actual state is read from Altinn
+//! (firms side by side, within the flush's concurrency limits) into `reconcile_actual`, one firm
+//! at a time in memory; then, firm by firm, the drift is counted, Altinn's state becomes
+//! `applied_grants`, and the delta is planned into the outbox as for a sync-now. Memory stays
+//! bounded by the firms being read at once, however many grants there are.
+//!
 //! # Guarantees
 //! - Only packages in the role mapping, on persons this worker made agents for the firm, are
 //!   compared and repaired. Packages outside the mapping are never touched; mapped packages on
 //!   persons AdminFlow does not know are reported, not revoked.
+//! - A key a dispatcher is delivering, or delivered after the firm was read, keeps its
+//!   `applied_grants` state: the read may predate the delivery.
+//! - Parked changes are tried again, as the help page promises.
+//! - An agent Altinn no longer has is forgotten, so the next grant makes the person an agent
+//!   again instead of failing.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -16,76 +30,277 @@ use super::plan::{plan_flush, Planned};
 use super::Result;
 use crate::altinn;
 
+/// Progress is logged at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// What one reconcile found and planned, summed over its firms.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciled {
+    pub firms: u64,
     /// Desired but missing in Altinn.
     pub missing: u64,
     /// In Altinn but not desired.
     pub extra: u64,
     /// Mapped packages on agents this worker does not know.
     pub unknown: u64,
+    /// Parked changes put back in the queue.
+    pub retried: u64,
     pub planned: Planned,
 }
 
-pub enum ReadError {
-    Altinn(crate::altinn::Error),
-    Database(crate::state::Error),
+/// One reconcile's outcome, with how long each phase took.
+#[derive(Debug)]
+pub struct Report {
+    pub reconciled: Reconciled,
+    /// Firms whose state could not be read from Altinn, with why; they are left as they were.
+    pub unread: Vec<(String, String)>,
+    pub read: Duration,
+    pub apply: Duration,
 }
 
-/// Reconciles one firm: Altinn's actual state becomes `applied_grants`, then the delta is
-/// planned as for a sync-now.
-pub async fn reconcile_firm(
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.reconciled;
+        write!(
+            f,
+            "reconciled {} firms: {} missing and {} extra grants drifted, {} packages on unknown \
+             persons left alone, {} parked changes retried; planned {} grants and {} revokes; \
+             read Altinn in {:.1} s, delta and outbox in {:.1} s",
+            r.firms,
+            r.missing,
+            r.extra,
+            r.unknown,
+            r.retried,
+            r.planned.grants,
+            r.planned.revokes,
+            self.read.as_secs_f64(),
+            self.apply.as_secs_f64()
+        )?;
+        if !self.unread.is_empty() {
+            let names: Vec<&str> = self.unread.iter().map(|(f, _)| f.as_str()).collect();
+            write!(f, "; not read: {}", names.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reconciles `firms` for the command `cause`.
+pub async fn reconcile(
     pool: &PgPool,
     dispatcher: &Dispatcher,
-    firm: &str,
+    firms: &[String],
     cause: Uuid,
-) -> std::result::Result<Reconciled, ReadError> {
-    let actual = actual(dispatcher, firm).await.map_err(ReadError::Altinn)?;
-    apply_actual(pool, firm, cause, &actual)
-        .await
-        .map_err(ReadError::Database)
-}
-
-async fn apply_actual(
-    pool: &PgPool,
-    firm: &str,
-    cause: Uuid,
-    actual: &[(Uuid, String, String)],
-) -> Result<Reconciled> {
-    let mut tx = pool.begin().await?;
-    let agents: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
-        "SELECT agent_party, employee_id FROM altinn_agents WHERE firm = $1",
-    )
-    .bind(firm)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+) -> Result<Report> {
     let managed: HashSet<String> = sqlx::query_scalar("SELECT package FROM role_mapping")
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?
         .into_iter()
         .collect();
-    let mut outcome = Reconciled::default();
-    let (mut emps, mut clients, mut packages) = (Vec::new(), Vec::new(), Vec::new());
-    for (agent, client, package) in actual {
-        if !managed.contains(package) {
+    // A rerun of an interrupted reconcile starts clean.
+    sqlx::query("DELETE FROM reconcile_actual WHERE command_id = $1")
+        .bind(cause)
+        .execute(pool)
+        .await?;
+
+    let started = Instant::now();
+    let mut progress = Progress::new("reading Altinn", firms.len());
+    let mut read: Vec<(String, DateTime<Utc>, u64)> = Vec::with_capacity(firms.len());
+    let mut unread = Vec::new();
+    let managed = &managed;
+    let mut reads = futures_util::stream::iter(firms.iter().cloned())
+        .map(|firm| async move {
+            let outcome = read_firm(pool, dispatcher, &firm, cause, managed).await;
+            (firm, outcome)
+        })
+        .buffer_unordered(dispatcher.settings().flush_concurrency.max(1));
+    while let Some((firm, outcome)) = reads.next().await {
+        match outcome {
+            Ok(Ok((read_at, unknown))) => read.push((firm, read_at, unknown)),
+            Ok(Err(e)) => {
+                tracing::warn!(firm, error = %e, "could not read Altinn; firm not reconciled");
+                unread.push((firm, e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+        progress.tick();
+    }
+    drop(reads);
+    let read_time = started.elapsed();
+
+    let started = Instant::now();
+    let mut progress = Progress::new("planning", read.len());
+    let mut total = Reconciled::default();
+    for (firm, read_at, unknown) in &read {
+        let r = apply_firm(pool, firm, cause, *read_at).await?;
+        if *unknown > 0 {
+            tracing::warn!(
+                firm,
+                packages = unknown,
+                "Altinn shows mapped packages on persons AdminFlow does not know; left alone"
+            );
+        }
+        if r.missing + r.extra > 0 {
+            tracing::info!(
+                firm,
+                drift.missing = r.missing,
+                drift.extra = r.extra,
+                "drift found"
+            );
+        }
+        total.firms += 1;
+        total.missing += r.missing;
+        total.extra += r.extra;
+        total.unknown += unknown;
+        total.retried += r.retried;
+        total.planned.grants += r.planned.grants;
+        total.planned.revokes += r.planned.revokes;
+        total.planned.superseded += r.planned.superseded;
+        total.planned.requeued += r.planned.requeued;
+        progress.tick();
+    }
+    Ok(Report {
+        reconciled: total,
+        unread,
+        read: read_time,
+        apply: started.elapsed(),
+    })
+}
+
+/// Reads one firm's actual delegations into `reconcile_actual`, as (employee, client, package)
+/// for the mapped packages on agents this worker knows. Returns when it was read and how many
+/// mapped packages sit on persons it does not know. The outer error is our database's.
+async fn read_firm(
+    pool: &PgPool,
+    dispatcher: &Dispatcher,
+    org: &str,
+    cause: Uuid,
+    managed: &HashSet<String>,
+) -> Result<altinn::Result<(DateTime<Utc>, u64)>> {
+    let read_at = Utc::now();
+    let actual = match actual(dispatcher, org).await {
+        Ok(actual) => actual,
+        Err(e) => return Ok(Err(e)),
+    };
+    let agents: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
+        "SELECT agent_party, employee_id FROM altinn_agents WHERE firm = $1",
+    )
+    .bind(org)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    // Agents removed in Altinn (by hand, or a simulator that started empty) are forgotten, so
+    // the next grant adds the person again. One added since the read began is kept.
+    let gone: Vec<Uuid> = sqlx::query_scalar(
+        r#"DELETE FROM altinn_agents
+           WHERE firm = $1 AND agent_party <> ALL($2) AND added_at < $3
+           RETURNING employee_id"#,
+    )
+    .bind(org)
+    .bind(&actual.agents)
+    .bind(read_at)
+    .fetch_all(pool)
+    .await?;
+    for employee in gone {
+        dispatcher.forget_agent(org, employee);
+    }
+    let (mut employees, mut clients, mut packages) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unknown = 0;
+    for (agent, client, package) in actual.packages {
+        if !managed.contains(&package) {
             continue;
         }
-        match agents.get(agent) {
+        match agents.get(&agent) {
             Some(employee) => {
-                emps.push(*employee);
-                clients.push(client.clone());
-                packages.push(package.clone());
+                employees.push(*employee);
+                clients.push(client);
+                packages.push(package);
             }
-            None => outcome.unknown += 1,
+            None => unknown += 1,
         }
     }
-    // Drift, counted against what the facts want, before the actual state replaces ours.
+    sqlx::query(
+        r#"INSERT INTO reconcile_actual (command_id, firm, employee_id, client_org_number, package)
+           SELECT $1, $2, * FROM unnest($3::uuid[], $4::text[], $5::text[])"#,
+    )
+    .bind(cause)
+    .bind(org)
+    .bind(&employees)
+    .bind(&clients)
+    .bind(&packages)
+    .execute(pool)
+    .await?;
+    Ok(Ok((read_at, unknown)))
+}
+
+struct Actual {
+    agents: Vec<Uuid>,
+    /// (agent party, client org number, package without its URN prefix).
+    packages: Vec<(Uuid, String, String)>,
+}
+
+/// The firm's agents and every package they hold, the agents read side by side within the
+/// flush's limits.
+async fn actual(dispatcher: &Dispatcher, org: &str) -> altinn::Result<Actual> {
+    let firm = dispatcher.firm(org).await?;
+    let agents: Vec<Uuid> = {
+        let _permits = dispatcher.call_permits(org).await;
+        dispatcher.altinn().agents(&firm).await?
+    }
+    .into_iter()
+    .map(|a| a.agent.id)
+    .collect();
+    let held: Vec<Vec<(Uuid, String, String)>> = futures_util::stream::iter(agents.iter().copied())
+        .map(|agent| {
+            let firm = &firm;
+            async move {
+                let _permits = dispatcher.call_permits(org).await;
+                let clients = dispatcher.altinn().agent_packages(firm, agent).await?;
+                let mut out = Vec::new();
+                for client in clients {
+                    let Some(client_org) = client.client.organization_identifier else {
+                        continue;
+                    };
+                    for package in client.access.into_iter().flat_map(|a| a.packages) {
+                        let Some(urn) = package.urn else { continue };
+                        let name = urn.strip_prefix(PACKAGE_URN).unwrap_or(&urn).to_owned();
+                        out.push((agent, client_org.clone(), name));
+                    }
+                }
+                Ok::<_, altinn::Error>(out)
+            }
+        })
+        .buffer_unordered(dispatcher.settings().flush_concurrency_per_firm.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<altinn::Result<_>>()?;
+    Ok(Actual {
+        agents,
+        packages: held.into_iter().flatten().collect(),
+    })
+}
+
+/// One firm's second phase, in one transaction: drift counted against the facts, Altinn's
+/// state made `applied_grants`, parked changes re-queued, the delta planned.
+struct Applied {
+    missing: u64,
+    extra: u64,
+    retried: u64,
+    planned: Planned,
+}
+
+async fn apply_firm(
+    pool: &PgPool,
+    firm: &str,
+    cause: Uuid,
+    read_at: DateTime<Utc>,
+) -> Result<Applied> {
+    let mut tx = pool.begin().await?;
     let (missing, extra): (i64, i64) = sqlx::query_as(
         r#"WITH actual AS (
-               SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[])
-                   AS a(employee_id, client_org_number, package)
+               SELECT employee_id, client_org_number, package FROM reconcile_actual
+               WHERE command_id = $2 AND firm = $1
            )
            SELECT (SELECT count(*) FROM desired_grants d WHERE d.firm = $1 AND NOT EXISTS (
                        SELECT 1 FROM actual a WHERE a.employee_id = d.employee_id
@@ -96,63 +311,90 @@ async fn apply_actual(
                          AND d.client_org_number = a.client_org_number AND d.package = a.package))"#,
     )
     .bind(firm)
-    .bind(&emps)
-    .bind(&clients)
-    .bind(&packages)
+    .bind(cause)
     .fetch_one(&mut *tx)
     .await?;
-    outcome.missing = missing as u64;
-    outcome.extra = extra as u64;
-    sqlx::query("DELETE FROM applied_grants WHERE firm = $1")
+    // Keys being delivered, or delivered since the read, keep what the dispatcher recorded.
+    const TOUCHED: &str = r#"EXISTS (
+        SELECT 1 FROM outbox o
+        WHERE o.firm = $1 AND o.employee_id = k.employee_id
+          AND o.client_org_number = k.client_org_number AND o.package = k.package
+          AND ((o.status = 'pending' AND o.lease_until > now()) OR o.finished_at >= $2))"#;
+    sqlx::query(&format!(
+        "DELETE FROM applied_grants k WHERE k.firm = $1 AND NOT {TOUCHED}"
+    ))
+    .bind(firm)
+    .bind(read_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        r#"INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
+           SELECT $1, k.employee_id, k.client_org_number, k.package FROM reconcile_actual k
+           WHERE k.command_id = $3 AND k.firm = $1 AND NOT {TOUCHED}
+           ON CONFLICT DO NOTHING"#
+    ))
+    .bind(firm)
+    .bind(read_at)
+    .bind(cause)
+    .execute(&mut *tx)
+    .await?;
+    // The help page promises that the nightly run tries refused changes again.
+    let retried = sqlx::query(
+        r#"UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
+                               lease_until = NULL
+           WHERE o.firm = $1 AND o.status = 'parked'
+             AND NOT EXISTS (SELECT 1 FROM outbox p
+                             WHERE p.firm = o.firm AND p.employee_id = o.employee_id
+                               AND p.client_org_number = o.client_org_number
+                               AND p.package = o.package AND p.status = 'pending')"#,
+    )
+    .bind(firm)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let planned = plan_flush(&mut tx, firm, cause).await?;
+    sqlx::query("DELETE FROM reconcile_actual WHERE command_id = $1 AND firm = $2")
+        .bind(cause)
         .bind(firm)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        r#"INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
-           SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[])
-           ON CONFLICT DO NOTHING"#,
-    )
-    .bind(firm)
-    .bind(&emps)
-    .bind(&clients)
-    .bind(&packages)
-    .execute(&mut *tx)
-    .await?;
-    outcome.planned = plan_flush(&mut tx, firm, cause).await?;
     tx.commit().await?;
-    if outcome.unknown > 0 {
-        tracing::warn!(
-            firm,
-            packages = outcome.unknown,
-            "Altinn shows mapped packages on persons AdminFlow does not know; left alone"
-        );
-    }
-    Ok(outcome)
+    Ok(Applied {
+        missing: missing as u64,
+        extra: extra as u64,
+        retried,
+        planned,
+    })
 }
 
-/// The packages Altinn shows on the firm's agents, for reconciling: (agent party, client
-/// org number, package without its URN prefix), for every package a role carries.
-async fn actual(dispatcher: &Dispatcher, org: &str) -> altinn::Result<Vec<(Uuid, String, String)>> {
-    let firm = dispatcher.firm(org).await?;
-    let mut out = Vec::new();
-    for agent in dispatcher.altinn().agents(&firm).await? {
-        let agent_party = agent.agent.id;
-        for client in dispatcher
-            .altinn()
-            .agent_packages(&firm, agent_party)
-            .await?
-        {
-            let Some(client_org) = client.client.organization_identifier.clone() else {
-                continue;
-            };
-            for access in client.access {
-                for package in access.packages {
-                    let Some(urn) = package.urn else { continue };
-                    let name = urn.strip_prefix(PACKAGE_URN).unwrap_or(&urn).to_owned();
-                    out.push((agent_party, client_org.clone(), name));
-                }
-            }
+/// Logs how far a long phase has got, at most every [`PROGRESS_EVERY`].
+struct Progress {
+    phase: &'static str,
+    total: usize,
+    done: usize,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(phase: &'static str, total: usize) -> Self {
+        Self {
+            phase,
+            total,
+            done: 0,
+            last: Instant::now(),
         }
     }
-    Ok(out)
+
+    fn tick(&mut self) {
+        self.done += 1;
+        if self.last.elapsed() >= PROGRESS_EVERY || self.done == self.total {
+            self.last = Instant::now();
+            tracing::info!(
+                phase = self.phase,
+                firms.done = self.done,
+                firms.total = self.total,
+                "reconcile progress"
+            );
+        }
+    }
 }

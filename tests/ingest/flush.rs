@@ -722,3 +722,70 @@ async fn publish_demo_as(app: &TestApp, file: &str, last_name: &str) -> Value {
     app.publish_event(&event).await;
     event
 }
+
+#[tokio::test]
+async fn the_nightly_reconcile_retries_parked_changes_and_re_adds_a_lost_agent() {
+    let altinn = altinn().await;
+    let app = flushing_app(&altinn).await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    let mut stranger = publish_demo(&app, "02-kari-client-assigned.json").await;
+    stranger["event_id"] = json!(Uuid::new_v4());
+    stranger["sequence"] = json!(1003);
+    stranger["data"]["client"]["org_number"] = json!(STRANGER);
+    app.publish_event(&stranger).await;
+    sync_now(&app, 1003).await;
+    flushed(&app, 1).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE status = 'parked'")
+            .await,
+        1
+    );
+
+    // Someone removes Kari as agent in Altinn, with her packages.
+    let by_hand =
+        altinn_sync::altinn::AltinnClient::new(altinn.settings.validate().unwrap().unwrap())
+            .unwrap();
+    let firm = by_hand.firm_party(FIRM).await.unwrap();
+    by_hand
+        .remove_agent(&firm, altinn.kari, true)
+        .await
+        .unwrap();
+    assert!(delegations(&altinn).await.is_empty());
+
+    let nightly = json!({
+        "command_id": Uuid::new_v4(), "command_type": "NightlyReconcile",
+        "requested_at": "2026-11-24T02:00:00Z", "firm": null
+    });
+    app.publish_command(&nightly).await;
+    flushed(&app, 2).await;
+    // Kari is made an agent again and gets her package back.
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM commands WHERE command_type = 'NightlyReconcile'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        // Both of Kari's clients are missing: the lost one and the refused one.
+        outcome.contains("2 missing and 0 extra grants drifted")
+            && outcome.contains("1 parked changes retried")
+            && outcome.contains("planned 1 grants"),
+        "{outcome}"
+    );
+    // The refused change was tried once more, and refused again for the same reason.
+    let parked: (i32, String) =
+        sqlx::query_as("SELECT attempts, explanation FROM outbox WHERE status = 'parked'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(parked.0, 2);
+    assert!(
+        parked.1.contains("Register of Legal Entities"),
+        "{}",
+        parked.1
+    );
+    app.teardown().await;
+}
