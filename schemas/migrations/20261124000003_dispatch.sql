@@ -47,3 +47,11 @@ CREATE UNLOGGED TABLE reconcile_actual (
     package           text NOT NULL
 );
 CREATE INDEX reconcile_actual_firm ON reconcile_actual (command_id, firm);
+
+-- One unique index serves both the generation lookup and the idempotency key's uniqueness
+-- (the key is made of exactly these columns), instead of a long text index beside a second
+-- index on the grant key: filling the outbox after a full reconcile writes a million rows.
+DROP INDEX outbox_key;
+ALTER TABLE outbox DROP CONSTRAINT outbox_idempotency_key_key;
+CREATE UNIQUE INDEX outbox_key
+    ON outbox (firm, employee_id, client_org_number, package, generation, action);

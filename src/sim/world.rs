@@ -28,6 +28,22 @@ pub struct World {
     /// Lifetime of exchanged Altinn tokens (Altinn's `JwtValidityMinutes` is 30).
     #[serde(default)]
     pub altinn_token_lifetime_secs: Option<u64>,
+    /// Agents and delegations Altinn already holds when the world is loaded, so a test or
+    /// benchmark can start from a steady state without a call per delegation.
+    #[serde(default)]
+    pub held: Vec<Held>,
+}
+
+/// A person who is already the firm's agent, with one package on each of `client_parties`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Held {
+    pub firm_org_number: String,
+    pub agent_party: Uuid,
+    pub role: String,
+    pub package: String,
+    #[serde(default)]
+    pub client_parties: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,6 +225,29 @@ impl State {
             self.persons_by_nin
                 .insert(p.national_identity_number.clone(), i);
             self.persons_by_party.insert(p.party_uuid, i);
+        }
+        for held in &world.held {
+            let firm = self.firms_by_org.get(&held.firm_org_number);
+            let firm = firm.map(|&i| world.firms[i].party_uuid);
+            let (Some(firm), Some(role), Some((package, _))) =
+                (firm, role(&held.role), package(&held.package))
+            else {
+                tracing::warn!(firm = %held.firm_org_number, "held delegation skipped: unknown firm, role or package");
+                continue;
+            };
+            self.agents
+                .entry(firm)
+                .or_default()
+                .entry(held.agent_party)
+                .or_insert_with(|| (Uuid::new_v4(), Utc::now()));
+            for client in &held.client_parties {
+                self.delegations
+                    .entry((firm, *client, held.agent_party))
+                    .or_default()
+                    .entry(role.code)
+                    .or_default()
+                    .insert(package);
+            }
         }
         self.world = world;
     }

@@ -30,6 +30,8 @@ use super::plan::{plan_flush, Planned};
 use super::Result;
 use crate::altinn;
 
+/// Firms planned at once: the work is PostgreSQL's, and two transactions keep two cores busy.
+const APPLY_PARALLELISM: usize = 2;
 /// Progress is logged at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -130,9 +132,15 @@ pub async fn reconcile(
     let started = Instant::now();
     let mut progress = Progress::new("planning", read.len());
     let mut total = Reconciled::default();
-    for (firm, read_at, unknown) in &read {
-        let r = apply_firm(pool, firm, cause, *read_at).await?;
-        if *unknown > 0 {
+    let mut applied = futures_util::stream::iter(read)
+        .map(|(firm, read_at, unknown)| async move {
+            let r = apply_firm(pool, &firm, cause, read_at).await;
+            (firm, unknown, r)
+        })
+        .buffer_unordered(APPLY_PARALLELISM);
+    while let Some((firm, unknown, r)) = applied.next().await {
+        let r = r?;
+        if unknown > 0 {
             tracing::warn!(
                 firm,
                 packages = unknown,
@@ -297,6 +305,11 @@ async fn apply_firm(
     read_at: DateTime<Utc>,
 ) -> Result<Applied> {
     let mut tx = pool.begin().await?;
+    // Everything here is planned again by the next reconcile or sync-now, so a crash may lose
+    // the last few commits: no need to wait for each firm's flush to disk.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     let (missing, extra): (i64, i64) = sqlx::query_as(
         r#"WITH actual AS (
                SELECT employee_id, client_org_number, package FROM reconcile_actual
@@ -320,11 +333,19 @@ async fn apply_firm(
         WHERE o.firm = $1 AND o.employee_id = k.employee_id
           AND o.client_org_number = k.client_org_number AND o.package = k.package
           AND ((o.status = 'pending' AND o.lease_until > now()) OR o.finished_at >= $2))"#;
+    // Only the differences are written: in a steady state that is a handful of rows.
     sqlx::query(&format!(
-        "DELETE FROM applied_grants k WHERE k.firm = $1 AND NOT {TOUCHED}"
+        r#"DELETE FROM applied_grants k
+           WHERE k.firm = $1 AND NOT {TOUCHED}
+             AND NOT EXISTS (SELECT 1 FROM reconcile_actual a
+                             WHERE a.command_id = $3 AND a.firm = $1
+                               AND a.employee_id = k.employee_id
+                               AND a.client_org_number = k.client_org_number
+                               AND a.package = k.package)"#
     ))
     .bind(firm)
     .bind(read_at)
+    .bind(cause)
     .execute(&mut *tx)
     .await?;
     sqlx::query(&format!(

@@ -96,6 +96,7 @@ pub fn world(firm_party: Uuid, client: Uuid, stranger: Uuid, person: Uuid) -> Wo
             name: "Kari Nordmann".into(),
         }],
         altinn_token_lifetime_secs: None,
+        held: Vec::new(),
     }
 }
 

@@ -96,6 +96,7 @@ async fn altinn() -> Altinn {
             person(ola, "02078545642", "Hansen"),
         ],
         altinn_token_lifetime_secs: None,
+        held: Vec::new(),
     };
     let sim = Simulator::new();
     sim.load(world).await;

@@ -1,0 +1,483 @@
+//! Reconcile benchmark: a full `NightlyReconcile` of many firms against a simulator in its own
+//! process, timed by phase (reading Altinn; delta and outbox), with the worker's peak RSS.
+//!
+//! `cargo bench --bench reconcile` (needs the local PostgreSQL and RabbitMQ).
+//! Settings: BENCH_FIRMS (default 1000), BENCH_EMPLOYEES (per firm, 50), BENCH_CLIENTS (per
+//! firm, 50), BENCH_ASSIGNMENTS (clients per employee, 20): 1,000,000 desired grants by default.
+//! BENCH_DRIFT (0.01) is the steady-state case's drift, half missing and half extra.
+//! BENCH_CASES (`empty,steady`).
+
+#[path = "../tests/common/workload.rs"]
+mod workload;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
+                      altinn:clientdelegations.read altinn:clientdelegations.write";
+const ROLE: &str = "AccountantWithSigningRights";
+const PACKAGE: &str = "regnskapsforer-med-signeringsrettighet";
+
+struct Shape {
+    firms: u32,
+    employees: u32,
+    clients: u32,
+    per_employee: u32,
+    drift: f64,
+}
+
+/// One generated employee: who, in which firm, and the client indexes they work for.
+struct Employee {
+    firm: usize,
+    person: workload::Person,
+    party: Uuid,
+    clients: Vec<usize>,
+}
+
+struct Generated {
+    firm_orgs: Vec<String>,
+    firm_parties: Vec<Uuid>,
+    /// Per firm: (org number, party) of each client.
+    clients: Vec<Vec<(String, Uuid)>>,
+    employees: Vec<Employee>,
+}
+
+fn generate(shape: &Shape) -> Generated {
+    let firm_orgs: Vec<String> = (0..shape.firms).map(workload::org_number).collect();
+    let firm_parties = (0..shape.firms).map(|_| Uuid::new_v4()).collect();
+    let clients = (0..shape.firms)
+        .map(|f| {
+            (0..shape.clients)
+                .map(|c| {
+                    let org = workload::org_number(1_000_000 + f * shape.clients + c);
+                    (org, Uuid::new_v4())
+                })
+                .collect()
+        })
+        .collect();
+    let mut employees = Vec::new();
+    for f in 0..shape.firms {
+        for e in 0..shape.employees {
+            let clients = (0..shape.per_employee)
+                .map(|k| ((e * 7 + k) % shape.clients) as usize)
+                .collect();
+            employees.push(Employee {
+                firm: f as usize,
+                person: workload::Person::new(f * shape.employees + e),
+                party: Uuid::new_v4(),
+                clients,
+            });
+        }
+    }
+    Generated {
+        firm_orgs,
+        firm_parties,
+        clients,
+        employees,
+    }
+}
+
+/// The facts, set-based, then `desired_grants` built the way the worker builds it.
+async fn load_facts(pool: &PgPool, g: &Generated) {
+    sqlx::query("INSERT INTO firms (org_number, high_water_sequence) SELECT unnest($1::text[]), 1")
+        .bind(&g.firm_orgs)
+        .execute(pool)
+        .await
+        .unwrap();
+    for chunk in g.employees.chunks(10_000) {
+        let firms: Vec<&str> = chunk.iter().map(|e| g.firm_orgs[e.firm].as_str()).collect();
+        let ids: Vec<Uuid> = chunk.iter().map(|e| e.person.id).collect();
+        let nins: Vec<&str> = chunk.iter().map(|e| e.person.nin.as_str()).collect();
+        let names: Vec<&str> = chunk.iter().map(|e| e.person.last_name.as_str()).collect();
+        sqlx::query(
+            r#"INSERT INTO employee_identities (firm, employee_id, national_identity_number,
+                                               last_name, sequence)
+               SELECT *, 1 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[])"#,
+        )
+        .bind(&firms)
+        .bind(&ids)
+        .bind(&nins)
+        .bind(&names)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            r#"INSERT INTO employee_roles (firm, employee_id, roles, sequence)
+               SELECT f, e, ARRAY[$3], 1 FROM unnest($1::text[], $2::uuid[]) AS t(f, e)"#,
+        )
+        .bind(&firms)
+        .bind(&ids)
+        .bind(ROLE)
+        .execute(pool)
+        .await
+        .unwrap();
+        let (mut af, mut ae, mut ac) = (Vec::new(), Vec::new(), Vec::new());
+        for e in chunk {
+            for &c in &e.clients {
+                af.push(g.firm_orgs[e.firm].as_str());
+                ae.push(e.person.id);
+                ac.push(g.clients[e.firm][c].0.as_str());
+            }
+        }
+        sqlx::query(
+            r#"INSERT INTO assignments (firm, employee_id, client_org_number, active, sequence)
+               SELECT *, true, 1 FROM unnest($1::text[], $2::uuid[], $3::text[])"#,
+        )
+        .bind(&af)
+        .bind(&ae)
+        .bind(&ac)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let mapping = altinn_sync::policy::RoleMapping::default();
+    altinn_sync::state::align_role_mapping(pool, &mapping, true)
+        .await
+        .unwrap();
+}
+
+/// What Altinn and the worker already know in the steady-state case: every agent, and the
+/// desired delegations minus the missing ones plus some extra ones. Returns (missing, extra).
+async fn steady_state(
+    pool: &PgPool,
+    g: &Generated,
+    shape: &Shape,
+) -> (Vec<serde_json::Value>, u64, u64) {
+    let mut rng = rand::thread_rng();
+    let (mut missing, mut extra) = (0, 0);
+    let mut held = Vec::with_capacity(g.employees.len());
+    for e in &g.employees {
+        let mut parties = Vec::with_capacity(e.clients.len() + 1);
+        for &c in &e.clients {
+            if rng.gen::<f64>() < shape.drift / 2.0 {
+                missing += 1;
+            } else {
+                parties.push(g.clients[e.firm][c].1);
+            }
+        }
+        // An extra package on a client the employee does not work for.
+        if rng.gen::<f64>() < shape.drift / 2.0 * shape.per_employee as f64 {
+            let other = (0..shape.clients as usize).find(|c| !e.clients.contains(c));
+            if let Some(c) = other {
+                parties.push(g.clients[e.firm][c].1);
+                extra += 1;
+            }
+        }
+        held.push(json!({
+            "firmOrgNumber": g.firm_orgs[e.firm], "agentParty": e.party,
+            "role": "regnskapsforer", "package": PACKAGE, "clientParties": parties,
+        }));
+    }
+    // The worker made them agents and delivered every desired grant in earlier flushes.
+    for chunk in g.employees.chunks(10_000) {
+        let firms: Vec<&str> = chunk.iter().map(|e| g.firm_orgs[e.firm].as_str()).collect();
+        let ids: Vec<Uuid> = chunk.iter().map(|e| e.person.id).collect();
+        let parties: Vec<Uuid> = chunk.iter().map(|e| e.party).collect();
+        sqlx::query(
+            r#"INSERT INTO altinn_agents (firm, employee_id, agent_party)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[])"#,
+        )
+        .bind(&firms)
+        .bind(&ids)
+        .bind(&parties)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        r#"INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
+           SELECT firm, employee_id, client_org_number, package FROM desired_grants"#,
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    (held, missing, extra)
+}
+
+fn world(g: &Generated, held: Vec<serde_json::Value>) -> serde_json::Value {
+    let demo: serde_json::Value =
+        serde_json::from_str(include_str!("../deploy/sim/demo-world.json")).unwrap();
+    let firms: Vec<_> = g
+        .firm_orgs
+        .iter()
+        .zip(&g.firm_parties)
+        .map(|(org, party)| json!({"orgNumber": org, "partyUuid": party, "name": "Firm"}))
+        .collect();
+    let mut clients = Vec::new();
+    for (f, list) in g.clients.iter().enumerate() {
+        for (org, party) in list {
+            clients.push(
+                json!({"partyUuid": party, "orgNumber": org, "name": "Client AS",
+                "firmRoles": [{"firmOrgNumber": g.firm_orgs[f], "role": "regnskapsforer"}]}),
+            );
+        }
+    }
+    let persons: Vec<_> = g
+        .employees
+        .iter()
+        .map(|e| {
+            json!({"partyUuid": e.party, "nationalIdentityNumber": e.person.nin,
+                        "lastName": e.person.last_name, "name": "Bench"})
+        })
+        .collect();
+    json!({
+        "maskinportenClients": demo["maskinportenClients"],
+        "firms": firms, "clients": clients, "persons": persons, "held": held,
+        "altinnTokenLifetimeSecs": 3600,
+    })
+}
+
+struct Outcome {
+    read: f64,
+    apply: f64,
+    total: f64,
+    rss_kib: u64,
+    outbox_rows: i64,
+    summary: String,
+}
+
+async fn run_case(
+    case: &str,
+    shape: &Shape,
+    g: &Generated,
+    root: &str,
+) -> (Outcome, f64, u64, u64) {
+    let id = format!("{}_{case}", &Uuid::new_v4().simple().to_string()[..8]);
+    let database_url = format!("{root}/bench_{id}");
+    let db = altinn_sync::state::DbSettings {
+        database_url: database_url.clone(),
+        database_max_connections: 4,
+    };
+    let pool = altinn_sync::state::connect(&db).await.unwrap();
+    altinn_sync::state::migrate(&pool).await.unwrap();
+    eprintln!("[{case}] loading the facts…");
+    load_facts(&pool, g).await;
+    let (held, missing, extra) = if case == "steady" {
+        steady_state(&pool, g, shape).await
+    } else {
+        (Vec::new(), 0, 0)
+    };
+    let desired: i64 = sqlx::query_scalar("SELECT count(*) FROM desired_grants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let baseline = outbox_baseline(&pool).await;
+    eprintln!("[{case}] {desired} desired grants; baseline insert {baseline:.1} s; starting the simulator…");
+    let world_file = std::env::temp_dir().join(format!("bench-reconcile-{id}.json"));
+    std::fs::write(&world_file, serde_json::to_vec(&world(g, held)).unwrap()).unwrap();
+    let port = 21_000 + (std::process::id() % 5_000) as u16 + u16::from(case == "steady");
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+        .args(["altinn-sim", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--world")
+        .arg(&world_file)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for_port(port).await;
+    let _ = std::fs::remove_file(&world_file);
+
+    let mut worker = worker(&database_url, &id, port);
+    let command = Uuid::new_v4();
+    sqlx::query(
+        r#"INSERT INTO commands (command_id, command_type, firm, requested_at)
+           VALUES ($1, 'NightlyReconcile', NULL, now())"#,
+    )
+    .bind(command)
+    .execute(&pool)
+    .await
+    .unwrap();
+    eprintln!("[{case}] reconciling…");
+    let started = Instant::now();
+    let summary: String = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let outcome: Option<String> = sqlx::query_scalar(
+            "SELECT outcome FROM commands WHERE command_id = $1 AND handled_at IS NOT NULL",
+        )
+        .bind(command)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(None);
+        if let Some(o) = outcome {
+            break o;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "reconcile stalled"
+        );
+        if let Ok(Some(status)) = worker.try_wait() {
+            panic!("the worker exited: {status}");
+        }
+    };
+    let total = started.elapsed().as_secs_f64();
+    let rss_kib = peak_rss_kib(worker.id().unwrap());
+    let _ = worker.kill().await;
+    let _ = sim.kill().await;
+    let outbox_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let seconds = |label: &str| -> f64 {
+        summary
+            .split(label)
+            .nth(1)
+            .and_then(|rest| rest.trim().split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let outcome = Outcome {
+        read: seconds("read Altinn in"),
+        apply: seconds("delta and outbox in"),
+        total,
+        rss_kib,
+        outbox_rows,
+        summary: summary.clone(),
+    };
+    pool.close().await;
+    let admin = PgPool::connect(&format!("{root}/postgres")).await.unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS bench_{id} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    (outcome, baseline, missing, extra)
+}
+
+/// The floor for filling the outbox: the same number of rows, straight from `desired_grants`
+/// with one statement, into a table shaped and indexed like the outbox.
+async fn outbox_baseline(pool: &PgPool) -> f64 {
+    sqlx::query("CREATE TABLE outbox_baseline (LIKE outbox INCLUDING ALL)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    sqlx::query(
+        r#"INSERT INTO outbox_baseline (firm, employee_id, client_org_number, package, action,
+                                        generation, idempotency_key, cause)
+           SELECT firm, employee_id, client_org_number, package, 'grant', 1,
+                  concat_ws('/', firm, employee_id, client_org_number, package, 'grant', 1),
+                  gen_random_uuid()
+           FROM desired_grants"#,
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE outbox_baseline")
+        .execute(pool)
+        .await
+        .unwrap();
+    elapsed
+}
+
+#[tokio::main]
+async fn main() {
+    let shape = Shape {
+        firms: env_or("BENCH_FIRMS", 1000),
+        employees: env_or("BENCH_EMPLOYEES", 50),
+        clients: env_or("BENCH_CLIENTS", 50),
+        per_employee: env_or("BENCH_ASSIGNMENTS", 20),
+        drift: env_or("BENCH_DRIFT", 0.01),
+    };
+    let cases: String = env_or("BENCH_CASES", "empty,steady".to_owned());
+    let root = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let g = generate(&shape);
+    let mut rows = Vec::new();
+    for case in cases.split(',') {
+        let (outcome, baseline, missing, extra) = run_case(case, &shape, &g, &root).await;
+        eprintln!("[{case}] {}", outcome.summary);
+        rows.push((case.to_owned(), outcome, baseline, missing, extra));
+    }
+
+    println!();
+    println!(
+        "## Reconcile benchmark: {} firms x {} employees x {} clients each = {} desired grants",
+        shape.firms,
+        shape.employees,
+        shape.per_employee,
+        shape.firms * shape.employees * shape.per_employee
+    );
+    println!("(2 cores; simulator in its own process, worker, PostgreSQL on the same machine)");
+    println!();
+    println!("| case | read Altinn | delta + outbox | whole command | outbox rows | drift made (missing / extra) | drift counted | worker peak RSS | baseline: one INSERT of as many rows |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (case, o, baseline, missing, extra) in rows {
+        let counted = o
+            .summary
+            .split(": ")
+            .nth(1)
+            .and_then(|s| s.split(" grants drifted").next())
+            .unwrap_or("?");
+        println!(
+            "| {case} | {:.1} s | {:.1} s | {:.1} s | {} | {missing} / {extra} | {counted} | {:.0} MiB | {baseline:.1} s |",
+            o.read,
+            o.apply,
+            o.total,
+            o.outbox_rows,
+            o.rss_kib as f64 / 1024.0
+        );
+    }
+}
+
+fn worker(database_url: &str, id: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+        .arg("run")
+        .env("DATABASE_URL", database_url)
+        .env("TOPOLOGY_PREFIX", format!("bench-{id}"))
+        .env("EVENTS_EXCHANGE", format!("bench-{id}.adminflow.events"))
+        .env("ALTINN_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("MASKINPORTEN_URL", format!("http://127.0.0.1:{port}/"))
+        .env("MASKINPORTEN_CLIENT_ID", "demo-client")
+        .env("MASKINPORTEN_KID", "demo-kid")
+        .env(
+            "MASKINPORTEN_KEY_FILE",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/sim/test-only-maskinporten-key.pem"
+            ),
+        )
+        .env("MASKINPORTEN_SCOPES", SCOPES)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("worker binary")
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..1200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the simulator did not start");
+}
