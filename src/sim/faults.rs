@@ -36,7 +36,8 @@ pub struct Faults {
 #[derive(Clone)]
 pub struct DropConnection(pub Arc<Notify>);
 
-/// One request the simulator answered, for conformance tests.
+/// One request the simulator answered (injected faults are not journaled), for conformance and
+/// fault tests.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JournalEntry {
     pub method: String,
@@ -45,6 +46,8 @@ pub struct JournalEntry {
     pub status: u16,
     pub request_body: Option<serde_json::Value>,
     pub response_body: Option<serde_json::Value>,
+    /// When the simulator answered (after any injected delay).
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 pub async fn inject(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
@@ -107,6 +110,7 @@ pub async fn record(State(sim): State<Simulator>, request: Request, next: Next) 
         status: parts.status.as_u16(),
         request_body,
         response_body: serde_json::from_slice(&bytes).ok(),
+        at: chrono::Utc::now(),
     };
     journal
         .lock()

@@ -10,17 +10,18 @@ use uuid::Uuid;
 
 use crate::common::TestApp;
 
-const FIRM: &str = "912345610";
+pub(crate) const FIRM: &str = "912345610";
 const CLIENT: &str = "998877660";
 /// A client that has not registered the firm as its accountant.
 const STRANGER: &str = "998877679";
 /// A firm whose system user Altinn has not approved.
 const UNAPPROVED: &str = "987654325";
 const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
-const PUBLIC_KEY: &str = include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
-const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
+pub(crate) const PUBLIC_KEY: &str =
+    include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
+pub(crate) const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
                       altinn:clientdelegations.read altinn:clientdelegations.write";
-const MED: &str = "urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet";
+pub(crate) const MED: &str = "urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet";
 const LONN: &str = "urn:altinn:accesspackage:regnskapsforer-lonn";
 
 struct Altinn {
@@ -146,7 +147,7 @@ async fn publish_demo(app: &TestApp, file: &str) -> Value {
     event
 }
 
-async fn sync_now(app: &TestApp, after_sequence: i64) {
+pub(crate) async fn sync_now(app: &TestApp, after_sequence: i64) {
     sync_now_for(app, FIRM, after_sequence).await;
 }
 
@@ -160,7 +161,7 @@ async fn sync_now_for(app: &TestApp, firm: &str, after_sequence: i64) {
 }
 
 /// Waits until `commands` commands are recorded and handled and no change is pending.
-async fn flushed(app: &TestApp, commands: i64) {
+pub(crate) async fn flushed(app: &TestApp, commands: i64) {
     let pool = app.pool.clone();
     app.wait_until("the flush", || {
         let pool = pool.clone();

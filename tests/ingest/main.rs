@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod faults;
 mod flush;
+mod flush_faults;
 mod maintenance;
 mod ordering;
 mod poison;
