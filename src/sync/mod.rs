@@ -219,6 +219,25 @@ pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result
     .fetch_all(pool)
     .await?;
     for (id, firm) in &pending {
+        // One replica per reconcile: a session lock on a connection of its own, closed (and
+        // the lock with it) when this returns, however it returns, or when the worker dies.
+        let mut lock = pool.acquire().await?.detach();
+        let key = format!("altinn-sync.reconcile:{id}");
+        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .fetch_one(&mut lock)
+            .await?;
+        let still_open: bool =
+            sqlx::query_scalar("SELECT handled_at IS NULL FROM commands WHERE command_id = $1")
+                .bind(id)
+                .fetch_one(&mut lock)
+                .await?;
+        if !mine || !still_open {
+            if mine {
+                unlock(&mut lock, &key).await?;
+            }
+            continue;
+        }
         let firms: Vec<String> = match firm {
             Some(f) => vec![f.clone()],
             None => {
@@ -246,6 +265,15 @@ pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result
             planned.grants = r.planned.grants, planned.revokes = r.planned.revokes,
             read.secs = report.read.as_secs_f64(), apply.secs = report.apply.as_secs_f64(),
             "nightly reconcile done");
+        unlock(&mut lock, &key).await?;
     }
     Ok(pending.len())
+}
+
+async fn unlock(conn: &mut sqlx::PgConnection, key: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
