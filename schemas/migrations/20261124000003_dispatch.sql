@@ -55,3 +55,15 @@ DROP INDEX outbox_key;
 ALTER TABLE outbox DROP CONSTRAINT outbox_idempotency_key_key;
 CREATE UNIQUE INDEX outbox_key
     ON outbox (firm, employee_id, client_org_number, package, generation, action);
+
+-- What a dispatcher may claim now: due, not leased, and, make before break, no revoke while a
+-- grant on the same client (a new project accountant's, say) has no final outcome.
+CREATE VIEW outbox_claimable AS
+SELECT o.id, o.firm, o.next_attempt_at
+FROM outbox o
+WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+  AND (o.lease_until IS NULL OR o.lease_until < now())
+  AND NOT (o.action = 'revoke' AND EXISTS (
+      SELECT 1 FROM outbox g
+      WHERE g.firm = o.firm AND g.client_org_number = o.client_org_number
+        AND g.action = 'grant' AND g.status = 'pending'));

@@ -270,15 +270,8 @@ impl Dispatcher {
                        SELECT c.id
                        FROM (SELECT f.org_number, d.next_attempt_at FROM firms f
                              CROSS JOIN LATERAL (
-                                 SELECT o.next_attempt_at FROM outbox o
-                                 WHERE o.firm = f.org_number AND o.status = 'pending'
-                                   AND o.next_attempt_at <= now()
-                                   AND (o.lease_until IS NULL OR o.lease_until < now())
-                                   AND NOT (o.action = 'revoke' AND EXISTS (
-                                       SELECT 1 FROM outbox g
-                                       WHERE g.firm = o.firm
-                                         AND g.client_org_number = o.client_org_number
-                                         AND g.action = 'grant' AND g.status = 'pending'))
+                                 SELECT o.next_attempt_at FROM outbox_claimable o
+                                 WHERE o.firm = f.org_number
                                  ORDER BY o.next_attempt_at, o.id
                                  LIMIT 1) d
                              WHERE (f.flush_paused_until IS NULL OR f.flush_paused_until <= now())
@@ -286,17 +279,8 @@ impl Dispatcher {
                              ORDER BY d.next_attempt_at
                              LIMIT $5) due
                        CROSS JOIN LATERAL (
-                           SELECT o.id, o.next_attempt_at FROM outbox o
-                           WHERE o.firm = due.org_number AND o.status = 'pending'
-                             AND o.next_attempt_at <= now()
-                             AND (o.lease_until IS NULL OR o.lease_until < now())
-                             -- Make before break: a revoke waits while a grant on the same
-                             -- client (a new project accountant's, say) has no final outcome.
-                             AND NOT (o.action = 'revoke' AND EXISTS (
-                                 SELECT 1 FROM outbox g
-                                 WHERE g.firm = o.firm
-                                   AND g.client_org_number = o.client_org_number
-                                   AND g.action = 'grant' AND g.status = 'pending'))
+                           SELECT o.id, o.next_attempt_at FROM outbox_claimable o
+                           WHERE o.firm = due.org_number
                            ORDER BY o.next_attempt_at, o.id
                            LIMIT $4) c
                        ORDER BY c.next_attempt_at, c.id
