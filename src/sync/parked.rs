@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::plan::{lift_pause, requeue_parked, Requeue};
 use super::Result;
 
 #[derive(Debug, serde::Serialize, sqlx::FromRow)]
@@ -67,22 +68,9 @@ pub async fn parked(pool: &PgPool, firm: Option<&str>) -> Result<Vec<Parked>> {
 /// parked. Returns how many were re-queued.
 pub async fn retry(pool: &PgPool, firm: &str, id: Option<i64>) -> Result<u64> {
     let mut tx = pool.begin().await?;
-    super::plan::lift_pause(&mut tx, firm).await?;
-    let n = sqlx::query(
-        r#"UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
-                               lease_until = NULL
-           WHERE o.status = 'parked' AND o.firm = $1 AND ($2::bigint IS NULL OR o.id = $2)
-             AND NOT EXISTS (
-                 SELECT 1 FROM outbox p
-                 WHERE p.firm = o.firm AND p.employee_id = o.employee_id
-                   AND p.client_org_number = o.client_org_number AND p.package = o.package
-                   AND p.status = 'pending')"#,
-    )
-    .bind(firm)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    lift_pause(&mut tx, firm).await?;
+    let which = id.map_or(Requeue::All, Requeue::One);
+    let n = requeue_parked(&mut tx, firm, which).await?;
     tx.commit().await?;
     Ok(n)
 }

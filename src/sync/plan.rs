@@ -47,26 +47,7 @@ pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
     .rows_affected();
     // A parked grant is retried once its desired state changes: the grant was wanted anew, or
     // AdminFlow corrected the person's identity that Altinn could not match.
-    let requeued = sqlx::query(
-        r#"UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
-                               lease_until = NULL
-           WHERE o.firm = $1 AND o.status = 'parked' AND o.action = 'grant'
-             AND (EXISTS (SELECT 1 FROM desired_grants d
-                          WHERE d.firm = o.firm AND d.employee_id = o.employee_id
-                            AND d.client_org_number = o.client_org_number
-                            AND d.package = o.package AND d.since > o.finished_at)
-                  OR EXISTS (SELECT 1 FROM employee_identities e
-                             WHERE e.firm = o.firm AND e.employee_id = o.employee_id
-                               AND e.identity_changed_at > o.finished_at))
-             AND NOT EXISTS (SELECT 1 FROM outbox p
-                             WHERE p.firm = o.firm AND p.employee_id = o.employee_id
-                               AND p.client_org_number = o.client_org_number
-                               AND p.package = o.package AND p.status = 'pending')"#,
-    )
-    .bind(firm)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let requeued = requeue_parked(conn, firm, Requeue::WhoseDesiredStateChanged).await?;
     let grants = insert_changes(
         conn,
         firm,
@@ -97,6 +78,52 @@ pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
         superseded,
         requeued,
     })
+}
+
+/// Which parked changes [`requeue_parked`] puts back in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Every one (the nightly reconcile, as the help page promises).
+    All,
+    /// One, by its outbox id (an operator's `retry --id`).
+    One(i64),
+    /// Grants whose desired state changed since they were parked: the grant was wanted anew,
+    /// or AdminFlow corrected the person's identity that Altinn could not match.
+    WhoseDesiredStateChanged,
+}
+
+/// Puts a firm's parked changes back in the queue, due now. A change whose key already has a
+/// newer one on its way stays parked. Returns how many were re-queued.
+pub async fn requeue_parked(conn: &mut PgConnection, firm: &str, which: Requeue) -> Result<u64> {
+    let (id, changed_only) = match which {
+        Requeue::All => (None, false),
+        Requeue::One(id) => (Some(id), false),
+        Requeue::WhoseDesiredStateChanged => (None, true),
+    };
+    let requeued = sqlx::query(
+        r#"UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
+                               lease_until = NULL
+           WHERE o.firm = $1 AND o.status = 'parked' AND ($2::bigint IS NULL OR o.id = $2)
+             AND (NOT $3 OR (o.action = 'grant' AND (
+                      EXISTS (SELECT 1 FROM desired_grants d
+                              WHERE d.firm = o.firm AND d.employee_id = o.employee_id
+                                AND d.client_org_number = o.client_org_number
+                                AND d.package = o.package AND d.since > o.finished_at)
+                      OR EXISTS (SELECT 1 FROM employee_identities e
+                                 WHERE e.firm = o.firm AND e.employee_id = o.employee_id
+                                   AND e.identity_changed_at > o.finished_at))))
+             AND NOT EXISTS (SELECT 1 FROM outbox p
+                             WHERE p.firm = o.firm AND p.employee_id = o.employee_id
+                               AND p.client_org_number = o.client_org_number
+                               AND p.package = o.package AND p.status = 'pending')"#,
+    )
+    .bind(firm)
+    .bind(id)
+    .bind(changed_only)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(requeued)
 }
 
 /// A sync-now or retry is the moment to try a paused firm again: the pause ends now and the

@@ -26,7 +26,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::dispatch::{Dispatcher, PACKAGE_URN};
-use super::plan::{plan_flush, Planned};
+use super::plan::{plan_flush, requeue_parked, Planned, Requeue};
 use super::Result;
 use crate::altinn;
 
@@ -360,19 +360,7 @@ async fn apply_firm(
     .execute(&mut *tx)
     .await?;
     // The help page promises that the nightly run tries refused changes again.
-    let retried = sqlx::query(
-        r#"UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
-                               lease_until = NULL
-           WHERE o.firm = $1 AND o.status = 'parked'
-             AND NOT EXISTS (SELECT 1 FROM outbox p
-                             WHERE p.firm = o.firm AND p.employee_id = o.employee_id
-                               AND p.client_org_number = o.client_org_number
-                               AND p.package = o.package AND p.status = 'pending')"#,
-    )
-    .bind(firm)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let retried = requeue_parked(&mut tx, firm, Requeue::All).await?;
     let planned = plan_flush(&mut tx, firm, cause).await?;
     sqlx::query("DELETE FROM reconcile_actual WHERE command_id = $1 AND firm = $2")
         .bind(cause)

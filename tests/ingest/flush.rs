@@ -180,6 +180,18 @@ pub(crate) async fn flushed(app: &TestApp, commands: i64) {
     .await;
 }
 
+/// Kari on the demo client and on the one that has not registered the firm, then a sync-now.
+async fn kari_on_both_clients_synced(app: &TestApp) {
+    publish_demo(app, "01-kari-role-changed.json").await;
+    let mut stranger = publish_demo(app, "02-kari-client-assigned.json").await;
+    stranger["event_id"] = json!(Uuid::new_v4());
+    stranger["sequence"] = json!(1003);
+    stranger["data"]["client"]["org_number"] = json!(STRANGER);
+    app.publish_event(&stranger).await;
+    sync_now(app, 1003).await;
+    flushed(app, 1).await;
+}
+
 /// (agent, packages) for the demo client, as the simulator holds them.
 async fn delegations(altinn: &Altinn) -> Vec<(Uuid, Vec<String>)> {
     let mut rows: Vec<(Uuid, Vec<String>)> = altinn
@@ -247,14 +259,7 @@ async fn a_client_that_has_not_registered_the_firm_is_parked_and_explained() {
     let altinn = altinn().await;
     let app = flushing_app(&altinn).await;
 
-    publish_demo(&app, "01-kari-role-changed.json").await;
-    let mut stranger = publish_demo(&app, "02-kari-client-assigned.json").await;
-    stranger["event_id"] = json!(Uuid::new_v4());
-    stranger["sequence"] = json!(1003);
-    stranger["data"]["client"]["org_number"] = json!(STRANGER);
-    app.publish_event(&stranger).await;
-    sync_now(&app, 1003).await;
-    flushed(&app, 1).await;
+    kari_on_both_clients_synced(&app).await;
 
     assert_eq!(
         delegations(&altinn).await,
@@ -729,14 +734,7 @@ async fn publish_demo_as(app: &TestApp, file: &str, last_name: &str) -> Value {
 async fn the_nightly_reconcile_retries_parked_changes_and_re_adds_a_lost_agent() {
     let altinn = altinn().await;
     let app = flushing_app(&altinn).await;
-    publish_demo(&app, "01-kari-role-changed.json").await;
-    let mut stranger = publish_demo(&app, "02-kari-client-assigned.json").await;
-    stranger["event_id"] = json!(Uuid::new_v4());
-    stranger["sequence"] = json!(1003);
-    stranger["data"]["client"]["org_number"] = json!(STRANGER);
-    app.publish_event(&stranger).await;
-    sync_now(&app, 1003).await;
-    flushed(&app, 1).await;
+    kari_on_both_clients_synced(&app).await;
     assert_eq!(
         app.count("SELECT count(*) FROM outbox WHERE status = 'parked'")
             .await,

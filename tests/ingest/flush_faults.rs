@@ -220,24 +220,29 @@ impl Office {
     }
 }
 
-#[tokio::test]
-async fn a_429_storm_is_waited_out_as_altinn_asks_and_every_change_arrives_once() {
-    let office = office(5_000).await;
+/// Flushes the story with a worker in this process while Altinn has `faults`, and checks that
+/// Altinn ends up holding exactly what the story wants.
+async fn flushed_under(faults: Faults, request_timeout_ms: u64) -> (Office, TestApp) {
+    let office = office(request_timeout_ms).await;
     let mut app = TestApp::without_worker().await;
     app.settings.altinn = office.settings.clone();
     app.start_worker().await;
-    office
-        .sim
-        .set_faults(Faults {
-            too_many_requests_share: 0.6,
-            retry_after_secs: 1,
-            ..Faults::default()
-        })
-        .await;
+    office.sim.set_faults(faults).await;
     let last = office.publish_story(&app).await;
     sync_now(&app, last).await;
     flushed(&app, 1).await;
     assert_eq!(office.held().await, office.expected());
+    (office, app)
+}
+
+#[tokio::test]
+async fn a_429_storm_is_waited_out_as_altinn_asks_and_every_change_arrives_once() {
+    let storm = Faults {
+        too_many_requests_share: 0.6,
+        retry_after_secs: 1,
+        ..Faults::default()
+    };
+    let (office, app) = flushed_under(storm, 5_000).await;
 
     // Each change went through once: no duplicate after success, and no second success.
     let answered = office.no_call_after_success(&app).await;
@@ -273,22 +278,12 @@ async fn a_429_storm_is_waited_out_as_altinn_asks_and_every_change_arrives_once(
 async fn timeouts_are_retried_and_converge_without_a_second_delivery() {
     // Altinn takes longer than the worker waits for a third of the calls, and applies them
     // anyway: the retry must be harmless (`changed=false`) and then stop.
-    let office = office(300).await;
-    let mut app = TestApp::without_worker().await;
-    app.settings.altinn = office.settings.clone();
-    app.start_worker().await;
-    office
-        .sim
-        .set_faults(Faults {
-            hang_share: 0.3,
-            hang_ms: 600,
-            ..Faults::default()
-        })
-        .await;
-    let last = office.publish_story(&app).await;
-    sync_now(&app, last).await;
-    flushed(&app, 1).await;
-    assert_eq!(office.held().await, office.expected());
+    let slow = Faults {
+        hang_share: 0.3,
+        hang_ms: 600,
+        ..Faults::default()
+    };
+    let (office, app) = flushed_under(slow, 300).await;
     let answered = office.no_call_after_success(&app).await;
     assert_eq!(answered.len(), (PEOPLE * CLIENTS) as usize);
     let timed_out = app
