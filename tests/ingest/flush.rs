@@ -17,7 +17,7 @@ const STRANGER: &str = "998877679";
 /// A firm whose system user Altinn has not approved.
 const UNAPPROVED: &str = "987654325";
 const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
-pub(crate) const PUBLIC_KEY: &str =
+const PUBLIC_KEY: &str =
     include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
 pub(crate) const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
                       altinn:clientdelegations.read altinn:clientdelegations.write";
@@ -54,12 +54,7 @@ async fn altinn() -> Altinn {
         name: format!("Test {last}"),
     };
     let world = World {
-        maskinporten_clients: vec![MaskinportenClient {
-            client_id: "test-client".into(),
-            kid: "kid-a".into(),
-            public_key_pem: PUBLIC_KEY.into(),
-            scopes: SCOPES.split(' ').map(str::to_owned).collect(),
-        }],
+        maskinporten_clients: vec![maskinporten_client()],
         maskinporten_issuer: None,
         firms: vec![
             sim::Firm {
@@ -100,11 +95,48 @@ async fn altinn() -> Altinn {
         held: Vec::new(),
     };
     let sim = Simulator::new();
+    let (settings, shutdown) = serve(world, sim.clone(), 5_000).await;
+    Altinn {
+        sim,
+        settings,
+        client,
+        kari,
+        ola,
+        shutdown,
+    }
+}
+
+/// A client for changing Altinn by hand, as a person in the portal would.
+fn by_hand(altinn: &Altinn) -> altinn_sync::altinn::AltinnClient {
+    altinn_sync::altinn::AltinnClient::new(altinn.settings.validate().unwrap().unwrap()).unwrap()
+}
+
+/// Sends an all-firm `NightlyReconcile`, waits for the flush after it (the `commands`th
+/// command), and returns its outcome.
+async fn nightly(app: &TestApp, commands: i64) -> String {
+    let command = json!({
+        "command_id": Uuid::new_v4(), "command_type": "NightlyReconcile",
+        "requested_at": "2026-11-24T02:00:00Z", "firm": null
+    });
+    app.publish_command(&command).await;
+    flushed(app, commands).await;
+    sqlx::query_scalar("SELECT outcome FROM commands WHERE command_type = 'NightlyReconcile'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Serves `world` on 127.0.0.1:0; the settings reach it as the test Maskinporten client.
+pub(crate) async fn serve(
+    world: World,
+    sim: Simulator,
+    request_timeout_ms: u64,
+) -> (AltinnSettings, CancellationToken) {
     sim.load(world).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(sim::serve(listener, sim.clone(), shutdown.clone()));
+    tokio::spawn(sim::serve(listener, sim, shutdown.clone()));
     let key = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/altinn/fixtures/test-only-maskinporten-key-a.pem");
     let settings = AltinnSettings {
@@ -114,15 +146,18 @@ async fn altinn() -> Altinn {
         maskinporten_kid: Some("kid-a".into()),
         maskinporten_key_file: Some(key),
         maskinporten_scopes: Some(SCOPES.into()),
-        altinn_request_timeout_ms: 5_000,
+        altinn_request_timeout_ms: request_timeout_ms,
     };
-    Altinn {
-        sim,
-        settings,
-        client,
-        kari,
-        ola,
-        shutdown,
+    (settings, shutdown)
+}
+
+/// The test Maskinporten client, whose key signs the worker's grants.
+pub(crate) fn maskinporten_client() -> MaskinportenClient {
+    MaskinportenClient {
+        client_id: "test-client".into(),
+        kid: "kid-a".into(),
+        public_key_pem: PUBLIC_KEY.into(),
+        scopes: SCOPES.split(' ').map(str::to_owned).collect(),
     }
 }
 
@@ -425,9 +460,7 @@ async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
     );
 
     // By hand in Altinn: Kari's package is swapped for one she should not hold.
-    let by_hand =
-        altinn_sync::altinn::AltinnClient::new(altinn.settings.validate().unwrap().unwrap())
-            .unwrap();
+    let by_hand = by_hand(&altinn);
     let firm = by_hand.firm_party(FIRM).await.unwrap();
     let batch =
         |p: &str| altinn_sync::altinn::wire::DelegationBatch::for_role("regnskapsforer", [p]);
@@ -445,21 +478,11 @@ async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
     );
 
     // A sync-now trusts what it last applied and sees nothing to do; the nightly run looks.
-    let nightly = json!({
-        "command_id": Uuid::new_v4(), "command_type": "NightlyReconcile",
-        "requested_at": "2026-11-24T02:00:00Z", "firm": null
-    });
-    app.publish_command(&nightly).await;
-    flushed(&app, 2).await;
+    let outcome = nightly(&app, 2).await;
     assert_eq!(
         delegations(&altinn).await,
         vec![(altinn.kari, vec![MED.to_owned()])]
     );
-    let outcome: String =
-        sqlx::query_scalar("SELECT outcome FROM commands WHERE command_type = 'NightlyReconcile'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
     assert!(
         outcome.contains("1 missing and 1 extra grants drifted"),
         "{outcome}"
@@ -544,9 +567,7 @@ async fn idle_agents_are_removed_when_asked_but_never_with_packages_left() {
     app.settings.altinn = altinn.settings.clone();
     app.settings.flush.remove_idle_agents = true;
     app.start_worker().await;
-    let by_hand =
-        altinn_sync::altinn::AltinnClient::new(altinn.settings.validate().unwrap().unwrap())
-            .unwrap();
+    let by_hand = by_hand(&altinn);
     let firm = by_hand.firm_party(FIRM).await.unwrap();
     let agents = || async {
         let mut agents: Vec<Uuid> = by_hand
@@ -742,9 +763,7 @@ async fn the_nightly_reconcile_retries_parked_changes_and_re_adds_a_lost_agent()
     );
 
     // Someone removes Kari as agent in Altinn, with her packages.
-    let by_hand =
-        altinn_sync::altinn::AltinnClient::new(altinn.settings.validate().unwrap().unwrap())
-            .unwrap();
+    let by_hand = by_hand(&altinn);
     let firm = by_hand.firm_party(FIRM).await.unwrap();
     by_hand
         .remove_agent(&firm, altinn.kari, true)
@@ -752,22 +771,12 @@ async fn the_nightly_reconcile_retries_parked_changes_and_re_adds_a_lost_agent()
         .unwrap();
     assert!(delegations(&altinn).await.is_empty());
 
-    let nightly = json!({
-        "command_id": Uuid::new_v4(), "command_type": "NightlyReconcile",
-        "requested_at": "2026-11-24T02:00:00Z", "firm": null
-    });
-    app.publish_command(&nightly).await;
-    flushed(&app, 2).await;
+    let outcome = nightly(&app, 2).await;
     // Kari is made an agent again and gets her package back.
     assert_eq!(
         delegations(&altinn).await,
         vec![(altinn.kari, vec![MED.to_owned()])]
     );
-    let outcome: String =
-        sqlx::query_scalar("SELECT outcome FROM commands WHERE command_type = 'NightlyReconcile'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
     assert!(
         // Both of Kari's clients are missing: the lost one and the refused one.
         outcome.contains("2 missing and 0 extra grants drifted")

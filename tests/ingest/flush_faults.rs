@@ -2,13 +2,10 @@
 //! killed mid-flush. Every change converges, and nothing is sent again once it went through.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 use std::process::Stdio;
 
 use altinn_sync::altinn::AltinnSettings;
-use altinn_sync::sim::{
-    self, Client, Faults, FirmRole, MaskinportenClient, Person, Simulator, World,
-};
+use altinn_sync::sim::{self, Client, Faults, FirmRole, Person, Simulator, World};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -16,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::common::{workload, TestApp};
-use crate::flush::{flushed, sync_now, FIRM, MED, PUBLIC_KEY, SCOPES};
+use crate::flush::{flushed, maskinporten_client, serve, sync_now, FIRM, MED, SCOPES};
 
 const PEOPLE: u32 = 5;
 const CLIENTS: u32 = 10;
@@ -50,12 +47,7 @@ async fn office(request_timeout_ms: u64) -> Office {
         .map(|n| (workload::org_number(1_500_000 + n), Uuid::new_v4()))
         .collect();
     let world = World {
-        maskinporten_clients: vec![MaskinportenClient {
-            client_id: "test-client".into(),
-            kid: "kid-a".into(),
-            public_key_pem: PUBLIC_KEY.into(),
-            scopes: SCOPES.split(' ').map(str::to_owned).collect(),
-        }],
+        maskinporten_clients: vec![maskinporten_client()],
         maskinporten_issuer: None,
         firms: vec![sim::Firm {
             org_number: FIRM.into(),
@@ -88,22 +80,7 @@ async fn office(request_timeout_ms: u64) -> Office {
         held: Vec::new(),
     };
     let sim = Simulator::with_journal();
-    sim.load(world).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(sim::serve(listener, sim.clone(), shutdown.clone()));
-    let key = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/altinn/fixtures/test-only-maskinporten-key-a.pem");
-    let settings = AltinnSettings {
-        altinn_base_url: Some(format!("http://{addr}")),
-        maskinporten_url: Some(format!("http://{addr}/")),
-        maskinporten_client_id: Some("test-client".into()),
-        maskinporten_kid: Some("kid-a".into()),
-        maskinporten_key_file: Some(key),
-        maskinporten_scopes: Some(SCOPES.into()),
-        altinn_request_timeout_ms: request_timeout_ms,
-    };
+    let (settings, shutdown) = serve(world, sim.clone(), request_timeout_ms).await;
     Office {
         sim,
         settings,
