@@ -27,6 +27,7 @@
 //!   endpoints, and every answer classified.
 //! - [`sim`]: the Altinn simulator the tests and demos run against.
 //! - [`worker`]: `altinn-sync run`, wiring the above with housekeeping.
+//! - [`dev`]: `altinn-sync dev`, the worker with the simulator in-process and a demo world.
 //! - [`publish`], [`cli`], [`telemetry`]: the operator's tools and the process around them.
 
 pub mod altinn;
