@@ -17,8 +17,7 @@ const STRANGER: &str = "998877679";
 /// A firm whose system user Altinn has not approved.
 const UNAPPROVED: &str = "987654325";
 const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
-const PUBLIC_KEY: &str =
-    include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
+const PUBLIC_KEY: &str = include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
 pub(crate) const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
                       altinn:clientdelegations.read altinn:clientdelegations.write";
 pub(crate) const MED: &str = "urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet";
