@@ -140,6 +140,10 @@ async fn main() {
         .await
         .unwrap();
     let calls = delivered + agents + 4 * firms as i64; // + token, exchange, parties, clients
+    let retries: i64 = sqlx::query_scalar("SELECT count(*) FROM audit WHERE outcome = 'retry'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let _ = worker.kill().await;
     eprintln!("baseline: the same delegations again, straight from the client (no database)…");
     let baseline = raw_client_rate(&pool, port, concurrency).await;
@@ -155,6 +159,7 @@ async fn main() {
     println!("| concurrency overall / per firm | {concurrency} / {per_firm} |");
     println!("| from planning to the last delivery | {elapsed:.1} s |");
     println!("| package changes/s | {:.0} |", delivered as f64 / elapsed);
+    println!("| deliveries retried (audit) | {retries} |");
     println!(
         "| Altinn calls/s (delegations + agents + 4 per firm) | {:.0} |",
         calls as f64 / elapsed

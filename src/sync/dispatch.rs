@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use sqlx::PgPool;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore};
 use uuid::Uuid;
 
 use super::{FlushSettings, Result};
@@ -179,13 +179,44 @@ impl Dispatcher {
     }
 
     /// Delivers every due row, in [`LANES`] concurrent steps; returns how many were processed.
+    ///
+    /// A lane that finds nothing to claim waits for another lane's step and tries again: rows
+    /// planned meanwhile, or firms another lane no longer keeps busy, are then its work. The
+    /// drain ends when every lane is idle.
     pub async fn drain(&self) -> Result<usize> {
+        let working = AtomicUsize::new(LANES);
+        let stepped = Notify::new();
         let lane = || async {
             let mut processed = 0;
-            while let Step::Processed(n) = self.step(self.claim_size()).await? {
-                processed += n;
+            loop {
+                // Registered before this lane counts itself idle, so no step goes unseen.
+                let next_step = stepped.notified();
+                tokio::pin!(next_step);
+                next_step.as_mut().enable();
+                match self.step(self.claim_size()).await {
+                    Ok(Step::Processed(n)) => {
+                        processed += n;
+                        stepped.notify_waiters();
+                    }
+                    Ok(Step::Idle) => {
+                        if working.fetch_sub(1, Ordering::SeqCst) == 1 {
+                            stepped.notify_waiters();
+                            return Ok(processed);
+                        }
+                        next_step.await;
+                        if working.load(Ordering::SeqCst) == 0 {
+                            return Ok(processed);
+                        }
+                        working.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        // The other lanes must not wait for this one.
+                        working.store(0, Ordering::SeqCst);
+                        stepped.notify_waiters();
+                        return Err(e);
+                    }
+                }
             }
-            Ok::<_, crate::state::Error>(processed)
         };
         let lanes = futures_util::future::try_join_all((0..LANES).map(|_| lane())).await?;
         Ok(lanes.into_iter().sum())
