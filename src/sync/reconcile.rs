@@ -4,8 +4,9 @@
 //! Two phases, each timed and reported: first every firm's actual state is read from Altinn
 //! (firms side by side, within the flush's concurrency limits) into `reconcile_actual`, one firm
 //! at a time in memory; then, firm by firm, the drift is counted, Altinn's state becomes
-//! `applied_grants`, and the delta is planned into the outbox as for a sync-now. Memory stays
-//! bounded by the firms being read at once, however many grants there are.
+//! `applied_grants`, and the delta is planned into the outbox as for a sync-now, while this
+//! worker's deliveries wait. Memory stays bounded by the firms being read at once, however many
+//! grants there are.
 //!
 //! # Guarantees
 //! - Only packages in the role mapping, on persons this worker made agents for the firm, are
@@ -130,6 +131,7 @@ pub async fn reconcile(
     let read_time = started.elapsed();
 
     let started = Instant::now();
+    let _hold = dispatcher.hold_for_reconcile();
     let mut progress = Progress::new("planning", read.len());
     let mut total = Reconciled::default();
     let mut applied = futures_util::stream::iter(read)
