@@ -5,7 +5,7 @@
 //! Settings: BENCH_FIRMS (default 1000), BENCH_EMPLOYEES (per firm, 50), BENCH_CLIENTS (per
 //! firm, 50), BENCH_ASSIGNMENTS (clients per employee, 20): 1,000,000 desired grants by default.
 //! BENCH_DRIFT (0.01) is the steady-state case's drift, half missing and half extra.
-//! BENCH_CASES (`empty,steady`).
+//! BENCH_CASES (`empty,steady`). BENCH_WORKER_LOG is the worker's `RUST_LOG` (default `warn`).
 
 #[path = "../tests/common/workload.rs"]
 mod workload;
@@ -204,6 +204,20 @@ async fn steady_state(
     .execute(pool)
     .await
     .unwrap();
+    // The outbox keeps the delivered changes (it is never pruned): the reconcile checks each
+    // key against them.
+    sqlx::query(
+        r#"INSERT INTO outbox (firm, employee_id, client_org_number, package, action, generation,
+                               idempotency_key, cause, status, attempts, created_at, finished_at)
+           SELECT firm, employee_id, client_org_number, package, 'grant', 1,
+                  concat_ws('/', firm, employee_id, client_org_number, package, 'grant', 1),
+                  gen_random_uuid(), 'delivered', 1, now() - interval '2 days',
+                  now() - interval '2 days'
+           FROM desired_grants"#,
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     (held, missing, extra)
 }
 
@@ -247,6 +261,8 @@ struct Outcome {
     rss_kib: u64,
     outbox_rows: i64,
     summary: String,
+    /// The same reading by a bare client, without the database: (seconds, calls).
+    bare_read: (f64, u64),
 }
 
 async fn run_case(
@@ -263,17 +279,40 @@ async fn run_case(
     };
     let pool = altinn_sync::state::connect(&db).await.unwrap();
     altinn_sync::state::migrate(&pool).await.unwrap();
+    if let Ok(ms) = std::env::var("BENCH_AUTO_EXPLAIN") {
+        // The plan of every statement slower than this, in PostgreSQL's own log.
+        for setting in [
+            "session_preload_libraries = 'auto_explain'".to_owned(),
+            format!("auto_explain.log_min_duration = '{ms}ms'"),
+            "auto_explain.log_analyze = on".to_owned(),
+        ] {
+            sqlx::query(&format!("ALTER DATABASE bench_{id} SET {setting}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
     eprintln!("[{case}] loading the facts…");
     load_facts(&pool, g).await;
     let (held, missing, extra) = if case == "steady" {
         steady_state(&pool, g, shape).await
     } else {
-        (Vec::new(), 0, 0)
+        (Vec::new(), u64::MAX, 0)
     };
+    // The tables at rest, as autovacuum leaves them in production (this machine runs
+    // PostgreSQL with autovacuum off): otherwise the reconcile would pay for setting the hint
+    // bits of a million freshly loaded rows, and plan without statistics.
+    sqlx::query("VACUUM ANALYZE").execute(&pool).await.unwrap();
     let desired: i64 = sqlx::query_scalar("SELECT count(*) FROM desired_grants")
         .fetch_one(&pool)
         .await
         .unwrap();
+    // Altinn empty: every desired grant is missing.
+    let missing = if missing == u64::MAX {
+        desired as u64
+    } else {
+        missing
+    };
     let baseline = outbox_baseline(&pool).await;
     eprintln!("[{case}] {desired} desired grants; baseline insert {baseline:.1} s; starting the simulator…");
     let world_file = std::env::temp_dir().join(format!("bench-reconcile-{id}.json"));
@@ -291,6 +330,8 @@ async fn run_case(
     wait_for_port(port).await;
     let _ = std::fs::remove_file(&world_file);
 
+    // The reading the reconcile will do, bare, before the worker changes anything.
+    let bare_read = bare_read(port, &g.firm_orgs).await;
     let mut worker = worker(&database_url, &id, port);
     let command = Uuid::new_v4();
     sqlx::query(
@@ -327,7 +368,9 @@ async fn run_case(
     let rss_kib = peak_rss_kib(worker.id().unwrap());
     let _ = worker.kill().await;
     let _ = sim.kill().await;
-    let outbox_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+    // The rows this reconcile planned, not the history of earlier flushes.
+    let outbox_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE cause = $1")
+        .bind(command)
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -346,6 +389,7 @@ async fn run_case(
         rss_kib,
         outbox_rows,
         summary: summary.clone(),
+        bare_read,
     };
     pool.close().await;
     let admin = PgPool::connect(&format!("{root}/postgres")).await.unwrap();
@@ -353,6 +397,66 @@ async fn run_case(
         .execute(&admin)
         .await;
     (outcome, baseline, missing, extra)
+}
+
+/// The floor for reading Altinn: every firm's party, agents and each agent's packages, by a
+/// bare `AltinnClient` with the worker's limits (16 calls in flight, 4 per firm, 16 firms at
+/// once), and nothing written anywhere.
+async fn bare_read(port: u16, firms: &[String]) -> (f64, u64) {
+    use altinn_sync::altinn::{AltinnClient, AltinnSettings};
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let settings = AltinnSettings {
+        altinn_base_url: Some(format!("http://127.0.0.1:{port}")),
+        maskinporten_url: Some(format!("http://127.0.0.1:{port}/")),
+        maskinporten_client_id: Some("demo-client".into()),
+        maskinporten_kid: Some("demo-kid".into()),
+        maskinporten_key_file: Some(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/sim/test-only-maskinporten-key.pem"
+            )
+            .into(),
+        ),
+        maskinporten_scopes: Some(SCOPES.into()),
+        altinn_request_timeout_ms: 30_000,
+    };
+    let client = AltinnClient::new(settings.validate().unwrap().unwrap()).unwrap();
+    let calls = tokio::sync::Semaphore::new(16);
+    let made = AtomicU64::new(0);
+    let started = Instant::now();
+    let (client, calls, made) = (&client, &calls, &made);
+    futures_util::stream::iter(firms)
+        .map(|org| async move {
+            let call = || async {
+                made.fetch_add(1, Ordering::Relaxed);
+                calls.acquire().await.unwrap()
+            };
+            let firm = {
+                let _permit = call().await;
+                client.firm_party(org).await.unwrap()
+            };
+            let agents = {
+                let _permit = call().await;
+                client.agents(&firm).await.unwrap()
+            };
+            let firm = &firm;
+            futures_util::stream::iter(agents)
+                .map(|a| async move {
+                    let _permit = call().await;
+                    client.agent_packages(firm, a.agent.id).await.unwrap().len()
+                })
+                .buffer_unordered(4)
+                .collect::<Vec<_>>()
+                .await;
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    (
+        started.elapsed().as_secs_f64(),
+        made.load(Ordering::Relaxed),
+    )
 }
 
 /// The floor for filling the outbox: the same number of rows, straight from `desired_grants`
@@ -412,8 +516,8 @@ async fn main() {
     );
     println!("(2 cores; simulator in its own process, worker, PostgreSQL on the same machine)");
     println!();
-    println!("| case | read Altinn | delta + outbox | whole command | outbox rows | drift made (missing / extra) | drift counted | worker peak RSS | baseline: one INSERT of as many rows |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| case | read Altinn | baseline: bare client, same reads | delta + outbox | baseline: one INSERT of as many rows | whole command | outbox rows | drift made (missing / extra) | drift counted | worker peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (case, o, baseline, missing, extra) in rows {
         let counted = o
             .summary
@@ -421,9 +525,11 @@ async fn main() {
             .nth(1)
             .and_then(|s| s.split(" grants drifted").next())
             .unwrap_or("?");
+        let (bare, calls) = o.bare_read;
         println!(
-            "| {case} | {:.1} s | {:.1} s | {:.1} s | {} | {missing} / {extra} | {counted} | {:.0} MiB | {baseline:.1} s |",
+            "| {case} | {:.1} s | {bare:.1} s ({calls} calls, {:.0}/s) | {:.1} s | {baseline:.1} s | {:.1} s | {} | {missing} / {extra} | {counted} | {:.0} MiB |",
             o.read,
+            calls as f64 / bare,
             o.apply,
             o.total,
             o.outbox_rows,
@@ -450,11 +556,17 @@ fn worker(database_url: &str, id: &str, port: u16) -> Child {
             ),
         )
         .env("MASKINPORTEN_SCOPES", SCOPES)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", worker_log())
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("worker binary")
+}
+
+/// The worker's `RUST_LOG`: `BENCH_WORKER_LOG`, or warnings only, so logging costs nothing.
+/// `BENCH_WORKER_LOG=info,sqlx::query=debug` shows where the time goes, statement by statement.
+fn worker_log() -> String {
+    std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into())
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

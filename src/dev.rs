@@ -1,11 +1,23 @@
 //! `altinn-sync dev`: the simulator in-process with the demo world, and the worker against it,
 //! the local RabbitMQ and the local PostgreSQL. The README's "try it".
+//!
+//! Start-up, in order, each failing fast with a hint: bind the simulator (so a taken port is
+//! the first thing said), write the demo key where the worker reads it, migrate, ask for a
+//! reconcile of every firm already known (the simulator starts empty, the database may not),
+//! declare the queues (so the guide's `publish` works the moment it is printed), print the guide,
+//! then run the worker. On shutdown the worker stops first, then the simulator, so deliveries
+//! in flight are answered.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
+use crate::altinn::AltinnSettings;
+use crate::contract::{Command, CommandKind};
+use crate::ingest::{self, IngestSettings};
 use crate::sim::{self, Simulator, World};
 use crate::state;
 use crate::worker::{self, WorkerSettings};
@@ -13,21 +25,37 @@ use crate::worker::{self, WorkerSettings};
 /// The demo world and the published, test-only key its Maskinporten client trusts.
 const DEMO_WORLD: &str = include_str!("../deploy/sim/demo-world.json");
 const DEMO_KEY: &str = include_str!("../deploy/sim/test-only-maskinporten-key.pem");
+/// The world's Maskinporten client (see `deploy/sim/README.md`).
+const CLIENT_ID: &str = "demo-client";
+const KID: &str = "demo-kid";
 const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
                       altinn:clientdelegations.read altinn:clientdelegations.write";
+/// The demo firm, and the events the guide tells the user to publish, to notice when this
+/// database has seen them already (they would then be duplicates and change nothing).
+const DEMO_FIRM: &str = "912345610";
+const DEMO_EVENTS: [&str; 5] = [
+    include_str!("../schemas/examples/demo/01-kari-role-changed.json"),
+    include_str!("../schemas/examples/demo/02-kari-client-assigned.json"),
+    include_str!("../schemas/examples/demo/03-ola-role-changed.json"),
+    include_str!("../schemas/examples/demo/04-project-accountant-to-ola.json"),
+    include_str!("../schemas/examples/demo/05-kari-client-removed.json"),
+];
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevArgs {
-    /// Where the in-process simulator listens (Maskinporten and Altinn both).
+    /// Where the in-process simulator listens (Maskinporten and Altinn both). Port 0 picks a
+    /// free one; the guide printed at start names it.
     #[arg(long, env = "ALTINN_SIM_LISTEN", default_value = "127.0.0.1:8090")]
     pub sim_listen: SocketAddr,
+    /// The worker's settings, as for `run`. The Altinn and Maskinporten ones are replaced by the
+    /// simulator's.
     #[command(flatten)]
     pub worker: WorkerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the simulator could not start")]
+    #[error("the simulator could not start (is the port taken? choose another with --sim-listen)")]
     Simulator(#[from] sim::Error),
     #[error("could not write the demo key to {path}")]
     Key {
@@ -35,84 +63,299 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("could not prepare the database")]
+    #[error("could not prepare the database (is PostgreSQL running? see --database-url)")]
     Database(#[from] state::Error),
+    #[error("could not reach RabbitMQ or declare the queues (is it running? see --amqp-url)")]
+    Broker(#[from] lapin::Error),
     #[error(transparent)]
     Worker(#[from] worker::Error),
 }
 
 /// Runs the simulator and the worker until `shutdown`.
 pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), Error> {
+    let DevArgs {
+        sim_listen,
+        worker: mut settings,
+    } = args;
+    let ignored = given_altinn_settings(&settings.altinn);
+    if !ignored.is_empty() {
+        tracing::warn!(
+            ignored = %ignored.join(", "),
+            "dev uses its in-process Altinn simulator and ignores these settings: nothing is \
+             sent to a real Altinn or Maskinporten"
+        );
+    }
+
     let world: World = serde_json::from_str(DEMO_WORLD).expect("the embedded demo world parses");
     let simulator = Simulator::new();
     simulator.load(world).await;
-    let listener = tokio::net::TcpListener::bind(args.sim_listen)
+    let listener = tokio::net::TcpListener::bind(sim_listen)
         .await
         .map_err(|source| sim::Error::Bind {
-            addr: args.sim_listen,
+            addr: sim_listen,
             source,
         })?;
-    let addr = listener.local_addr().unwrap_or(args.sim_listen);
-    let sim_stopped = shutdown.child_token();
-    let served = tokio::spawn(sim::serve(listener, simulator, sim_stopped.clone()));
+    let addr = listener.local_addr().unwrap_or(sim_listen);
+    // Not a child of `shutdown`: the simulator outlives the worker, which may still be
+    // delivering while it stops. Dropped on every way out of here.
+    let stop_sim = CancellationToken::new();
+    let stop_sim_on_exit = stop_sim.clone().drop_guard();
+    let served = tokio::spawn(sim::serve(listener, simulator, stop_sim));
 
-    let mut settings = args.worker;
-    if settings.altinn.altinn_base_url.is_some() {
-        tracing::warn!(
-            "dev ignores the ALTINN_* and MASKINPORTEN_* settings: it uses its own simulator"
-        );
-    }
-    let key = std::env::temp_dir().join("altinn-sync-dev-test-only-key.pem");
-    std::fs::write(&key, DEMO_KEY).map_err(|source| Error::Key {
-        path: key.clone(),
-        source,
-    })?;
-    settings.altinn.altinn_base_url = Some(format!("http://{addr}"));
-    settings.altinn.maskinporten_url = Some(format!("http://{addr}/"));
-    settings.altinn.maskinporten_client_id = Some("demo-client".into());
-    settings.altinn.maskinporten_kid = Some("demo-kid".into());
-    settings.altinn.maskinporten_key_file = Some(key);
-    settings.altinn.maskinporten_scopes = Some(SCOPES.into());
+    let key = DemoKey::write()?;
+    point_at_simulator(&mut settings.altinn, addr, key.path());
 
-    // The simulator starts empty: a reconcile of every firm makes this database's idea of
-    // what Altinn holds match it again, exactly as the nightly run repairs drift.
     let pool = state::connect(&settings.db).await?;
     state::migrate(&pool).await?;
-    let firms = request_reconcile(&pool).await?;
+    let known = reconcile_known_firms(&pool).await?;
     pool.close().await;
 
-    tracing::info!(simulator = %addr, firms_reconciled = firms, "dev mode: the Altinn simulator \
-        runs in-process with the demo world (deploy/sim/demo-world.json)");
-    let exchange = &settings.ingest.events_exchange;
+    declare_topology(&settings).await?;
+
+    tracing::info!(
+        simulator = %addr, firms_to_reconcile = known.firms,
+        "dev: the Altinn simulator runs in-process with the demo world; starting the worker"
+    );
+    eprintln!("{}", guide(addr, &settings.ingest, &known));
+
+    let outcome = worker::run(&settings, shutdown).await;
+    drop(stop_sim_on_exit);
+    let _ = served.await;
+    drop(key);
+    Ok(outcome?)
+}
+
+/// The names of the Altinn settings the user gave, which dev replaces. Names only: never values.
+fn given_altinn_settings(altinn: &AltinnSettings) -> Vec<&'static str> {
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+    [
+        ("ALTINN_BASE_URL", given(&altinn.altinn_base_url)),
+        ("MASKINPORTEN_URL", given(&altinn.maskinporten_url)),
+        (
+            "MASKINPORTEN_CLIENT_ID",
+            given(&altinn.maskinporten_client_id),
+        ),
+        ("MASKINPORTEN_KID", given(&altinn.maskinporten_kid)),
+        (
+            "MASKINPORTEN_KEY_FILE",
+            altinn.maskinporten_key_file.is_some(),
+        ),
+        ("MASKINPORTEN_SCOPES", given(&altinn.maskinporten_scopes)),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect()
+}
+
+/// The six Altinn settings, all pointing at the in-process simulator and its demo client.
+fn point_at_simulator(altinn: &mut AltinnSettings, addr: SocketAddr, key: &Path) {
+    altinn.altinn_base_url = Some(format!("http://{addr}"));
+    altinn.maskinporten_url = Some(format!("http://{addr}/"));
+    altinn.maskinporten_client_id = Some(CLIENT_ID.into());
+    altinn.maskinporten_kid = Some(KID.into());
+    altinn.maskinporten_key_file = Some(key.to_owned());
+    altinn.maskinporten_scopes = Some(SCOPES.into());
+}
+
+/// The embedded test-only key in a file of this process's own (the worker reads its key from a
+/// file), removed when dropped. Created exclusively, so an existing file or link is never
+/// followed or overwritten.
+struct DemoKey(PathBuf);
+
+impl DemoKey {
+    fn write() -> Result<Self, Error> {
+        let path = std::env::temp_dir().join(format!(
+            "altinn-sync-dev-{}-{}.pem",
+            std::process::id(),
+            Uuid::new_v4().simple()
+        ));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&path)
+            .and_then(|mut file| file.write_all(DEMO_KEY.as_bytes()))
+            .map_err(|source| Error::Key {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for DemoKey {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What the database already holds, for the guide.
+struct Known {
+    /// Firms that a reconcile at start will align with the (empty) simulator.
+    firms: i64,
+    /// How many of the demo events this database has applied already.
+    demo_events_seen: i64,
+}
+
+/// The simulator starts empty, the database may not: a reconcile of every firm makes what the
+/// worker believes Altinn holds match the simulator again, as the nightly run repairs drift.
+async fn reconcile_known_firms(pool: &sqlx::PgPool) -> Result<Known, state::Error> {
+    let demo_ids: Vec<Uuid> = DEMO_EVENTS
+        .iter()
+        .map(|text| {
+            let event: serde_json::Value =
+                serde_json::from_str(text).expect("the embedded demo events parse");
+            Uuid::parse_str(event["event_id"].as_str().unwrap_or_default())
+                .expect("the embedded demo events have ids")
+        })
+        .collect();
+    let (firms, demo_events_seen): (i64, i64) = sqlx::query_as(
+        r#"SELECT (SELECT count(*) FROM firms),
+                  (SELECT count(*) FROM processed_events
+                   WHERE firm = $1 AND event_id = ANY($2))"#,
+    )
+    .bind(DEMO_FIRM)
+    .bind(&demo_ids)
+    .fetch_one(pool)
+    .await?;
+    if firms > 0 {
+        let reconcile = Command {
+            id: Uuid::new_v4(),
+            requested_at: chrono::Utc::now(),
+            requested_by: Some("altinn-sync dev".into()),
+            kind: CommandKind::NightlyReconcile { firm: None },
+        };
+        let mut conn = pool.acquire().await?;
+        state::record_commands(&mut conn, &[&reconcile]).await?;
+    }
+    Ok(Known {
+        firms,
+        demo_events_seen,
+    })
+}
+
+/// Declares the worker's queues now, so a message published right after the guide is kept even
+/// if the worker is still starting.
+async fn declare_topology(settings: &WorkerSettings) -> Result<(), lapin::Error> {
+    let conn = ingest::connect(&settings.broker.amqp_url).await?;
+    let channel = conn.create_channel().await?;
+    let declared = settings.ingest.topology().declare(&channel).await;
+    let _ = conn.close(200, "declared").await;
+    declared
+}
+
+/// What to do next, with this run's simulator address, exchange and prefix.
+fn guide(addr: SocketAddr, ingest: &IngestSettings, known: &Known) -> String {
+    let exchange = &ingest.events_exchange;
     let publish = |key: &str, file: &str| {
-        format!("altinn-sync publish --exchange {exchange} --routing-key {key} schemas/examples/demo/{file}")
+        format!(
+            "altinn-sync publish --exchange {exchange} --routing-key {key:<14} \
+             schemas/examples/demo/{file}"
+        )
     };
-    eprintln!(
-        "\naltinn-sync dev: simulator at http://{addr}, worker starting. In another terminal:\n  \
-         {}\n  {}\n  altinn-sync sync --firm 912345610\n  curl -s http://{addr}/_sim/delegations\n\
-         then {} and sync again. Ctrl-C stops both.\n",
+    let sync = if ingest.topology_prefix == "altinn-sync" {
+        format!("altinn-sync sync --firm {DEMO_FIRM}")
+    } else {
+        format!(
+            "altinn-sync sync --firm {DEMO_FIRM} --topology-prefix {}",
+            ingest.topology_prefix
+        )
+    };
+    let curl = format!("curl -s http://{addr}/_sim/delegations");
+    let mut text = format!(
+        "\naltinn-sync dev is ready. The Altinn simulator at http://{addr} holds the demo world:\n\
+         firm {DEMO_FIRM}, client 998877660, Kari Nordmann and Ola Hansen. The worker flushes \
+         to it.\n\
+         In another terminal, in the repository (alias altinn-sync='cargo run --release --quiet --'):\n\
+         \n  {}\n  {}\n  {sync}\n  {curl}    # Kari now holds an access package\n\
+         \n  {}\n  {sync}\n  {curl}    # [] : gone again\n",
         publish("RoleChanged", "01-kari-role-changed.json"),
         publish("ClientAssigned", "02-kari-client-assigned.json"),
         publish("ClientRemoved", "05-kari-client-removed.json"),
     );
-    let outcome = worker::run(&settings, shutdown.clone()).await;
-    sim_stopped.cancel();
-    let _ = served.await;
-    Ok(outcome?)
+    if known.demo_events_seen > 0 {
+        text.push_str(&format!(
+            "\nNote: this database has applied {} of the 5 demo events already, so publishing \
+             them again changes\nnothing (they are duplicates). For a fresh demo, start dev on a \
+             new database, e.g.\nDATABASE_URL=postgres://postgres@127.0.0.1:5432/altinn_sync_demo2 \
+             (it is created at start).\n",
+            known.demo_events_seen
+        ));
+    }
+    if known.firms > 0 {
+        let firms = match known.firms {
+            1 => "The firm already in the database is".to_owned(),
+            n => format!("The {n} firms already in the database are"),
+        };
+        text.push_str(&format!(
+            "\n{firms} reconciled with the fresh simulator now: \
+             desired access is\ndelivered to it without a sync.\n"
+        ));
+    }
+    text.push_str("\nCtrl-C stops the worker, then the simulator.\n");
+    text
 }
 
-/// Records a `NightlyReconcile` for every firm, as the ingest would record the command.
-async fn request_reconcile(pool: &sqlx::PgPool) -> Result<u64, state::Error> {
-    let firms: i64 = sqlx::query_scalar("SELECT count(*) FROM firms")
-        .fetch_one(pool)
-        .await?;
-    if firms > 0 {
-        sqlx::query(
-            r#"INSERT INTO commands (command_id, command_type, firm, requested_at)
-               VALUES (gen_random_uuid(), 'NightlyReconcile', NULL, now())"#,
-        )
-        .execute(pool)
-        .await?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_demo_world_and_events_parse() {
+        let world: World = serde_json::from_str(DEMO_WORLD).unwrap();
+        assert!(world.firms.iter().any(|f| f.org_number == DEMO_FIRM));
+        for text in DEMO_EVENTS {
+            let event: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(event["firm"]["org_number"], DEMO_FIRM);
+        }
     }
-    Ok(firms as u64)
+
+    #[test]
+    fn only_the_names_of_given_altinn_settings_are_reported() {
+        let altinn = AltinnSettings {
+            altinn_base_url: Some("https://platform.altinn.no".into()),
+            maskinporten_scopes: Some("  ".into()),
+            maskinporten_key_file: Some("/secret/key.pem".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            given_altinn_settings(&altinn),
+            ["ALTINN_BASE_URL", "MASKINPORTEN_KEY_FILE"]
+        );
+    }
+
+    #[test]
+    fn the_simulator_replaces_every_altinn_setting() {
+        let mut altinn = AltinnSettings {
+            altinn_base_url: Some("https://platform.altinn.no".into()),
+            maskinporten_url: Some("https://maskinporten.no/".into()),
+            altinn_request_timeout_ms: 10_000,
+            ..Default::default()
+        };
+        let addr: SocketAddr = "127.0.0.1:8090".parse().unwrap();
+        point_at_simulator(&mut altinn, addr, Path::new("/tmp/k.pem"));
+        let config = altinn.validate().unwrap().expect("complete settings");
+        assert_eq!(config.altinn_base_url, "http://127.0.0.1:8090");
+        assert_eq!(config.maskinporten_url, "http://127.0.0.1:8090/");
+    }
+
+    #[test]
+    fn the_demo_key_file_is_private_and_removed() {
+        let key = DemoKey::write().unwrap();
+        let path = key.path().to_owned();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), DEMO_KEY);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "only the owner may read it");
+        }
+        drop(key);
+        assert!(!path.exists());
+    }
 }

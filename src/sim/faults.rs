@@ -25,7 +25,9 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// Added to every request.
     pub latency_ms: u64,
-    /// Share of requests that wait `hangMs` before being answered (past a client's timeout).
+    /// Share of requests whose answer is held back `hangMs` (past a client's timeout): the
+    /// request is carried out, as when Altinn is slow to answer, so a client that gave up and
+    /// tries again finds it done.
     pub hang_share: f64,
     pub hang_ms: u64,
     /// Share of requests whose connection is closed without an answer.
@@ -36,47 +38,108 @@ pub struct Faults {
 #[derive(Clone)]
 pub struct DropConnection(pub Arc<Notify>);
 
-/// One request the simulator answered (injected faults are not journaled), for conformance and
-/// fault tests.
+/// One request to the Altinn and Maskinporten routes, for conformance and fault tests. Requests
+/// an injected fault answered instead of the routes are journaled too, marked with `fault`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JournalEntry {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
+    /// 0 when the connection was closed without an answer.
     pub status: u16,
     pub request_body: Option<serde_json::Value>,
     pub response_body: Option<serde_json::Value>,
-    /// When the simulator answered (after any injected delay).
+    /// When the request arrived, before any injected delay.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// When the answer was ready; an injected hang holds it back for `hangMs` after this.
     pub at: chrono::DateTime<chrono::Utc>,
+    /// The injected fault: `"503"`, `"429"`, `"drop"`, or `"hang"` (carried out, answered late).
+    pub fault: Option<String>,
 }
 
-pub async fn inject(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+/// Put into each request by [`inject`] for [`record`].
+#[derive(Clone, Copy)]
+struct Arrival {
+    at: chrono::DateTime<chrono::Utc>,
+    hang: bool,
+}
+
+pub async fn inject(State(sim): State<Simulator>, mut request: Request, next: Next) -> Response {
+    let received_at = chrono::Utc::now();
     let faults = sim.inner.state.lock().await.faults.clone();
     if faults.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
     }
     // One draw per fault, so shares are independent of each other.
     let hit = |share: f64| share > 0.0 && rand::thread_rng().gen::<f64>() < share;
-    if hit(faults.hang_share) {
-        tokio::time::sleep(Duration::from_millis(faults.hang_ms)).await;
-    }
+    let hang = hit(faults.hang_share);
     if hit(faults.drop_share) {
         if let Some(DropConnection(notify)) = request.extensions().get::<DropConnection>() {
+            journal_fault(&sim, &request, received_at, 0, "drop");
             notify.notify_one();
             // The connection task drops this future along with the socket.
             std::future::pending::<()>().await;
         }
     }
     if hit(faults.server_error_share) {
+        journal_fault(&sim, &request, received_at, 503, "503");
         return (StatusCode::SERVICE_UNAVAILABLE, "injected fault").into_response();
     }
     if hit(faults.too_many_requests_share) {
+        journal_fault(&sim, &request, received_at, 429, "429");
         let mut response = (StatusCode::TOO_MANY_REQUESTS, "injected fault").into_response();
         let value = HeaderValue::from(faults.retry_after_secs);
         response.headers_mut().insert(header::RETRY_AFTER, value);
         return response;
     }
-    next.run(request).await
+    request.extensions_mut().insert(Arrival {
+        at: received_at,
+        hang,
+    });
+    let response = next.run(request).await;
+    if hang {
+        tokio::time::sleep(Duration::from_millis(faults.hang_ms)).await;
+    }
+    response
+}
+
+fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Journals a request an injected fault answered (or dropped) instead of the routes.
+fn journal_fault(
+    sim: &Simulator,
+    request: &Request,
+    received_at: chrono::DateTime<chrono::Utc>,
+    status: u16,
+    fault: &str,
+) {
+    let Some(journal) = sim.inner.journal.as_ref() else {
+        return;
+    };
+    let entry = JournalEntry {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+        query: query_pairs(request.uri()),
+        status,
+        request_body: None,
+        response_body: None,
+        received_at,
+        at: chrono::Utc::now(),
+        fault: Some(fault.to_owned()),
+    };
+    journal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(entry);
 }
 
 /// Records request and answer bodies when the simulator was built with a journal.
@@ -87,16 +150,8 @@ pub async fn record(State(sim): State<Simulator>, request: Request, next: Next) 
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
     let request_body = serde_json::from_slice(&bytes).ok();
-    let query = parts
-        .uri
-        .query()
-        .map(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let query = query_pairs(&parts.uri);
+    let arrival = parts.extensions.get::<Arrival>().copied();
     let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
@@ -110,7 +165,9 @@ pub async fn record(State(sim): State<Simulator>, request: Request, next: Next) 
         status: parts.status.as_u16(),
         request_body,
         response_body: serde_json::from_slice(&bytes).ok(),
+        received_at: arrival.map_or_else(chrono::Utc::now, |a| a.at),
         at: chrono::Utc::now(),
+        fault: arrival.filter(|a| a.hang).map(|_| "hang".to_owned()),
     };
     journal
         .lock()

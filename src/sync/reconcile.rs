@@ -132,6 +132,12 @@ pub async fn reconcile(
 
     let started = Instant::now();
     let _hold = dispatcher.hold_for_reconcile();
+    // The reading replaced the table's contents: without fresh statistics PostgreSQL plans
+    // each firm's joins as if the table were as it last saw it (empty, say), and compares
+    // every applied grant with every grant read. This also renews the cached plans.
+    sqlx::query("ANALYZE reconcile_actual")
+        .execute(pool)
+        .await?;
     let mut progress = Progress::new("planning", read.len());
     let mut total = Reconciled::default();
     let mut applied = futures_util::stream::iter(read)
@@ -186,7 +192,11 @@ async fn read_firm(
     cause: Uuid,
     managed: &HashSet<String>,
 ) -> Result<altinn::Result<(DateTime<Utc>, u64)>> {
-    let read_at = Utc::now();
+    // By the database's clock, which also stamps deliveries (`finished_at`) and agents
+    // (`added_at`): a delivery recorded after this may not show in the reading.
+    let read_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await?;
     let actual = match actual(dispatcher, org).await {
         Ok(actual) => actual,
         Err(e) => return Ok(Err(e)),
@@ -214,20 +224,29 @@ async fn read_firm(
     for employee in gone {
         dispatcher.forget_agent(org, employee);
     }
-    let (mut employees, mut clients, mut packages) = (Vec::new(), Vec::new(), Vec::new());
+    let mut held = Vec::with_capacity(actual.packages.len());
     let mut unknown = 0;
     for (agent, client, package) in actual.packages {
         if !managed.contains(&package) {
             continue;
         }
         match agents.get(&agent) {
-            Some(employee) => {
-                employees.push(*employee);
-                clients.push(client);
-                packages.push(package);
-            }
+            Some(employee) => held.push((*employee, client, package)),
             None => unknown += 1,
         }
+    }
+    // A package Altinn lists twice (under two roles, say) is held once.
+    held.sort_unstable();
+    held.dedup();
+    let (mut employees, mut clients, mut packages) = (
+        Vec::with_capacity(held.len()),
+        Vec::with_capacity(held.len()),
+        Vec::with_capacity(held.len()),
+    );
+    for (employee, client, package) in held {
+        employees.push(employee);
+        clients.push(client);
+        packages.push(package);
     }
     sqlx::query(
         r#"INSERT INTO reconcile_actual (command_id, firm, employee_id, client_org_number, package)
@@ -312,54 +331,47 @@ async fn apply_firm(
     sqlx::query("SET LOCAL synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
-    let (missing, extra): (i64, i64) = sqlx::query_as(
-        r#"WITH actual AS (
-               SELECT employee_id, client_org_number, package FROM reconcile_actual
-               WHERE command_id = $2 AND firm = $1
-           )
-           SELECT (SELECT count(*) FROM desired_grants d WHERE d.firm = $1 AND NOT EXISTS (
-                       SELECT 1 FROM actual a WHERE a.employee_id = d.employee_id
-                         AND a.client_org_number = d.client_org_number AND a.package = d.package)),
-                  (SELECT count(*) FROM actual a WHERE NOT EXISTS (
-                       SELECT 1 FROM desired_grants d WHERE d.firm = $1
-                         AND d.employee_id = a.employee_id
-                         AND d.client_org_number = a.client_org_number AND d.package = a.package))"#,
-    )
-    .bind(firm)
-    .bind(cause)
-    .fetch_one(&mut *tx)
-    .await?;
-    // Keys being delivered, or delivered since the read, keep what the dispatcher recorded.
+    // One statement, each of the firm's sets read once from its index: the drift counted
+    // against the facts, then Altinn's state made `applied_grants` by writing only the
+    // differences (in a steady state, a handful of rows). Keys a dispatcher is delivering, or
+    // delivered since the read, keep what the dispatcher recorded: the read may predate it.
     const TOUCHED: &str = r#"EXISTS (
         SELECT 1 FROM outbox o
         WHERE o.firm = $1 AND o.employee_id = k.employee_id
           AND o.client_org_number = k.client_org_number AND o.package = k.package
           AND ((o.status = 'pending' AND o.lease_until > now()) OR o.finished_at >= $2))"#;
-    // Only the differences are written: in a steady state that is a handful of rows.
-    sqlx::query(&format!(
-        r#"DELETE FROM applied_grants k
-           WHERE k.firm = $1 AND NOT {TOUCHED}
-             AND NOT EXISTS (SELECT 1 FROM reconcile_actual a
-                             WHERE a.command_id = $3 AND a.firm = $1
-                               AND a.employee_id = k.employee_id
-                               AND a.client_org_number = k.client_org_number
-                               AND a.package = k.package)"#
+    let (missing, extra): (i64, i64) = sqlx::query_as(&format!(
+        r#"WITH actual AS MATERIALIZED (
+               SELECT employee_id, client_org_number, package FROM reconcile_actual
+               WHERE command_id = $3 AND firm = $1
+           ), applied AS MATERIALIZED (
+               SELECT employee_id, client_org_number, package FROM applied_grants
+               WHERE firm = $1
+           ), desired AS MATERIALIZED (
+               SELECT employee_id, client_org_number, package FROM desired_grants
+               WHERE firm = $1
+           ), gone AS (
+               SELECT * FROM applied EXCEPT SELECT * FROM actual
+           ), new AS (
+               SELECT * FROM actual EXCEPT SELECT * FROM applied
+           ), forgotten AS (
+               DELETE FROM applied_grants k USING gone g
+               WHERE k.firm = $1 AND k.employee_id = g.employee_id
+                 AND k.client_org_number = g.client_org_number AND k.package = g.package
+                 AND NOT {TOUCHED}
+           ), learnt AS (
+               INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
+               SELECT $1, k.employee_id, k.client_org_number, k.package FROM new k
+               WHERE NOT {TOUCHED}
+               ON CONFLICT DO NOTHING
+           )
+           SELECT (SELECT count(*) FROM (SELECT * FROM desired EXCEPT SELECT * FROM actual) m),
+                  (SELECT count(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM desired) e)"#
     ))
     .bind(firm)
     .bind(read_at)
     .bind(cause)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(&format!(
-        r#"INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
-           SELECT $1, k.employee_id, k.client_org_number, k.package FROM reconcile_actual k
-           WHERE k.command_id = $3 AND k.firm = $1 AND NOT {TOUCHED}
-           ON CONFLICT DO NOTHING"#
-    ))
-    .bind(firm)
-    .bind(read_at)
-    .bind(cause)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     // The help page promises that the nightly run tries refused changes again.
     let retried = requeue_parked(&mut tx, firm, Requeue::All).await?;

@@ -6,12 +6,16 @@ use std::process::Output;
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-use crate::common::TestApp;
+use altinn_sync::state;
+
+use crate::common::{TestApp, WAIT};
 
 const DEMO: &str = "schemas/examples/demo";
 const FIRM: &str = "912345610";
 const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
 const OLA: &str = "b7e1d9c2-4a3f-4f8e-8d6b-2c9a1e0f7b53";
+/// Kari's party in `deploy/sim/demo-world.json`.
+const KARI_PARTY: &str = "0b0f1c2d-0000-4000-8000-000000000201";
 
 /// Runs the binary against the test's database and broker; fails the test if it fails.
 pub(crate) async fn cli(app: &TestApp, args: &[&str]) -> Output {
@@ -201,7 +205,8 @@ async fn rebuild_desired_applies_a_new_mapping_on_command() {
 }
 
 /// The README's "try it": `altinn-sync dev`, then the demo events and `sync` with the binary;
-/// access appears in the simulator, and disappears after the client is removed.
+/// access appears in the simulator, and disappears after the client is removed. The user's
+/// settings for a real Altinn are ignored (and not echoed), and SIGTERM stops dev cleanly.
 #[tokio::test]
 async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -213,25 +218,41 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         .env("AMQP_URL", &app.settings.broker.amqp_url)
         .env("TOPOLOGY_PREFIX", &app.settings.ingest.topology_prefix)
         .env("EVENTS_EXCHANGE", &app.settings.ingest.events_exchange)
+        // A free port: the guide names the one taken.
         .env("ALTINN_SIM_LISTEN", "127.0.0.1:0")
+        // A user's settings for the real Altinn, which dev must not use.
+        .env("ALTINN_BASE_URL", "https://platform.altinn.no")
+        .env("MASKINPORTEN_KEY_FILE", "/nonexistent/prod-key.pem")
         .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // The guide dev prints names the simulator's address.
     let mut lines = BufReader::new(dev.stderr.take().unwrap()).lines();
+    let mut stderr = Vec::new();
     let sim = loop {
         let line = lines
             .next_line()
             .await
             .unwrap()
             .expect("dev printed its guide");
-        if let Some(rest) = line.split("simulator at ").nth(1) {
-            break rest.split(',').next().unwrap().to_owned();
+        let addr = line
+            .split("simulator at ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        stderr.push(line);
+        if let Some(addr) = addr {
+            break addr;
         }
     };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let rest = tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            stderr.push(line);
+        }
+        stderr
+    });
     let delegations = || {
         let url = format!("{sim}/_sim/delegations");
         async move {
@@ -246,6 +267,19 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
 
     publish(&app, "01-kari-role-changed.json").await;
     publish(&app, "02-kari-client-assigned.json").await;
+    app.wait_until("Kari's desired grant", || async {
+        !state::desired_grants(&app.pool, FIRM)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    assert_eq!(
+        delegations().await,
+        Vec::<Value>::new(),
+        "nothing reaches Altinn before a sync"
+    );
+
     let prefix = app.settings.ingest.topology_prefix.clone();
     let sync = ["sync", "--firm", FIRM, "--topology-prefix", &prefix];
     cli(&app, &sync).await;
@@ -255,6 +289,8 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
     .await;
     let held = delegations().await;
     assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["firmOrgNumber"], FIRM);
+    assert_eq!(held[0]["agentParty"], KARI_PARTY, "Kari is the agent");
     assert_eq!(
         held[0]["packages"],
         json!(["urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet"])
@@ -266,6 +302,16 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         delegations().await.is_empty()
     })
     .await;
+    let explained = cli(&app, &["explain", "--firm", FIRM, "--employee", KARI]).await;
+    let explained = String::from_utf8(explained.stdout).unwrap();
+    assert!(
+        explained.contains("998877660") && explained.contains("removed"),
+        "{explained}"
+    );
+    assert!(
+        !explained.contains("15038512363"),
+        "explain never prints the identity number"
+    );
 
     let status = Command::new("kill")
         .arg("-TERM")
@@ -274,9 +320,28 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         .await
         .unwrap();
     assert!(status.success());
+    let exit = tokio::time::timeout(WAIT, dev.wait())
+        .await
+        .expect("dev stops in time after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "dev exits 0 on SIGTERM, got {exit}");
+
+    let stderr = rest.await.unwrap().join("\n");
     assert!(
-        dev.wait().await.unwrap().success(),
-        "dev exits 0 on SIGTERM"
+        stderr.contains("ALTINN_BASE_URL, MASKINPORTEN_KEY_FILE"),
+        "dev says which settings it ignores: {stderr}"
     );
+    assert!(
+        !stderr.contains("platform.altinn.no") && !stderr.contains("prod-key"),
+        "dev does not echo the ignored values: {stderr}"
+    );
+    for step in [
+        "--routing-key RoleChanged",
+        "schemas/examples/demo/05-kari-client-removed.json",
+        &format!("sync --firm {FIRM} --topology-prefix {prefix}"),
+        &format!("curl -s {sim}/_sim/delegations"),
+    ] {
+        assert!(stderr.contains(step), "the guide shows {step:?}: {stderr}");
+    }
     app.teardown().await;
 }

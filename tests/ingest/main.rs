@@ -12,4 +12,5 @@ mod flush_faults;
 mod maintenance;
 mod ordering;
 mod poison;
+mod reconcile;
 mod stories;
