@@ -170,9 +170,11 @@ async fn main() {
 
     pool.close().await;
     let admin = PgPool::connect(&format!("{root}/postgres")).await.unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS bench_{id} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS bench_{id} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
     let _ = std::fs::remove_file(world_file);
 }
 

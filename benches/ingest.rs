@@ -264,7 +264,13 @@ impl Bench {
                 let props = json_properties(Some(id));
                 confirms.push(
                     self.channel
-                        .basic_publish(exchange, key, BasicPublishOptions::default(), body, props)
+                        .basic_publish(
+                            exchange.into(),
+                            key.as_str().into(),
+                            BasicPublishOptions::default(),
+                            body,
+                            props,
+                        )
                         .await
                         .unwrap(),
                 );
@@ -285,7 +291,7 @@ impl Bench {
         );
         self.channel
             .queue_declare(
-                &queue,
+                queue.as_str().into(),
                 QueueDeclareOptions {
                     durable: true,
                     ..Default::default()
@@ -308,8 +314,8 @@ impl Bench {
         let started = Instant::now();
         let mut consumer = ch
             .basic_consume(
-                &queue,
-                "",
+                queue.as_str().into(),
+                "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -329,8 +335,10 @@ impl Bench {
             }
         }
         let rate = n as f64 / started.elapsed().as_secs_f64();
-        let _ = ch.queue_delete(&queue, Default::default()).await;
-        let _ = conn.close(200, "done").await;
+        let _ = ch
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+        let _ = conn.close(200, "done".into()).await;
         rate
     }
 
@@ -352,8 +360,8 @@ impl Bench {
                 confirms.push(
                     self.channel
                         .basic_publish(
-                            &self.topology.events_exchange,
-                            key,
+                            self.topology.events_exchange.as_str().into(),
+                            key.as_str().into(),
                             BasicPublishOptions::default(),
                             &body,
                             props,
@@ -381,7 +389,7 @@ impl Bench {
         let q = self
             .channel
             .queue_declare(
-                &self.topology.events_queue,
+                self.topology.events_queue.as_str().into(),
                 QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -399,23 +407,29 @@ impl Bench {
             &self.topology.commands_queue,
             &self.topology.dead_letter_queue,
         ] {
-            let _ = self.channel.queue_delete(q, Default::default()).await;
+            let _ = self
+                .channel
+                .queue_delete(q.as_str().into(), Default::default())
+                .await;
         }
         for x in [
             &self.topology.events_exchange,
             &self.topology.commands_exchange,
             &self.topology.dead_letter_exchange,
         ] {
-            let _ = self.channel.exchange_delete(x, Default::default()).await;
+            let _ = self
+                .channel
+                .exchange_delete(x.as_str().into(), Default::default())
+                .await;
         }
         self.pool.close().await;
         let root = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         let admin = PgPool::connect(&format!("{root}/postgres")).await.unwrap();
-        let _ = sqlx::query(&format!(
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS bench_{} WITH (FORCE)",
             self.id
-        ))
+        )))
         .execute(&admin)
         .await;
     }

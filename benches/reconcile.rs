@@ -286,10 +286,12 @@ async fn run_case(
             format!("auto_explain.log_min_duration = '{ms}ms'"),
             "auto_explain.log_analyze = on".to_owned(),
         ] {
-            sqlx::query(&format!("ALTER DATABASE bench_{id} SET {setting}"))
-                .execute(&pool)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE bench_{id} SET {setting}"
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
         }
     }
     eprintln!("[{case}] loading the facts…");
@@ -393,9 +395,11 @@ async fn run_case(
     };
     pool.close().await;
     let admin = PgPool::connect(&format!("{root}/postgres")).await.unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS bench_{id} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS bench_{id} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
     (outcome, baseline, missing, extra)
 }
 

@@ -245,7 +245,7 @@ async fn declare_topology(settings: &WorkerSettings) -> Result<(), lapin::Error>
     let conn = ingest::connect(&settings.broker.amqp_url).await?;
     let channel = conn.create_channel().await?;
     let declared = settings.ingest.topology().declare(&channel).await;
-    let _ = conn.close(200, "declared").await;
+    let _ = conn.close(200, "declared".into()).await;
     declared
 }
 

@@ -28,6 +28,7 @@
 //! - [`sim`]: the Altinn simulator the tests and demos run against.
 //! - [`worker`]: `altinn-sync run`, wiring the above with housekeeping.
 //! - [`dev`]: `altinn-sync dev`, the worker with the simulator in-process and a demo world.
+//! - [`retry`]: the one retry policy every retry uses.
 //! - [`publish`], [`cli`], [`telemetry`]: the operator's tools and the process around them.
 
 pub mod altinn;
@@ -37,6 +38,7 @@ pub mod dev;
 pub mod ingest;
 pub mod policy;
 pub mod publish;
+pub mod retry;
 pub mod sim;
 pub mod state;
 pub mod sync;

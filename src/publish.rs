@@ -1,8 +1,8 @@
 //! `altinn-sync publish`: put one JSON message on an exchange, with a publisher confirm.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
 use lapin::BasicProperties;
+use lapin::Confirmation;
 
 use crate::ingest;
 
@@ -52,8 +52,8 @@ pub async fn publish(
         .await?;
     let confirmation = channel
         .basic_publish(
-            exchange,
-            routing_key,
+            exchange.into(),
+            routing_key.into(),
             BasicPublishOptions {
                 mandatory: true,
                 ..Default::default()
@@ -63,7 +63,7 @@ pub async fn publish(
         )
         .await?
         .await?;
-    let _ = conn.close(200, "published").await;
+    let _ = conn.close(200, "published".into()).await;
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(_)) => Err(Error::Unroutable {

@@ -8,6 +8,7 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -36,13 +37,13 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("could not build the OTLP exporter")]
-    Exporter(#[from] opentelemetry::trace::TraceError),
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("could not install the tracing subscriber")]
     Subscriber(#[from] tracing_subscriber::util::TryInitError),
 }
 
 /// Flushes spans when dropped.
-pub struct Guard(Option<opentelemetry_sdk::trace::TracerProvider>);
+pub struct Guard(Option<SdkTracerProvider>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -71,8 +72,9 @@ pub fn init(settings: &TelemetrySettings, default_filter: &str) -> Result<Guard,
                 .with_http()
                 .with_endpoint(endpoint)
                 .build()?;
-            let provider = opentelemetry_sdk::trace::TracerProvider::builder()
-                .with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio)
+            // The batch processor exports from a thread of its own, hence the blocking client.
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
                 .build();
             let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("altinn-sync"));
             opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());

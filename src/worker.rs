@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::altinn::{self, AltinnClient, AltinnSettings};
 use crate::ingest::{self, BrokerSettings, IngestSettings, Metrics};
 use crate::policy::{RoleMapping, DEFAULT_ROLE_MAPPING};
+use crate::retry::RetryPolicy;
 use crate::state::{self, DbSettings};
 use crate::sync::{self, Dispatcher, FlushSettings};
 
@@ -118,8 +119,9 @@ async fn connect_with_retry(
     db: &DbSettings,
     shutdown: &CancellationToken,
 ) -> Result<Option<PgPool>, state::Error> {
-    let mut wait = Duration::from_millis(200);
+    let mut waits = RetryPolicy::DEFAULT.waits();
     loop {
+        let wait = waits.next_wait();
         match state::connect(db).await {
             Ok(pool) => return Ok(Some(pool)),
             Err(e) if e.is_retryable() => {
@@ -132,7 +134,6 @@ async fn connect_with_retry(
             () = shutdown.cancelled() => return Ok(None),
             () = tokio::time::sleep(wait) => {}
         }
-        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -260,12 +260,6 @@ fn token_expiry(token: &str) -> Option<DateTime<Utc>> {
     struct Exp {
         exp: i64,
     }
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.insecure_disable_signature_validation();
-    validation.validate_exp = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let data =
-        jsonwebtoken::decode::<Exp>(token, &DecodingKey::from_secret(&[]), &validation).ok()?;
+    let data = jsonwebtoken::dangerous::insecure_decode::<Exp>(token).ok()?;
     DateTime::from_timestamp(data.claims.exp, 0)
 }

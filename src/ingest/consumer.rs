@@ -13,9 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -59,7 +57,7 @@ impl QueueWorker<'_> {
         let result = self.consume_until(&shutdown).await;
         // Closing the channel requeues anything still unacked, at once rather than when the
         // connection goes.
-        let _ = self.channel.close(200, "worker stopping").await;
+        let _ = self.channel.close(200, "worker stopping".into()).await;
         self.dead_letters.close().await;
         result
     }
@@ -106,8 +104,8 @@ impl QueueWorker<'_> {
         Ok(self
             .channel
             .basic_consume(
-                &self.queue,
-                "",
+                self.queue.as_str().into(),
+                "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -163,7 +161,7 @@ impl QueueWorker<'_> {
         let opts = ApplyOptions {
             regression_threshold: self.settings.sequence_regression_threshold,
         };
-        let mut backoff = self.settings.retry_policy();
+        let mut waits = self.settings.retry_policy().waits();
         let mut outage_started: Option<Instant> = None;
         let tally = loop {
             match batch::commit(
@@ -192,7 +190,7 @@ impl QueueWorker<'_> {
                         self.requeue_all(last_tag, backlog).await?;
                         return self.wait_for_database(shutdown).await;
                     }
-                    let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
+                    let wait = waits.next_wait();
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(Handled::Abandoned),
                         () = tokio::time::sleep(wait) => {}
@@ -230,7 +228,7 @@ impl QueueWorker<'_> {
         backlog: &mut VecDeque<Delivery>,
     ) -> Result<(), Error> {
         self.channel
-            .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await?;
         while let Some(d) = consumer.next().await {
             backlog.push_back(d?);
@@ -264,13 +262,13 @@ impl QueueWorker<'_> {
     }
 
     async fn wait_for_database(&self, shutdown: &CancellationToken) -> Result<Handled, Error> {
-        let mut backoff = self.settings.retry_policy();
+        let mut waits = self.settings.retry_policy().waits();
         loop {
             match sqlx::query("SELECT 1").execute(&self.pool).await {
                 Ok(_) => return Ok(Handled::Requeued),
                 Err(e) => tracing::debug!(error = %e, "PostgreSQL still unavailable"),
             }
-            let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
+            let wait = waits.next_wait();
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(Handled::Abandoned),
                 () = tokio::time::sleep(wait) => {}

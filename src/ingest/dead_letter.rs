@@ -2,9 +2,9 @@
 
 use futures_util::future::try_join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::types::{AMQPValue, ShortString};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection};
 
 use super::batch::{Item, Status};
@@ -36,7 +36,7 @@ impl DeadLetterPublisher {
     }
 
     pub async fn close(&self) {
-        let _ = self.channel.close(200, "worker stopping").await;
+        let _ = self.channel.close(200, "worker stopping".into()).await;
     }
 
     /// Publishes every dead-lettered item and waits for all confirms.
@@ -52,7 +52,7 @@ impl DeadLetterPublisher {
                 headers.insert(
                     ShortString::from(k.to_owned()),
                     AMQPValue::LongString(v.to_owned().into()),
-                )
+                );
             };
             put("x-altinn-sync-reason", &poison.reason);
             put("x-altinn-sync-reason-code", poison.code);
@@ -62,8 +62,8 @@ impl DeadLetterPublisher {
             let confirm = self
                 .channel
                 .basic_publish(
-                    &self.exchange,
-                    d.routing_key.as_str(),
+                    self.exchange.as_str().into(),
+                    d.routing_key.clone(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()

@@ -8,8 +8,6 @@ mod topology;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
-use backoff::ExponentialBackoff;
 use lapin::{Connection, ConnectionProperties};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +16,7 @@ pub use batch::Stream;
 pub use topology::Topology;
 
 use crate::contract::Rules;
+use crate::retry::{RetryPolicy, Waits};
 use consumer::QueueWorker;
 use dead_letter::DeadLetterPublisher;
 
@@ -103,15 +102,11 @@ impl IngestSettings {
         Duration::from_secs(self.db_outage_hold_secs)
     }
 
-    /// Exponential with jitter, never giving up: used for reconnects and database outages.
-    fn retry_policy(&self) -> ExponentialBackoff {
-        ExponentialBackoff {
-            initial_interval: Duration::from_millis(200),
-            max_interval: Duration::from_secs(self.retry_max_interval_secs),
-            randomization_factor: 0.5,
-            multiplier: 2.0,
-            max_elapsed_time: None,
-            ..ExponentialBackoff::default()
+    /// For reconnects and database outages.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max: Duration::from_secs(self.retry_max_interval_secs),
+            ..RetryPolicy::DEFAULT
         }
     }
 }
@@ -184,25 +179,19 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let topology = settings.topology();
-    let mut backoff = settings.retry_policy();
+    let mut waits = settings.retry_policy().waits();
     'reconnect: loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
         let result = connect_and_consume(
-            amqp_url,
-            settings,
-            &topology,
-            &pool,
-            metrics,
-            &shutdown,
-            &mut backoff,
+            amqp_url, settings, &topology, &pool, metrics, &shutdown, &mut waits,
         )
         .await;
         match result {
             Ok(()) => return Ok(()),
             Err(e) if e.is_retryable() => {
-                let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(30));
+                let wait = waits.next_wait();
                 tracing::warn!(
                     error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
                     retry_in_ms = wait.as_millis() as u64, "RabbitMQ connection lost; reconnecting"
@@ -224,7 +213,7 @@ async fn connect_and_consume(
     pool: &PgPool,
     metrics: &Metrics,
     shutdown: &CancellationToken,
-    backoff: &mut ExponentialBackoff,
+    waits: &mut Waits,
 ) -> Result<(), Error> {
     // Connecting can hang on a half-open socket, so shutdown may interrupt it. Once consuming,
     // the queue loops watch the token themselves and finish the batch in hand.
@@ -233,16 +222,21 @@ async fn connect_and_consume(
         () = shutdown.cancelled() => return Ok(()),
     };
     let declare = conn.create_channel().await?;
-    topology.declare(&declare).await.map_err(|e| match e {
-        lapin::Error::ProtocolError(ref amqp) if amqp.get_id() == 406 => Error::TopologyMismatch(e),
-        other => Error::Broker(other),
-    })?;
-    let _ = declare.close(200, "declared").await;
+    topology
+        .declare(&declare)
+        .await
+        .map_err(|e| match e.kind() {
+            lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
+                Error::TopologyMismatch(e)
+            }
+            _ => Error::Broker(e),
+        })?;
+    let _ = declare.close(200, "declared".into()).await;
     tracing::info!(
         events_queue = %topology.events_queue, commands_queue = %topology.commands_queue,
         "connected to RabbitMQ; topology declared"
     );
-    backoff.reset();
+    waits.reset();
 
     let conn_ref = &conn;
     let worker = |stream, queue: String| async move {
@@ -266,16 +260,18 @@ async fn connect_and_consume(
     // If one loop fails, the other is dropped; closing the connection then requeues whatever
     // either had in hand. Transactions in flight roll back when dropped.
     let result = tokio::try_join!(events.run(shutdown.clone()), commands.run(shutdown.clone()));
-    let _ = conn.close(200, "worker stopping").await;
+    let _ = conn.close(200, "worker stopping".into()).await;
     result.map(|_| ())
 }
 
-/// Opens a connection that uses the tokio runtime. Automatic recovery stays off: the loop in
-/// [`run`] owns reconnecting and re-declaring.
+/// Opens a connection on lapin's default runtime, tokio.
+///
+/// lapin 4 can recover connections and channels itself; that stays off and the loop in [`run`]
+/// reconnects instead. A delivery tag is only valid on the channel that delivered it: after a
+/// recovery the batch in hand would ack (`multiple`) tags of the new channel, acknowledging
+/// messages whose effect was never committed. Starting over on a fresh connection, with the
+/// broker requeuing everything unacked, cannot do that.
 pub async fn connect(amqp_url: &str) -> Result<Connection, lapin::Error> {
-    let props = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio)
-        .with_connection_name("altinn-sync".into());
+    let props = ConnectionProperties::default().with_connection_name("altinn-sync".into());
     Connection::connect(amqp_url, props).await
 }

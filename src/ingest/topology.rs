@@ -46,21 +46,21 @@ impl Topology {
             ..Default::default()
         };
         ch.exchange_declare(
-            &self.events_exchange,
+            self.events_exchange.as_str().into(),
             ExchangeKind::Topic,
             durable,
             FieldTable::default(),
         )
         .await?;
         ch.exchange_declare(
-            &self.commands_exchange,
+            self.commands_exchange.as_str().into(),
             ExchangeKind::Topic,
             durable,
             FieldTable::default(),
         )
         .await?;
         ch.exchange_declare(
-            &self.dead_letter_exchange,
+            self.dead_letter_exchange.as_str().into(),
             ExchangeKind::Fanout,
             durable,
             FieldTable::default(),
@@ -71,12 +71,12 @@ impl Topology {
             durable: true,
             ..Default::default()
         };
-        ch.queue_declare(&self.dead_letter_queue, queue, quorum())
+        ch.queue_declare(self.dead_letter_queue.as_str().into(), queue, quorum())
             .await?;
         ch.queue_bind(
-            &self.dead_letter_queue,
-            &self.dead_letter_exchange,
-            "",
+            self.dead_letter_queue.as_str().into(),
+            self.dead_letter_exchange.as_str().into(),
+            "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -90,13 +90,17 @@ impl Topology {
                 &COMMAND_TYPES[..],
             ),
         ] {
-            ch.queue_declare(queue_name, queue, self.work_queue_arguments())
-                .await?;
+            ch.queue_declare(
+                queue_name.as_str().into(),
+                queue,
+                self.work_queue_arguments(),
+            )
+            .await?;
             for key in keys {
                 ch.queue_bind(
-                    queue_name,
-                    exchange,
-                    key,
+                    queue_name.as_str().into(),
+                    exchange.as_str().into(),
+                    (*key).into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )

@@ -157,7 +157,7 @@ impl Simulator {
         let altinn = Router::new()
             .route("/token", post(tokens::maskinporten_token))
             .route(
-                "/authentication/api/v1/exchange/:provider",
+                "/authentication/api/v1/exchange/{provider}",
                 get(tokens::exchange),
             )
             .route(

@@ -276,10 +276,10 @@ fn verify(headers: &HeaderMap, secret: &[u8], generation: u64) -> Result<IssuedC
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
     validation.validate_aud = false;
-    let claims =
-        jsonwebtoken::decode::<IssuedClaims>(token, &DecodingKey::from_secret(secret), &validation)
-            .map_err(|_| Error::Unauthorized)?
-            .claims;
+    let key = DecodingKey::from_secret(secret).map_err(|_| Error::Unauthorized)?;
+    let claims = jsonwebtoken::decode::<IssuedClaims>(token, &key, &validation)
+        .map_err(|_| Error::Unauthorized)?
+        .claims;
     if claims.generation != generation {
         return Err(Error::Unauthorized);
     }
@@ -287,12 +287,9 @@ fn verify(headers: &HeaderMap, secret: &[u8], generation: u64) -> Result<IssuedC
 }
 
 fn sign(claims: &IssuedClaims, secret: &[u8]) -> Result<String, Error> {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .map_err(|e| Error::BadRequest(format!("failed to sign a token: {e}")))
+    EncodingKey::from_secret(secret)
+        .and_then(|key| jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key))
+        .map_err(|e| Error::BadRequest(format!("failed to sign a token: {e}")))
 }
 
 /// For the admin endpoint: 401 for every token issued so far.

@@ -72,10 +72,13 @@ pub async fn resequence(pool: &PgPool, firm: &str, force: bool) -> Result<Option
         "clients",
         "project_accountants",
     ] {
-        sqlx::query(&format!("UPDATE {table} SET sequence = -1 WHERE firm = $1"))
-            .bind(firm)
-            .execute(&mut *tx)
-            .await?;
+        // `table` comes from the constant list above.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET sequence = -1 WHERE firm = $1"
+        )))
+        .bind(firm)
+        .execute(&mut *tx)
+        .await?;
     }
     sqlx::query(
         "UPDATE firms SET high_water_sequence = -1, held_since = NULL, updated_at = now() \

@@ -13,8 +13,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use backoff::backoff::Backoff;
-use backoff::ExponentialBackoff;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +24,7 @@ use uuid::Uuid;
 use super::{FlushSettings, Result};
 use crate::altinn::wire::{DelegationBatch, PersonInput};
 use crate::altinn::{self, AltinnClient, Class, Firm};
+use crate::retry::RetryPolicy;
 
 /// Altinn's prefix for access-package URNs.
 pub(super) const PACKAGE_URN: &str = "urn:altinn:accesspackage:";
@@ -801,18 +800,12 @@ impl Drop for InFlight<'_> {
 
 /// Exponential backoff with jitter for the `attempts`th failure, or what Altinn asked for.
 pub(super) fn retry_delay(settings: &FlushSettings, e: &altinn::Error, attempts: i32) -> Duration {
-    let mut policy = ExponentialBackoff {
-        initial_interval: Duration::from_millis(settings.flush_retry_initial_ms),
-        max_interval: Duration::from_secs(settings.flush_retry_max_secs),
-        randomization_factor: 0.3,
-        multiplier: 2.0,
-        max_elapsed_time: None,
-        ..ExponentialBackoff::default()
-    };
-    let mut wait = Duration::from_secs(1);
-    for _ in 0..attempts.max(1) {
-        wait = policy.next_backoff().unwrap_or(policy.max_interval);
-    }
+    let mut wait = RetryPolicy::new(
+        Duration::from_millis(settings.flush_retry_initial_ms),
+        Duration::from_secs(settings.flush_retry_max_secs),
+    )
+    .with_jitter(0.3)
+    .after_attempts(attempts.try_into().unwrap_or(0));
     // A paused firm (403, system user not approved) waits long: a person must act first.
     if e.class() == Class::FirmLevel {
         wait = wait.max(Duration::from_secs(900));

@@ -30,6 +30,7 @@ pub use parked::{parked, paused, retry, Parked, PausedFirm};
 pub use plan::{plan_flush, Planned};
 pub use reconcile::{reconcile, Reconciled, Report};
 
+use crate::retry::RetryPolicy;
 use crate::state;
 
 /// How long a `SyncNow` waits for the firm's events up to its `after_sequence`.
@@ -141,18 +142,25 @@ pub async fn run(pool: PgPool, dispatcher: Dispatcher, shutdown: CancellationTok
     listener.listen("altinn_sync_ingested").await?;
     let (commands, reconciles, planned) = (Notify::new(), Notify::new(), Notify::new());
     let ingested = async {
+        let mut waits = RetryPolicy::DEFAULT.waits();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 received = listener.recv() => match received {
                     Ok(_) => {
+                        waits.reset();
                         commands.notify_one();
                         reconciles.notify_one();
                     }
                     // sqlx reconnects on the next call; the loops' ticks cover the gap.
                     Err(e) => {
-                        tracing::warn!(error = %e, "lost the database notifications; reconnecting");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let wait = waits.next_wait();
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                            "lost the database notifications; reconnecting");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(wait) => {}
+                        }
                     }
                 },
             }

@@ -173,7 +173,8 @@ async fn insert_changes(
                  AND o.status IN ('pending', 'parked') AND o.action = $3)
            ON CONFLICT DO NOTHING"#
     );
-    let inserted = sqlx::query(&sql)
+    // `delta` is one of this module's own constant queries; every value is bound.
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(firm)
         .bind(cause)
         .bind(action)

@@ -340,7 +340,8 @@ async fn apply_firm(
         WHERE o.firm = $1 AND o.employee_id = k.employee_id
           AND o.client_org_number = k.client_org_number AND o.package = k.package
           AND ((o.status = 'pending' AND o.lease_until > now()) OR o.finished_at >= $2))"#;
-    let (missing, extra): (i64, i64) = sqlx::query_as(&format!(
+    // Built from constants only; every value is bound.
+    let (missing, extra): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         r#"WITH actual AS MATERIALIZED (
                SELECT employee_id, client_org_number, package FROM reconcile_actual
                WHERE command_id = $3 AND firm = $1
@@ -367,7 +368,7 @@ async fn apply_firm(
            )
            SELECT (SELECT count(*) FROM (SELECT * FROM desired EXCEPT SELECT * FROM actual) m),
                   (SELECT count(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM desired) e)"#
-    ))
+    )))
     .bind(firm)
     .bind(read_at)
     .bind(cause)

@@ -17,8 +17,8 @@ use altinn_sync::state::{self, DbSettings};
 use altinn_sync::sync::FlushSettings;
 use altinn_sync::worker::{self, Housekeeping, WorkerSettings};
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
+use lapin::Confirmation;
 use lapin::{Channel, Connection};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
@@ -177,8 +177,8 @@ impl TestApp {
         let confirm = self
             .publisher
             .basic_publish(
-                exchange,
-                routing_key,
+                exchange.into(),
+                routing_key.into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
@@ -207,7 +207,13 @@ impl TestApp {
                 let body = serde_json::to_vec(event).unwrap();
                 confirms.push(
                     self.publisher
-                        .basic_publish(&exchange, key, BasicPublishOptions::default(), &body, props)
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            key.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &body,
+                            props,
+                        )
                         .await
                         .unwrap(),
                 );
@@ -283,7 +289,10 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// Every desired grant, as the table holds it.
@@ -330,8 +339,8 @@ impl TestApp {
         let ch = self.conn.create_channel().await.unwrap();
         let mut consumer = ch
             .basic_consume(
-                &self.topology.dead_letter_queue,
-                "",
+                self.topology.dead_letter_queue.as_str().into(),
+                "".into(),
                 BasicConsumeOptions {
                     no_ack: true,
                     ..Default::default()
@@ -366,7 +375,7 @@ impl TestApp {
                 delivery.data.clone(),
             ));
         }
-        let _ = ch.close(200, "drained").await;
+        let _ = ch.close(200, "drained".into()).await;
         out
     }
 
@@ -381,24 +390,28 @@ impl TestApp {
             &self.topology.commands_queue,
             &self.topology.dead_letter_queue,
         ] {
-            let _ = ch.queue_delete(q, Default::default()).await;
+            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
         }
         for x in [
             &self.topology.events_exchange,
             &self.topology.commands_exchange,
             &self.topology.dead_letter_exchange,
         ] {
-            let _ = ch.exchange_delete(x, Default::default()).await;
+            let _ = ch
+                .exchange_delete(x.as_str().into(), Default::default())
+                .await;
         }
-        let _ = self.conn.close(200, "test done").await;
+        let _ = self.conn.close(200, "test done".into()).await;
         let url = self.settings.db.database_url.clone();
         self.pool.close().await;
         let root = PgPool::connect(&format!("{}/postgres", pg_root()))
             .await
             .unwrap();
         let name = url.rsplit('/').next().unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&root)
-            .await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&root)
+        .await;
     }
 }
