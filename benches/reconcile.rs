@@ -13,7 +13,7 @@ mod workload;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::RngExt;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
@@ -156,20 +156,20 @@ async fn steady_state(
     g: &Generated,
     shape: &Shape,
 ) -> (Vec<serde_json::Value>, u64, u64) {
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let (mut missing, mut extra) = (0, 0);
     let mut held = Vec::with_capacity(g.employees.len());
     for e in &g.employees {
         let mut parties = Vec::with_capacity(e.clients.len() + 1);
         for &c in &e.clients {
-            if rng.gen::<f64>() < shape.drift / 2.0 {
+            if rng.random::<f64>() < shape.drift / 2.0 {
                 missing += 1;
             } else {
                 parties.push(g.clients[e.firm][c].1);
             }
         }
         // An extra package on a client the employee does not work for.
-        if rng.gen::<f64>() < shape.drift / 2.0 * shape.per_employee as f64 {
+        if rng.random::<f64>() < shape.drift / 2.0 * shape.per_employee as f64 {
             let other = (0..shape.clients as usize).find(|c| !e.clients.contains(c));
             if let Some(c) = other {
                 parties.push(g.clients[e.firm][c].1);

@@ -8,7 +8,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -71,7 +70,7 @@ pub async fn inject(State(sim): State<Simulator>, mut request: Request, next: Ne
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
     }
     // One draw per fault, so shares are independent of each other.
-    let hit = |share: f64| share > 0.0 && rand::thread_rng().gen::<f64>() < share;
+    let hit = |share: f64| share > 0.0 && rand::random::<f64>() < share;
     let hang = hit(faults.hang_share);
     if hit(faults.drop_share) {
         if let Some(DropConnection(notify)) = request.extensions().get::<DropConnection>() {

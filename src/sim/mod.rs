@@ -42,7 +42,6 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use axum::routing::{get, post, put};
 use axum::Router;
-use rand::RngCore;
 use tokio::sync::Mutex;
 
 pub use faults::{Faults, JournalEntry};
@@ -120,7 +119,7 @@ impl Simulator {
         let mut secrets = [[0u8; 32]; 2];
         secrets
             .iter_mut()
-            .for_each(|s| rand::thread_rng().fill_bytes(s));
+            .for_each(|s| rand::fill(s));
         let inner = Inner {
             state: Mutex::default(),
             maskinporten_secret: secrets[0],

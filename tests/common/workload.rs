@@ -7,8 +7,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{RngExt, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -282,27 +282,27 @@ pub fn mixed_stream(
     let mut originals = 0;
     while originals < events {
         originals += 1;
-        let f = rng.gen_range(0..firms as usize);
-        let p = &people[f][rng.gen_range(0..people[f].len())];
-        let c = &clients[f][rng.gen_range(0..clients[f].len())];
+        let f = rng.random_range(0..firms as usize);
+        let p = &people[f][rng.random_range(0..people[f].len())];
+        let c = &clients[f][rng.random_range(0..clients[f].len())];
         let fe = &mut firm_events[f];
         // Day-to-day AdminFlow: mostly client work moving between people, some project-
         // accountant moves, and the occasional role change.
-        let event = match rng.gen_range(0..100) {
+        let event = match rng.random_range(0..100) {
             0..=4 => {
-                let n = rng.gen_range(0..=2);
-                let roles: Vec<&str> = ROLES.choose_multiple(&mut rng, n).copied().collect();
+                let n = rng.random_range(0..=2);
+                let roles: Vec<&str> = ROLES.sample(&mut rng, n).copied().collect();
                 fe.role_changed(p, &roles)
             }
             5..=59 => fe.client_assigned(p, c),
             60..=89 => fe.client_removed(p, c),
             _ => {
-                let q = &people[f][rng.gen_range(0..people[f].len())];
-                let new = if rng.gen_bool(0.9) { Some(q) } else { None };
+                let q = &people[f][rng.random_range(0..people[f].len())];
+                let new = if rng.random_bool(0.9) { Some(q) } else { None };
                 fe.project_accountant_changed(c, None, new)
             }
         };
-        if rng.gen_bool(duplicate_share) {
+        if rng.random_bool(duplicate_share) {
             out.push(event.clone());
         }
         out.push(event);
