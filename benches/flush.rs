@@ -4,6 +4,15 @@
 //! Settings: BENCH_FIRMS (default 200), BENCH_EMPLOYEES (per firm, 20), BENCH_CLIENTS (per
 //! firm, 20), BENCH_ASSIGNMENTS (clients per employee, 5), BENCH_LATENCY_MS (added by the
 //! simulator, 0), FLUSH_CONCURRENCY (16), FLUSH_CONCURRENCY_PER_FIRM (4).
+#![allow(
+    // Tests and benchmarks report failure by panicking, and count in small numbers.
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 #[path = "../tests/common/workload.rs"]
 mod workload;
@@ -109,7 +118,9 @@ async fn main() {
     .await
     .unwrap();
 
-    eprintln!("flushing {grants} grants (latency {latency_ms} ms, concurrency {concurrency}/{per_firm} per firm)…");
+    eprintln!(
+        "flushing {grants} grants (latency {latency_ms} ms, concurrency {concurrency}/{per_firm} per firm)…"
+    );
     let started = Instant::now();
     let mut worker = worker(&database_url, &id, port, concurrency, per_firm);
     let mut delivered = 0;
@@ -181,7 +192,7 @@ async fn main() {
 /// The ceiling without the outbox: every delivered delegation sent again by a bare
 /// `AltinnClient`, as fast as the concurrency allows. Altinn answers `changed=false`.
 async fn raw_client_rate(pool: &PgPool, port: u16, concurrency: usize) -> f64 {
-    use altinn_sync::altinn::{wire::DelegationBatch, AltinnClient, AltinnSettings};
+    use altinn_sync::altinn::{AltinnClient, AltinnSettings, wire::DelegationBatch};
     use futures_util::StreamExt;
     let settings = AltinnSettings {
         altinn_base_url: Some(format!("http://127.0.0.1:{port}")),

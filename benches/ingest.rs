@@ -4,25 +4,34 @@
 //! `cargo bench --bench ingest` (needs the local RabbitMQ and PostgreSQL). Settings:
 //! BENCH_EVENTS (default 200000), BENCH_RATE (offered load for latency, default 5000/s),
 //! BENCH_LATENCY_SECS (default 20), TEST_DATABASE_URL and TEST_AMQP_URL as for the tests.
+#![allow(
+    // Tests and benchmarks report failure by panicking, and count in small numbers.
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 #[path = "../tests/common/workload.rs"]
 mod workload;
 
 use std::collections::HashSet;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use altinn_sync::ingest::{self, Topology};
 use altinn_sync::publish::json_properties;
 use futures_util::StreamExt;
+use lapin::Channel;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::Channel;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -173,7 +182,9 @@ async fn main() {
         "| drain / raw broker (deliveries/s over msg/s) | {:.2} |",
         drain_rate / raw_rate
     );
-    println!("| latency at {rate}/s offered ({latency_ids} events): p50 / p99 / max | {p50:.1} / {p99:.1} / {max:.1} ms |");
+    println!(
+        "| latency at {rate}/s offered ({latency_ids} events): p50 / p99 / max | {p50:.1} / {p99:.1} / {max:.1} ms |"
+    );
     println!(
         "| during the drain: machine CPU busy / worker CPU time | {:.0}% / {worker_cpu:.1} s |",
         busy * 100.0

@@ -6,6 +6,15 @@
 //! firm, 50), BENCH_ASSIGNMENTS (clients per employee, 20): 1,000,000 desired grants by default.
 //! BENCH_DRIFT (0.01) is the steady-state case's drift, half missing and half extra.
 //! BENCH_CASES (`empty,steady`). BENCH_WORKER_LOG is the worker's `RUST_LOG` (default `warn`).
+#![allow(
+    // Tests and benchmarks report failure by panicking, and count in small numbers.
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 #[path = "../tests/common/workload.rs"]
 mod workload;
@@ -316,7 +325,9 @@ async fn run_case(
         missing
     };
     let baseline = outbox_baseline(&pool).await;
-    eprintln!("[{case}] {desired} desired grants; baseline insert {baseline:.1} s; starting the simulator…");
+    eprintln!(
+        "[{case}] {desired} desired grants; baseline insert {baseline:.1} s; starting the simulator…"
+    );
     let world_file = std::env::temp_dir().join(format!("bench-reconcile-{id}.json"));
     std::fs::write(&world_file, serde_json::to_vec(&world(g, held)).unwrap()).unwrap();
     let port = 21_000 + (std::process::id() % 5_000) as u16 + u16::from(case == "steady");
@@ -520,7 +531,9 @@ async fn main() {
     );
     println!("(2 cores; simulator in its own process, worker, PostgreSQL on the same machine)");
     println!();
-    println!("| case | read Altinn | baseline: bare client, same reads | delta + outbox | baseline: one INSERT of as many rows | whole command | outbox rows | drift made (missing / extra) | drift counted | worker peak RSS |");
+    println!(
+        "| case | read Altinn | baseline: bare client, same reads | delta + outbox | baseline: one INSERT of as many rows | whole command | outbox rows | drift made (missing / extra) | drift counted | worker peak RSS |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (case, o, baseline, missing, extra) in rows {
         let counted = o

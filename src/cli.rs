@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::ingest::BrokerSettings;
-use crate::policy::{RoleMapping, DEFAULT_ROLE_MAPPING};
+use crate::policy::{DEFAULT_ROLE_MAPPING, RoleMapping};
 use crate::state::DbSettings;
 use crate::telemetry::TelemetrySettings;
 use crate::worker::WorkerSettings;

@@ -86,6 +86,10 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), Error
         );
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "built into the binary; a unit test parses it"
+    )]
     let world: World = serde_json::from_str(DEMO_WORLD).expect("the embedded demo world parses");
     let simulator = Simulator::new();
     simulator.load(world).await;
@@ -207,11 +211,10 @@ struct Known {
 async fn reconcile_known_firms(pool: &sqlx::PgPool) -> Result<Known, state::Error> {
     let demo_ids: Vec<Uuid> = DEMO_EVENTS
         .iter()
-        .map(|text| {
-            let event: serde_json::Value =
-                serde_json::from_str(text).expect("the embedded demo events parse");
-            Uuid::parse_str(event["event_id"].as_str().unwrap_or_default())
-                .expect("the embedded demo events have ids")
+        // A unit test shows that every one parses and has an id.
+        .filter_map(|text| {
+            let event: serde_json::Value = serde_json::from_str(text).ok()?;
+            Uuid::parse_str(event["event_id"].as_str()?).ok()
         })
         .collect();
     let (firms, demo_events_seen): (i64, i64) = sqlx::query_as(
@@ -312,6 +315,7 @@ mod tests {
         for text in DEMO_EVENTS {
             let event: serde_json::Value = serde_json::from_str(text).unwrap();
             assert_eq!(event["firm"]["org_number"], DEMO_FIRM);
+            assert!(Uuid::parse_str(event["event_id"].as_str().unwrap()).is_ok());
         }
     }
 

@@ -42,6 +42,7 @@ impl RoleMapping {
 }
 
 impl Default for RoleMapping {
+    #[expect(clippy::expect_used, reason = "a constant; a unit test parses it")]
     fn default() -> Self {
         DEFAULT_ROLE_MAPPING
             .parse()

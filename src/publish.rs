@@ -1,8 +1,8 @@
 //! `altinn-sync publish`: put one JSON message on an exchange, with a publisher confirm.
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::BasicProperties;
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 
 use crate::ingest;
 
@@ -12,7 +12,9 @@ pub enum Error {
     NotJson(#[source] serde_json::Error),
     #[error("RabbitMQ failed (does the exchange exist? the worker declares it at start-up)")]
     Broker(#[from] lapin::Error),
-    #[error("no queue is bound to exchange {exchange:?} for routing key {routing_key:?}; the message was dropped by the broker (is the worker's topology declared?)")]
+    #[error(
+        "no queue is bound to exchange {exchange:?} for routing key {routing_key:?}; the message was dropped by the broker (is the worker's topology declared?)"
+    )]
     Unroutable {
         exchange: String,
         routing_key: String,

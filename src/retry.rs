@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use backoff::backoff::Backoff as _;
 use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff as _;
 
 /// How long to wait after each failure of a run of failures.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::time::{interval, MissedTickBehavior};
+use tokio::time::{MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
 use crate::altinn::{self, AltinnClient, AltinnSettings};
 use crate::ingest::{self, BrokerSettings, IngestSettings, Metrics};
-use crate::policy::{RoleMapping, DEFAULT_ROLE_MAPPING};
+use crate::policy::{DEFAULT_ROLE_MAPPING, RoleMapping};
 use crate::retry::RetryPolicy;
 use crate::state::{self, DbSettings};
 use crate::sync::{self, Dispatcher, FlushSettings};
@@ -126,7 +126,7 @@ async fn connect_with_retry(
             Ok(pool) => return Ok(Some(pool)),
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
-                    retry_in_ms = wait.as_millis() as u64, "waiting for PostgreSQL");
+                    retry_in = ?wait, "waiting for PostgreSQL");
             }
             Err(e) => return Err(e),
         }

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::config::ValidatedAltinnConfig;
-use super::error::{classify, Error, Result};
+use super::error::{Error, Result, classify};
 use super::maskinporten::{SigningKey, TokenSource};
 use super::wire::{
     AgentAccess, Assignment, AuthorizedParty, ClientAccess, Delegation, DelegationBatch, Paginated,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::config::ValidatedAltinnConfig;
-use super::error::{classify, classify_maskinporten, Error, Result};
+use super::error::{Error, Result, classify, classify_maskinporten};
 use super::wire::MaskinportenToken;
 
 /// Maskinporten accepts grants whose `exp` is at most 120 s after `iat`; stay well inside.
@@ -94,7 +94,7 @@ impl GrantClaims {
             aud: config.maskinporten_url.clone(),
             iss: config.client_id.clone(),
             iat: now.timestamp(),
-            exp: now.timestamp() + GRANT_LIFETIME.as_secs() as i64,
+            exp: now.timestamp() + GRANT_LIFETIME.as_secs().cast_signed(),
             jti: uuid::Uuid::new_v4().to_string(),
             scope: config.scopes.clone(),
             authorization_details: vec![AuthorizationDetail::system_user(org_number)],
@@ -172,10 +172,10 @@ impl TokenSource {
     pub async fn token(&self, org_number: &str) -> Result<Secret<String>> {
         let slot = self.slot(org_number);
         let mut cached = slot.lock().await;
-        if let Some(c) = cached.as_ref() {
-            if Utc::now() < c.refresh_at {
-                return Ok(c.token.clone());
-            }
+        if let Some(c) = cached.as_ref()
+            && Utc::now() < c.refresh_at
+        {
+            return Ok(c.token.clone());
         }
         let fresh = self.fetch(org_number).await?;
         let token = fresh.token.clone();
@@ -244,7 +244,7 @@ impl TokenSource {
             Err(Error::Token) => {
                 return Err(Error::FirmLevel {
                     reason: "Altinn refused to exchange the Maskinporten token".into(),
-                })
+                });
             }
             other => other?,
         }

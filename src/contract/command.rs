@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::event::{redact_type, RawFirm};
-use super::ids::{strict_uuid, text, OrgNumber};
-use super::{parse_json, timestamp, ContractError, Rules};
+use super::event::{RawFirm, redact_type};
+use super::ids::{OrgNumber, strict_uuid, text};
+use super::{ContractError, Rules, parse_json, timestamp};
 
 pub const COMMAND_TYPES: [&str; 2] = ["SyncNow", "NightlyReconcile"];
 

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::ids::{strict_uuid, text, NationalIdentityNumber, OrgNumber};
-use super::{parse_json, timestamp, ContractError, Rules};
+use super::ids::{NationalIdentityNumber, OrgNumber, strict_uuid, text};
+use super::{ContractError, Rules, parse_json, timestamp};
 
 pub const EVENT_TYPES: [&str; 4] = [
     "ClientAssigned",

@@ -80,7 +80,7 @@ impl NationalIdentityNumber {
             81..=92 => {
                 return Err(checksum(
                     "synthetic test numbers are accepted only in a test environment",
-                ))
+                ));
             }
             _ => return Err(checksum("the month of birth is not a possible month")),
         }

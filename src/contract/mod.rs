@@ -10,8 +10,8 @@ mod ids;
 
 use chrono::{DateTime, Utc};
 
-pub use command::{decode_command, Command, CommandKind, COMMAND_TYPES};
-pub use event::{decode_event, Client, Employee, Event, EventBody, EVENT_TYPES};
+pub use command::{COMMAND_TYPES, Command, CommandKind, decode_command};
+pub use event::{Client, EVENT_TYPES, Employee, Event, EventBody, decode_event};
 pub use ids::{NationalIdentityNumber, OrgNumber};
 
 /// Settings that change what the decoder accepts.

@@ -146,7 +146,8 @@ fn shard_of(firm: &str, n: usize) -> usize {
     let hash = firm.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    (hash % n as u64) as usize
+    // The remainder is below `n`, a usize.
+    usize::try_from(hash % n as u64).unwrap_or_default()
 }
 
 /// Commits one shard, splitting it when PostgreSQL refuses it, so that one bad message is

@@ -1,14 +1,14 @@
 //! Republishing poison messages to the dead-letter exchange, with the reason in headers.
 
 use futures_util::future::try_join_all;
+use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::types::{AMQPValue, ShortString};
-use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection};
 
-use super::batch::{Item, Status};
 use super::Error;
+use super::batch::{Item, Status};
 
 /// A channel in confirm mode: a poison message is acked only once the broker has confirmed
 /// its copy in the dead-letter queue.
@@ -79,7 +79,7 @@ impl DeadLetterPublisher {
                 Confirmation::Ack(None) => {}
                 Confirmation::Ack(Some(_)) => return Err(Error::DeadLetterUnroutable),
                 Confirmation::Nack(_) | Confirmation::NotRequested => {
-                    return Err(Error::DeadLetterNotConfirmed)
+                    return Err(Error::DeadLetterNotConfirmed);
                 }
             }
         }

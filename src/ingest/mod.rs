@@ -125,7 +125,9 @@ pub enum Error {
     #[error("the broker did not confirm a dead-lettered message")]
     DeadLetterNotConfirmed,
     /// The broker has a queue or exchange of ours with other properties: fix the topology.
-    #[error("the RabbitMQ topology does not match; delete or fix the queue or exchange the broker names")]
+    #[error(
+        "the RabbitMQ topology does not match; delete or fix the queue or exchange the broker names"
+    )]
     TopologyMismatch(#[source] lapin::Error),
     /// A database error that retrying will not fix.
     #[error("database failure")]
@@ -194,7 +196,7 @@ pub async fn run(
                 let wait = waits.next_wait();
                 tracing::warn!(
                     error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
-                    retry_in_ms = wait.as_millis() as u64, "RabbitMQ connection lost; reconnecting"
+                    retry_in = ?wait, "RabbitMQ connection lost; reconnecting"
                 );
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),

@@ -1,13 +1,13 @@
 //! The `/_sim` endpoints that tests and the dev mode use to set up and inspect the simulator.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 
+use super::Simulator;
 use super::faults::Faults;
 use super::tokens::revoke_all;
 use super::world::{DelegationRow, World};
-use super::Simulator;
 
 pub async fn put_world(State(sim): State<Simulator>, Json(world): Json<World>) -> StatusCode {
     sim.load(world).await;

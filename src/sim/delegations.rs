@@ -2,16 +2,16 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::Json;
 use chrono::Utc;
 use uuid::Uuid;
 
 use super::problem::{lookup_lockout, validation, vld};
-use super::tokens::{authorize, Caller};
-use super::world::{self, State as SimState, AGENT_ROLE_ID, MAX_FAILED_LOOKUPS};
+use super::tokens::{Caller, authorize};
+use super::world::{self, AGENT_ROLE_ID, MAX_FAILED_LOOKUPS, State as SimState};
 use super::{Error, Simulator};
 use crate::altinn::wire::{
     AgentAccess, Assignment, AuthorizedParty, ClientAccess, CompactEntity, CompactPackage,

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{to_bytes, Body};
+use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -72,13 +72,13 @@ pub async fn inject(State(sim): State<Simulator>, mut request: Request, next: Ne
     // One draw per fault, so shares are independent of each other.
     let hit = |share: f64| share > 0.0 && rand::random::<f64>() < share;
     let hang = hit(faults.hang_share);
-    if hit(faults.drop_share) {
-        if let Some(DropConnection(notify)) = request.extensions().get::<DropConnection>() {
-            journal_fault(&sim, &request, received_at, 0, "drop");
-            notify.notify_one();
-            // The connection task drops this future along with the socket.
-            std::future::pending::<()>().await;
-        }
+    if hit(faults.drop_share)
+        && let Some(DropConnection(notify)) = request.extensions().get::<DropConnection>()
+    {
+        journal_fault(&sim, &request, received_at, 0, "drop");
+        notify.notify_one();
+        // The connection task drops this future along with the socket.
+        std::future::pending::<()>().await;
     }
     if hit(faults.server_error_share) {
         journal_fault(&sim, &request, received_at, 503, "503");

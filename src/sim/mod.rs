@@ -40,12 +40,12 @@ mod world;
 
 use std::sync::{Arc, Mutex as StdMutex};
 
-use axum::routing::{get, post, put};
 use axum::Router;
+use axum::routing::{get, post, put};
 use tokio::sync::Mutex;
 
 pub use faults::{Faults, JournalEntry};
-pub use run::{run, SimArgs};
+pub use run::{SimArgs, run};
 pub use server::serve;
 pub use world::{Client, DelegationRow, Firm, FirmRole, MaskinportenClient, Person, World};
 
@@ -117,9 +117,7 @@ impl Simulator {
 
     fn build(journal: bool) -> Self {
         let mut secrets = [[0u8; 32]; 2];
-        secrets
-            .iter_mut()
-            .for_each(|s| rand::fill(s));
+        secrets.iter_mut().for_each(|s| rand::fill(s));
         let inner = Inner {
             state: Mutex::default(),
             maskinporten_secret: secrets[0],

@@ -1,8 +1,8 @@
 //! Altinn's problem bodies (`AltinnProblemDetails`) and how simulator errors become answers.
 
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use super::Error;
 use crate::altinn::error::LOOKUP_LOCKOUT_CODE;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{serve, Error, Faults, Simulator, World};
+use super::{Error, Faults, Simulator, World, serve};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {

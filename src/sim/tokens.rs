@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use chrono::Utc;
@@ -232,7 +232,7 @@ pub async fn exchange(
         .unwrap_or(ALTINN_TOKEN_LIFETIME);
     let claims = IssuedClaims {
         iss: "altinn-sim".into(),
-        exp: now + lifetime as i64,
+        exp: now.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
         iat: now,
         scope: mp.scope,
         org: mp.org,

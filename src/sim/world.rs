@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::{uuid, Uuid};
+use uuid::{Uuid, uuid};
 
 use super::faults::Faults;
 

@@ -13,8 +13,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::desired::{refresh_desired, RefreshKeys};
 use super::Result;
+use super::desired::{RefreshKeys, refresh_desired};
 use crate::contract::{Client, Employee, Event, EventBody};
 
 #[derive(Debug, Clone, Copy)]
@@ -546,7 +546,7 @@ async fn record_processed(conn: &mut PgConnection, accepted: &[&Event]) -> Resul
     .bind(at)
     .execute(&mut *conn)
     .await?;
-    Ok(inserted.rows_affected() as usize)
+    Ok(usize::try_from(inserted.rows_affected()).unwrap_or(usize::MAX))
 }
 
 #[allow(clippy::type_complexity)]

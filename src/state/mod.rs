@@ -10,13 +10,13 @@ mod desired;
 mod explain;
 mod maintenance;
 
-pub use apply::{apply_events, ApplyOptions, ApplyOutcome};
+pub use apply::{ApplyOptions, ApplyOutcome, apply_events};
 pub use commands::record_commands;
-pub use database::{connect, migrate, DbSettings};
-pub use dead_letters::{list_dead_letters, record_dead_letter, DeadLetter, DeadLetterRow};
-pub use desired::{align_role_mapping, desired_grants, DesiredGrant, Realigned};
-pub use explain::{explain, ClientFacts, Explanation};
-pub use maintenance::{prune, resequence, PruneOutcome, Resequenced};
+pub use database::{DbSettings, connect, migrate};
+pub use dead_letters::{DeadLetter, DeadLetterRow, list_dead_letters, record_dead_letter};
+pub use desired::{DesiredGrant, Realigned, align_role_mapping, desired_grants};
+pub use explain::{ClientFacts, Explanation, explain};
+pub use maintenance::{PruneOutcome, Resequenced, prune, resequence};
 
 /// Database failures, sorted by what the caller should do about them.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 
 use futures_util::StreamExt;
 use tokio::sync::{Mutex, Notify, Semaphore};
@@ -169,15 +169,12 @@ impl Dispatcher {
 
     /// After the person was removed as agent: the next grant adds them again.
     pub(super) fn forget_agent(&self, firm: &str, employee: Uuid) {
-        self.added
-            .lock()
-            .expect("agents")
-            .remove(&(firm.to_owned(), employee));
+        self.added.locked().remove(&(firm.to_owned(), employee));
     }
 
     /// Rows to claim per step: enough to keep every permitted call busy.
     pub fn claim_size(&self) -> i64 {
-        (self.settings.flush_concurrency.max(1) * 2) as i64
+        i64::try_from(self.settings.flush_concurrency.max(1) * 2).unwrap_or(i64::MAX)
     }
 
     /// Delivers every due row, in [`LANES`] concurrent steps; returns how many were processed.
@@ -285,14 +282,14 @@ impl Dispatcher {
     /// Leases up to `limit` due rows, the oldest first but at most a few per firm, so every
     /// firm with work moves and one firm's backlog cannot starve the rest.
     async fn claim(&self, limit: i64, lease: &str) -> Result<Vec<Row>> {
-        let per_firm = (self.settings.flush_concurrency_per_firm.max(1) * 2) as i64;
+        let per_firm_rows = self.settings.flush_concurrency_per_firm.max(1) * 2;
+        let per_firm = i64::try_from(per_firm_rows).unwrap_or(i64::MAX);
         // Firms other lanes already keep busy are left to them, so lanes spread over firms.
         let busy: Vec<String> = self
             .in_flight
-            .lock()
-            .expect("in flight")
+            .locked()
             .iter()
-            .filter(|(_, rows)| **rows as i64 >= per_firm)
+            .filter(|(_, rows)| **rows >= per_firm_rows)
             .map(|(firm, _)| firm.clone())
             .collect();
         // The firms whose oldest due row is oldest, then a few rows of each: one index probe
@@ -363,7 +360,7 @@ impl Dispatcher {
         .bind(&employees)
         .fetch_all(&self.pool)
         .await?;
-        let mut locks = self.lookup_locks.lock().expect("lock-outs");
+        let mut locks = self.lookup_locks.locked();
         Ok(found
             .into_iter()
             .map(|(firm, employee, agent, nin, last_name, locked_secs)| {
@@ -406,8 +403,7 @@ impl Dispatcher {
     async fn firm_permit(&self, firm: &str) -> Result<tokio::sync::OwnedSemaphorePermit> {
         let limit = self
             .firm_calls
-            .lock()
-            .expect("firm limits")
+            .locked()
             .entry(firm.to_owned())
             .or_insert_with(|| {
                 Arc::new(Semaphore::new(
@@ -613,15 +609,10 @@ impl Dispatcher {
             .or_default()
             .clone();
         let _one_per_person = lock.lock().await;
-        if let Some(agent) = self.added.lock().expect("agents").get(&key) {
+        if let Some(agent) = self.added.locked().get(&key) {
             return Ok(*agent);
         }
-        let locked_until = self
-            .lookup_locks
-            .lock()
-            .expect("lock-outs")
-            .get(&firm.org_number)
-            .copied();
+        let locked_until = self.lookup_locks.locked().get(&firm.org_number).copied();
         if let Some(left) = locked_until.and_then(|t| t.checked_duration_since(Instant::now())) {
             return Err(altinn::Error::LockedOut { retry_after: left });
         }
@@ -642,8 +633,7 @@ impl Dispatcher {
                 .await
                 .map_err(database)?;
                 self.lookup_locks
-                    .lock()
-                    .expect("lock-outs")
+                    .locked()
                     .insert(firm.org_number.clone(), Instant::now() + retry_after);
                 return Err(altinn::Error::LockedOut { retry_after });
             }
@@ -651,15 +641,10 @@ impl Dispatcher {
         };
         // Saved with the step's outcomes; should that fail, the next attempt adds the person
         // again, which Altinn answers with the same agent.
-        self.unsaved_agents.lock().expect("agents").push((
-            firm.org_number.clone(),
-            employee,
-            assignment.to_id,
-        ));
-        self.added
-            .lock()
-            .expect("agents")
-            .insert(key, assignment.to_id);
+        self.unsaved_agents
+            .locked()
+            .push((firm.org_number.clone(), employee, assignment.to_id));
+        self.added.locked().insert(key, assignment.to_id);
         Ok(assignment.to_id)
     }
 
@@ -684,7 +669,7 @@ impl Dispatcher {
             traces.push(trace);
             waits.push(wait);
         }
-        let agents = std::mem::take(&mut *self.unsaved_agents.lock().expect("agents"));
+        let agents = std::mem::take(&mut *self.unsaved_agents.locked());
         let agent_firms: Vec<&str> = agents.iter().map(|a| a.0.as_str()).collect();
         let agent_employees: Vec<Uuid> = agents.iter().map(|a| a.1).collect();
         let agent_parties: Vec<Uuid> = agents.iter().map(|a| a.2).collect();
@@ -748,7 +733,7 @@ impl Dispatcher {
         .await;
         if let Err(e) = finished {
             drop(agent_firms);
-            self.unsaved_agents.lock().expect("agents").extend(agents);
+            self.unsaved_agents.locked().extend(agents);
             return Err(e.into());
         }
         Ok(())
@@ -776,7 +761,7 @@ impl<'a> InFlight<'a> {
         for row in rows {
             *firms.entry(row.firm.clone()).or_default() += 1;
         }
-        let mut all = counts.lock().expect("in flight");
+        let mut all = counts.locked();
         for (firm, n) in &firms {
             *all.entry(firm.clone()).or_default() += n;
         }
@@ -786,7 +771,7 @@ impl<'a> InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut all = self.counts.lock().expect("in flight");
+        let mut all = self.counts.locked();
         for (firm, n) in &self.firms {
             if let Some(count) = all.get_mut(firm) {
                 *count = count.saturating_sub(*n);
@@ -839,5 +824,17 @@ fn database(e: sqlx::Error) -> altinn::Error {
     altinn::Error::Transient {
         retry_after: None,
         reason: format!("database: {e}"),
+    }
+}
+
+/// Locks one of the dispatcher's in-memory maps. They hold caches and counters that every
+/// step leaves consistent, so a panic elsewhere while one was held does not make it unusable.
+trait Locked<T> {
+    fn locked(&self) -> MutexGuard<'_, T>;
+}
+
+impl<T> Locked<T> for StdMutex<T> {
+    fn locked(&self) -> MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::dispatch::{retry_delay, Dispatcher};
 use super::Result;
+use super::dispatch::{Dispatcher, retry_delay};
 use crate::altinn::{self, Class};
 
 /// How long a person Altinn would not remove is left alone before asking again.

@@ -18,17 +18,17 @@ mod reconcile;
 
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use dispatch::{Dispatcher, Step};
-pub use parked::{parked, paused, retry, Parked, PausedFirm};
-pub use plan::{plan_flush, Planned};
-pub use reconcile::{reconcile, Reconciled, Report};
+pub use parked::{Parked, PausedFirm, parked, paused, retry};
+pub use plan::{Planned, plan_flush};
+pub use reconcile::{Reconciled, Report, reconcile};
 
 use crate::retry::RetryPolicy;
 use crate::state;
@@ -155,7 +155,7 @@ pub async fn run(pool: PgPool, dispatcher: Dispatcher, shutdown: CancellationTok
                     // sqlx reconnects on the next call; the loops' ticks cover the gap.
                     Err(e) => {
                         let wait = waits.next_wait();
-                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                        tracing::warn!(error = %e, retry_in = ?wait,
                             "lost the database notifications; reconnecting");
                         tokio::select! {
                             () = shutdown.cancelled() => return Ok(()),

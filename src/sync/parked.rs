@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::plan::{lift_pause, requeue_parked, Requeue};
 use super::Result;
+use super::plan::{Requeue, lift_pause, requeue_parked};
 
 #[derive(Debug, serde::Serialize, sqlx::FromRow)]
 pub struct Parked {

@@ -26,9 +26,9 @@ use futures_util::StreamExt;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::dispatch::{Dispatcher, PACKAGE_URN};
-use super::plan::{plan_flush, requeue_parked, Planned, Requeue};
 use super::Result;
+use super::dispatch::{Dispatcher, PACKAGE_URN};
+use super::plan::{Planned, Requeue, plan_flush, requeue_parked};
 use crate::altinn;
 
 /// Firms planned at once: the work is PostgreSQL's, and two transactions keep two cores busy.
@@ -384,8 +384,8 @@ async fn apply_firm(
         .await?;
     tx.commit().await?;
     Ok(Applied {
-        missing: missing as u64,
-        extra: extra as u64,
+        missing: missing.unsigned_abs(),
+        extra: extra.unsigned_abs(),
         retried,
         planned,
     })

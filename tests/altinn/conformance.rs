@@ -6,14 +6,14 @@
 use std::collections::BTreeSet;
 
 use altinn_sync::altinn::client::{
-    AGENTS_PATH, AGENT_PACKAGES_PATH, AUTHORIZED_PARTIES_PATH, CLIENTS_PATH,
+    AGENT_PACKAGES_PATH, AGENTS_PATH, AUTHORIZED_PARTIES_PATH, CLIENTS_PATH,
 };
 use altinn_sync::altinn::maskinporten::EXCHANGE_PATH;
 use altinn_sync::altinn::wire::{DelegationBatch, PersonInput};
 use altinn_sync::sim::JournalEntry;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::helpers::{spawn, KLADM, LAST_NAME, LONN, NIN, REGN};
+use crate::helpers::{KLADM, LAST_NAME, LONN, NIN, REGN, spawn};
 
 const ENDUSER: &str = include_str!("openapi/altinn-platform-accessmanagement-v1-enduser.json");
 const AUTHENTICATION: &str = include_str!("openapi/altinn-platform-authentication-v1.json");
@@ -30,9 +30,8 @@ impl Spec {
         let mut enduser: Value = serde_json::from_str(ENDUSER).unwrap();
         // Known deviation: the spec says `data` is a list of lists of parties, but Altinn's
         // controller answers a flat list (see shared/altinn-openapi/README.md). Trust the code.
-        enduser["components"]["schemas"]["PaginatedResultOfListOfAuthorizedPartyDto"]
-            ["properties"]["data"]["items"] =
-            json!({"$ref": "#/components/schemas/AuthorizedPartyDto"});
+        enduser["components"]["schemas"]["PaginatedResultOfListOfAuthorizedPartyDto"]["properties"]
+            ["data"]["items"] = json!({"$ref": "#/components/schemas/AuthorizedPartyDto"});
         Self {
             enduser,
             authentication: serde_json::from_str(AUTHENTICATION).unwrap(),

@@ -8,7 +8,7 @@ use altinn_sync::altinn::{Class, Error, Firm};
 use altinn_sync::sim::Faults;
 
 use crate::helpers::{
-    spawn, KEY_B, KLADM, LAST_NAME, LONN, NIN, READ_SCOPES, REGN, UNAPPROVED_FIRM_ORG,
+    KEY_B, KLADM, LAST_NAME, LONN, NIN, READ_SCOPES, REGN, UNAPPROVED_FIRM_ORG, spawn,
 };
 
 fn person(last_name: &str) -> PersonInput {
@@ -132,9 +132,11 @@ async fn a_revoked_token_is_refreshed_once_and_the_call_retried() {
     assert_eq!(clients.len(), 1);
     assert_eq!(t.calls("POST", "/token"), 2, "one refresh after the 401");
     let journal = t.sim.journal();
-    assert!(journal
-        .iter()
-        .any(|e| e.status == 401 && e.path.ends_with("/clients")));
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.status == 401 && e.path.ends_with("/clients"))
+    );
 }
 
 #[tokio::test]

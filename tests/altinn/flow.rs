@@ -2,7 +2,7 @@
 
 use altinn_sync::altinn::wire::{DelegationBatch, PersonInput};
 
-use crate::helpers::{spawn, LAST_NAME, LONN, NIN, REGN, UTEN_SIGN};
+use crate::helpers::{LAST_NAME, LONN, NIN, REGN, UTEN_SIGN, spawn};
 
 fn kari() -> PersonInput {
     PersonInput {
@@ -111,9 +111,11 @@ async fn delegate_and_revoke_report_changed_only_the_first_time() {
         added_again.iter().map(|d| d.changed).collect::<Vec<_>>(),
         [false, false]
     );
-    assert!(added
-        .iter()
-        .all(|d| d.from_id == t.client && d.to_id == agent && d.via_id == t.firm.party));
+    assert!(
+        added
+            .iter()
+            .all(|d| d.from_id == t.client && d.to_id == agent && d.via_id == t.firm.party)
+    );
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].client.id, t.client);
     assert_eq!(held[0].access[0].packages.len(), 2);
@@ -151,11 +153,13 @@ async fn delegate_and_revoke_report_changed_only_the_first_time() {
         t.sim.delegations().await.is_empty(),
         "the delegation goes with its last package"
     );
-    assert!(client
-        .agent_packages(&t.firm, agent)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        client
+            .agent_packages(&t.firm, agent)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use altinn_sync::altinn::maskinporten::{GrantClaims, SigningKey};
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::helpers::{spawn, TestSim, ALL_SCOPES, FIRM_ORG, KEY_A, KEY_B};
+use crate::helpers::{ALL_SCOPES, FIRM_ORG, KEY_A, KEY_B, TestSim, spawn};
 
 fn claims(t: &TestSim) -> GrantClaims {
     GrantClaims::new(

@@ -1,4 +1,13 @@
 //! The Altinn client against the in-process simulator, and both against Altinn's OpenAPI spec.
+#![allow(
+    // Tests and benchmarks report failure by panicking, and count in small numbers.
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 mod conformance;
 mod errors;

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use tokio::sync::broadcast;
 use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
+use tracing_subscriber::layer::{Context, SubscriberExt};
 
 static SENDER: OnceLock<broadcast::Sender<String>> = OnceLock::new();
 

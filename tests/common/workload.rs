@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{RngExt, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 pub const ROLES: [&str; 4] = [

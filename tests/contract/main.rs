@@ -1,10 +1,19 @@
 //! The JSON Schemas in `schemas/` and the Rust decoder must agree on the example corpus in
 //! `schemas/examples/`: both accept every valid case; the decoder rejects every invalid case,
 //! and the schemas reject every invalid case that JSON Schema can express.
+#![allow(
+    // Tests and benchmarks report failure by panicking, and count in small numbers.
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::path::{Path, PathBuf};
 
-use altinn_sync::contract::{decode_command, decode_event, Rules};
+use altinn_sync::contract::{Rules, decode_command, decode_event};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::process::Command;
 
 use altinn_sync::state;

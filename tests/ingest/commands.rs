@@ -3,8 +3,8 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::workload::org_number;
 use crate::common::TestApp;
+use crate::common::workload::org_number;
 
 /// (command_type, firm, after_sequence, requested_by)
 type Recorded = (String, Option<String>, Option<i64>, Option<String>);

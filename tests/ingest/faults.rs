@@ -5,8 +5,8 @@ use std::process::Stdio;
 use tokio::process::{Child, Command};
 
 use crate::common::proxy::Proxy;
-use crate::common::workload::{mixed_stream, org_number, FirmEvents, Model, Person};
-use crate::common::{logs, TestApp};
+use crate::common::workload::{FirmEvents, Model, Person, mixed_stream, org_number};
+use crate::common::{TestApp, logs};
 
 /// The worker as its own process, configured for the test's database and topology.
 fn worker_process(app: &TestApp) -> Child {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use altinn_sync::altinn::AltinnSettings;
 use altinn_sync::sim::{self, Client, FirmRole, MaskinportenClient, Person, Simulator, World};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

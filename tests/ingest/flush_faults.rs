@@ -14,8 +14,8 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::common::{workload, TestApp};
-use crate::flush::{flushed, maskinporten_client, serve, sync_now, FIRM, MED, SCOPES};
+use crate::common::{TestApp, workload};
+use crate::flush::{FIRM, MED, SCOPES, flushed, maskinporten_client, serve, sync_now};
 
 /// A journaling simulator with the firm, clients that registered it and employees.
 struct Office {

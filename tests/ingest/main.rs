@@ -1,5 +1,14 @@
 //! End-to-end ingest tests: real RabbitMQ, real PostgreSQL, a fresh database and topology per
 //! test, from a published message to the desired-state table.
+#![allow(
+    // Tests and benchmarks report failure by panicking, and count in small numbers.
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 #[path = "../common/mod.rs"]
 mod common;

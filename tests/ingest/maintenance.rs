@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::common::workload::{org_number, FirmEvents, Person};
 use crate::common::TestApp;
+use crate::common::workload::{FirmEvents, Person, org_number};
 
 #[tokio::test]
 async fn processed_ids_and_tombstones_older_than_the_retention_are_pruned() {

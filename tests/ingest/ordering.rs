@@ -1,7 +1,7 @@
 //! Duplicates, reordering, tombstones, firm isolation, and sequence regressions.
 
-use crate::common::workload::{mixed_stream, org_number, FirmEvents, Model, Person};
 use crate::common::TestApp;
+use crate::common::workload::{FirmEvents, Model, Person, mixed_stream, org_number};
 
 #[tokio::test]
 async fn duplicates_change_nothing_and_are_recorded_once() {

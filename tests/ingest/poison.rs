@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use crate::common::workload::{org_number, FirmEvents, Person};
 use crate::common::TestApp;
+use crate::common::workload::{FirmEvents, Person, org_number};
 
 #[tokio::test]
 async fn each_poison_kind_is_dead_lettered_and_good_messages_around_it_are_applied() {

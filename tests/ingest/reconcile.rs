@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
-use altinn_sync::altinn::wire::DelegationBatch;
 use altinn_sync::altinn::AltinnClient;
+use altinn_sync::altinn::wire::DelegationBatch;
 use altinn_sync::sim::{Simulator, World};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::common::TestApp;
-use crate::flush::{maskinporten_client, serve, FIRM, MED};
+use crate::flush::{FIRM, MED, maskinporten_client, serve};
 
 /// Registered the firm as its accountant in ER.
 const CLIENT_A: &str = "998877660";

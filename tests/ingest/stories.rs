@@ -1,7 +1,7 @@
 //! The help page's stories about desired state, from published events to `desired` output.
 
-use crate::common::workload::{org_number, FirmEvents, Person};
 use crate::common::TestApp;
+use crate::common::workload::{FirmEvents, Person, org_number};
 
 const LONN: &str = "regnskapsforer-lonn";
 const MED: &str = "regnskapsforer-med-signeringsrettighet";
