@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 
 # ---- build ----
-FROM rust:1-bookworm AS builder
+# The toolchain the project is tested with (rust-version in Cargo.toml is the minimum).
+FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
