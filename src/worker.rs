@@ -42,6 +42,9 @@ pub struct Housekeeping {
     /// Seconds between progress reports in the log.
     #[arg(long, env = "PROGRESS_INTERVAL_SECS", default_value_t = 10)]
     pub progress_interval_secs: u64,
+    /// Seconds the worker may take to stop after SIGTERM (not honoured yet).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
 }
 
 impl Housekeeping {
@@ -56,6 +59,8 @@ pub enum Error {
     Database(#[from] state::Error),
     #[error("ingest stopped")]
     Ingest(#[from] ingest::Error),
+    #[error("the flush to Altinn stopped")]
+    Flush(#[source] state::Error),
     #[error("the Altinn settings are unusable")]
     Altinn(#[from] altinn::Error),
 }

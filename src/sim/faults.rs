@@ -69,6 +69,11 @@ pub async fn inject(State(sim): State<Simulator>, mut request: Request, next: Ne
     if faults.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
     }
+    if request.uri().path().ends_with("/agents/accesspackages")
+        && request.method() != axum::http::Method::GET
+    {
+        wait_at_gate(&sim).await;
+    }
     // One draw per fault, so shares are independent of each other.
     let hit = |share: f64| share > 0.0 && rand::random::<f64>() < share;
     let hang = hit(faults.hang_share);
@@ -100,6 +105,19 @@ pub async fn inject(State(sim): State<Simulator>, mut request: Request, next: Ne
         tokio::time::sleep(Duration::from_millis(faults.hang_ms)).await;
     }
     response
+}
+
+/// Holds a delegation change while the test's gate is closed (see `Simulator::close_gate`).
+async fn wait_at_gate(sim: &Simulator) {
+    let mut closed = sim.inner.gate_closed.subscribe();
+    if !*closed.borrow_and_update() {
+        return;
+    }
+    sim.inner.held_at_gate.send_modify(|n| *n += 1);
+    let _ = closed.wait_for(|closed| !*closed).await;
+    sim.inner
+        .held_at_gate
+        .send_modify(|n| *n = n.saturating_sub(1));
 }
 
 fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {

@@ -97,6 +97,9 @@ struct Inner {
     altinn_secret: [u8; 32],
     /// Every answered request, when built with [`Simulator::with_journal`].
     journal: Option<StdMutex<Vec<JournalEntry>>>,
+    /// Whether delegation changes are held at the door, and how many are held now.
+    gate_closed: tokio::sync::watch::Sender<bool>,
+    held_at_gate: tokio::sync::watch::Sender<usize>,
 }
 
 impl Default for Simulator {
@@ -123,6 +126,8 @@ impl Simulator {
             maskinporten_secret: secrets[0],
             altinn_secret: secrets[1],
             journal: journal.then(StdMutex::default),
+            gate_closed: tokio::sync::watch::Sender::new(false),
+            held_at_gate: tokio::sync::watch::Sender::new(0),
         };
         Self {
             inner: Arc::new(inner),
@@ -135,6 +140,22 @@ impl Simulator {
 
     pub async fn set_faults(&self, faults: Faults) {
         self.inner.state.lock().await.faults = faults;
+    }
+
+    /// Holds every delegation change (`POST` or `DELETE agents/accesspackages`) unanswered until
+    /// [`Self::open_gate`]: a test's way to have a change in flight for as long as it needs.
+    pub fn close_gate(&self) {
+        self.inner.gate_closed.send_replace(true);
+    }
+
+    pub fn open_gate(&self) {
+        self.inner.gate_closed.send_replace(false);
+    }
+
+    /// Waits until `n` delegation changes are held at the closed gate.
+    pub async fn held_at_gate(&self, n: usize) {
+        let mut held = self.inner.held_at_gate.subscribe();
+        let _ = held.wait_for(|held| *held >= n).await;
     }
 
     pub async fn delegations(&self) -> Vec<DelegationRow> {

@@ -61,6 +61,9 @@ pub struct FlushSettings {
     /// Altinn calls in flight at once for any one firm.
     #[arg(long, env = "FLUSH_CONCURRENCY_PER_FIRM", default_value_t = 4)]
     pub flush_concurrency_per_firm: usize,
+    /// Make before break's longest wait, in seconds (not honoured yet).
+    #[arg(long, env = "MAKE_BEFORE_BREAK_MAX_SECS", default_value_t = 900)]
+    pub make_before_break_max_secs: u64,
 }
 
 #[derive(sqlx::FromRow)]

@@ -89,6 +89,7 @@ impl TestApp {
                 role_mapping: RoleMapping::default(),
                 retention_days: 30,
                 progress_interval_secs: 60,
+                shutdown_grace_secs: 25,
             },
             altinn: AltinnSettings::default(),
             flush: FlushSettings {
@@ -98,6 +99,7 @@ impl TestApp {
                 flush_lease_secs: 120,
                 remove_idle_agents: false,
                 flush_concurrency_per_firm: 4,
+                make_before_break_max_secs: 900,
             },
         };
         let pool = state::connect(&settings.db).await.expect("test database");
@@ -132,6 +134,15 @@ impl TestApp {
         let shutdown = token.clone();
         let handle = tokio::spawn(async move { worker::run(&settings, shutdown).await });
         self.worker = Some((token, handle));
+    }
+
+    /// Waits for the worker to stop by itself, and says how it ended.
+    pub async fn worker_ended(&mut self) -> Result<(), worker::Error> {
+        let (_token, handle) = self.worker.take().expect("the worker is running");
+        tokio::time::timeout(WAIT, handle)
+            .await
+            .expect("the worker stops by itself")
+            .expect("the worker task did not panic")
     }
 
     /// Graceful shutdown, as on SIGTERM.

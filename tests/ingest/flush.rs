@@ -797,3 +797,176 @@ async fn the_nightly_reconcile_retries_parked_changes_and_re_adds_a_lost_agent()
     );
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_sync_now_waiting_for_its_events_is_honoured_after_a_plain_one() {
+    let altinn = altinn().await;
+    let mut app = flushing_app(&altinn).await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    app.barrier().await;
+    // AdminFlow asks for a sync after Kari's assignment (1002), which is still on its way; an
+    // administrator's plain sync-now overtakes it.
+    sync_now(&app, 1002).await;
+    let plain = json!({
+        "command_id": Uuid::new_v4(), "command_type": "SyncNow",
+        "requested_at": "2026-11-24T08:00:00Z", "requested_by": "admin@firm.example",
+        "firm": {"org_number": FIRM}
+    });
+    app.publish_command(&plain).await;
+    app.wait_until("the plain sync-now handled", || async {
+        app.count(&format!(
+            "SELECT count(*) FROM commands WHERE command_id = '{}' AND handled_at IS NOT NULL",
+            plain["command_id"].as_str().unwrap()
+        ))
+        .await
+            == 1
+    })
+    .await;
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM commands WHERE after_sequence = 1002 AND handled_at IS NULL"
+        )
+        .await,
+        1,
+        "the sync-now waiting for 1002 is still waiting"
+    );
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    flushed(&app, 2).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])],
+        "the waiting sync-now delivered Kari's access once her assignment arrived"
+    );
+    app.teardown().await;
+}
+
+/// Waits until `commands` commands are recorded and handled (planned), whatever is on its way.
+async fn commands_handled(app: &TestApp, commands: i64) {
+    app.wait_until("the sync-nows planned", || async {
+        app.count("SELECT count(*) FROM commands WHERE handled_at IS NOT NULL")
+            .await
+            == commands
+    })
+    .await;
+}
+
+/// Kari's assignment again, as a new event after everything in the demo.
+async fn kari_assigned_again(app: &TestApp, sequence: i64) {
+    let mut event = demo("02-kari-client-assigned.json");
+    event["event_id"] = json!(Uuid::new_v4());
+    event["sequence"] = json!(sequence);
+    app.publish_event(&event).await;
+}
+
+#[tokio::test]
+async fn a_removal_while_its_grant_is_in_flight_is_delivered_after_it() {
+    let altinn = altinn().await;
+    let app = flushing_app(&altinn).await;
+    // Altinn holds the grant unanswered: it is on its way when Kari leaves the client.
+    altinn.sim.close_gate();
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    altinn.sim.held_at_gate(1).await;
+    publish_demo(&app, "05-kari-client-removed.json").await;
+    sync_now(&app, 1005).await;
+    commands_handled(&app, 2).await;
+    altinn.sim.open_gate();
+    // No further command: the two sync-nows are all there is.
+    flushed(&app, 2).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![],
+        "Kari, removed while her grant was in flight, holds nothing"
+    );
+    let changes: Vec<(String, String)> =
+        sqlx::query_as("SELECT action, status FROM outbox ORDER BY generation")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        changes,
+        [("grant", "delivered"), ("revoke", "delivered")].map(|(a, s)| (a.into(), s.into()))
+    );
+    assert_eq!(app.count("SELECT count(*) FROM applied_grants").await, 0);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn access_wanted_again_while_its_revoke_is_in_flight_is_granted_after_it() {
+    let altinn = altinn().await;
+    let app = flushing_app(&altinn).await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    altinn.sim.close_gate();
+    publish_demo(&app, "05-kari-client-removed.json").await;
+    sync_now(&app, 1005).await;
+    altinn.sim.held_at_gate(1).await;
+    kari_assigned_again(&app, 1006).await;
+    sync_now(&app, 1006).await;
+    commands_handled(&app, 3).await;
+    altinn.sim.open_gate();
+    flushed(&app, 3).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])],
+        "Kari, assigned again while her revoke was in flight, holds her access"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM applied_grants").await, 1);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_revoke_waits_for_the_new_project_accountant_only_so_long() {
+    let altinn = altinn().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.settings.flush.make_before_break_max_secs = 2;
+    app.start_worker().await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    // Altinn has locked the firm out of person lookups for the hour, so Ola, the new project
+    // accountant, cannot be made an agent: his grant waits out the hour.
+    sqlx::query(
+        "UPDATE firms SET agent_lookups_locked_until = now() + interval '1 hour' \
+         WHERE org_number = $1",
+    )
+    .bind(FIRM)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    publish_demo(&app, "03-ola-role-changed.json").await;
+    publish_demo(&app, "04-project-accountant-to-ola.json").await;
+    publish_demo(&app, "05-kari-client-removed.json").await;
+    sync_now(&app, 1005).await;
+    app.wait_until("Kari's revoke delivered", || async {
+        app.count("SELECT count(*) FROM outbox WHERE action = 'revoke' AND status = 'delivered'")
+            .await
+            == 1
+    })
+    .await;
+    let waited: f64 = sqlx::query_scalar(
+        r#"SELECT extract(epoch FROM a.at - o.created_at)::float8
+           FROM outbox o JOIN audit a ON a.outbox_id = o.id AND a.outcome = 'delivered'
+           WHERE o.action = 'revoke'"#,
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        waited >= 2.0,
+        "the revoke waited for Ola's grant ({waited:.1} s), for MAKE_BEFORE_BREAK_MAX_SECS"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE action = 'grant' AND status = 'pending'")
+            .await,
+        1,
+        "Ola's grant still waits out the lock-out"
+    );
+    assert_eq!(delegations(&altinn).await, vec![], "Kari holds nothing");
+    app.teardown().await;
+}

@@ -567,3 +567,118 @@ async fn a_worker_killed_mid_flush_leaves_nothing_behind() {
     );
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped_and_the_worker_carries_on() {
+    let office = office(1, 2, 5_000).await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = office.settings.clone();
+    app.settings.flush.flush_retry_max_secs = 2;
+    app.start_worker().await;
+    // Altinn asks to be left alone for about 31,700 years.
+    office
+        .sim
+        .set_faults(Faults {
+            too_many_requests_share: 1.0,
+            retry_after_secs: 1_000_000_000_000,
+            ..Faults::default()
+        })
+        .await;
+    let last = office.publish_story(&app).await;
+    sync_now(&app, last).await;
+    let all = office.changes() as i64;
+    app.wait_until("every change refused", || async {
+        rows_where(&app, "status = 'pending' AND last_error IS NOT NULL").await == all
+    })
+    .await;
+    assert_eq!(
+        rows_where(
+            &app,
+            "next_attempt_at > now() + interval '2 seconds' + interval '1 second'"
+        )
+        .await,
+        0,
+        "every retry is due within FLUSH_RETRY_MAX_SECS"
+    );
+    // Once Altinn recovers, the same worker delivers everything.
+    office.sim.set_faults(Faults::default()).await;
+    flushed(&app, 1).await;
+    office.assert_converged(&app).await;
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_fatal_ingest_error_stops_the_flush_and_the_worker_with_an_error() {
+    let office = office(1, 1, 5_000).await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = office.settings.clone();
+    // The queues exist with another delivery limit, so the broker refuses the worker's
+    // declaration: a fault no reconnect can fix.
+    app.settings.ingest.delivery_limit = 7;
+    app.start_worker().await;
+    let ended = app.worker_ended().await;
+    assert!(
+        matches!(ended, Err(altinn_sync::worker::Error::Ingest(_))),
+        "the worker ends with ingest's error, flush and all: {ended:?}"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_fatal_flush_error_stops_ingest_and_the_worker_with_an_error() {
+    let office = office(1, 1, 5_000).await;
+    let mut app = flushing_app(&office).await;
+    app.barrier().await;
+    // A table gone from under the worker: no retry can fix it.
+    sqlx::query("ALTER TABLE outbox RENAME TO outbox_gone")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let ended = app.worker_ended().await;
+    assert!(
+        matches!(ended, Err(altinn_sync::worker::Error::Flush(_))),
+        "the worker ends with the flush's error, ingest and all: {ended:?}"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_drain_within_the_grace_period_and_releases_its_leases() {
+    // Slow Altinn, a long queue: the drain would take about half a minute.
+    let office = office(4, 25, 5_000).await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = office.settings.clone();
+    app.settings.flush.flush_concurrency = 4;
+    app.settings.housekeeping.shutdown_grace_secs = 2;
+    office
+        .sim
+        .set_faults(Faults {
+            latency_ms: 1_000,
+            ..Faults::default()
+        })
+        .await;
+    app.start_worker().await;
+    let last = office.publish_story(&app).await;
+    sync_now(&app, last).await;
+    app.wait_until("deliveries in flight", || async {
+        rows_where(&app, "status = 'pending' AND lease_until > now()").await > 0
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    app.stop_worker().await;
+    let took = stopping.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "stopped {took:?} after SIGTERM, with a grace period of 2 s"
+    );
+    assert!(
+        rows_where(&app, "status = 'pending'").await > 0,
+        "the drain was stopped, not finished"
+    );
+    assert_eq!(
+        rows_where(&app, "status = 'pending' AND lease_until > now()").await,
+        0,
+        "no lease outlives the worker"
+    );
+    app.teardown().await;
+}
