@@ -42,7 +42,9 @@ pub struct Housekeeping {
     /// Seconds between progress reports in the log.
     #[arg(long, env = "PROGRESS_INTERVAL_SECS", default_value_t = 10)]
     pub progress_interval_secs: u64,
-    /// Seconds the worker may take to stop after SIGTERM (not honoured yet).
+    /// Seconds the worker may take to stop after SIGTERM: the batch and the deliveries in hand
+    /// are finished within it, or abandoned (and their leases released). Below Kubernetes'
+    /// default grace period of 30 s.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
 }
@@ -93,30 +95,69 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
     tracing::info!(role_mapping = %settings.housekeeping.role_mapping, "worker starting");
 
     let metrics = Metrics::default();
-    let ingest = ingest::run(
-        &settings.broker.amqp_url,
-        &settings.ingest,
-        pool.clone(),
-        &metrics,
-        shutdown.clone(),
-    );
-    let flush = async {
-        let Some(dispatcher) = dispatcher else {
-            return;
-        };
-        if let Err(e) = sync::run(pool.clone(), dispatcher, shutdown.clone()).await {
-            // A worker that ingests but has silently stopped flushing would look healthy.
-            tracing::error!(error = %e, "the flush to Altinn failed; stopping");
-            shutdown.cancel();
-        }
+    // Either half failing stops the other, and the process with an error: a worker that only
+    // ingests, or only flushes, would look alive while doing half its job.
+    let ingest = async {
+        let result = ingest::run(
+            &settings.broker.amqp_url,
+            &settings.ingest,
+            pool.clone(),
+            &metrics,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(Error::Ingest);
+        stop_on_error(&result, "ingest", &shutdown);
+        result
     };
-    let (result, ()) = tokio::select! {
-        r = async { tokio::join!(ingest, flush) } => r,
+    let flush = async {
+        let Some(dispatcher) = &dispatcher else {
+            return Ok(());
+        };
+        let result = sync::run(pool.clone(), dispatcher, shutdown.clone())
+            .await
+            .map_err(Error::Flush);
+        stop_on_error(&result, "the flush to Altinn", &shutdown);
+        result
+    };
+    let grace = Duration::from_secs(settings.housekeeping.shutdown_grace_secs);
+    let result = tokio::select! {
+        (ingested, flushed) = async { tokio::join!(ingest, flush) } => ingested.and(flushed),
+        () = grace_runs_out(&shutdown, grace) => {
+            tracing::error!(grace_secs = grace.as_secs(),
+                "still busy when the shutdown grace period ran out; abandoning the work in \
+                 hand: unacked messages are redelivered, unfinished deliveries retried");
+            Ok(())
+        }
         () = housekeeping(&pool, &settings.housekeeping, &metrics) => unreachable!("housekeeping never returns"),
     };
+    // The next holder need not wait for the leases to run out.
+    if let Some(dispatcher) = &dispatcher {
+        match dispatcher.release_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "released the leases of unfinished deliveries"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release leases; they run out by themselves")
+            }
+        }
+    }
     report(&metrics, "worker stopped");
     pool.close().await;
-    Ok(result?)
+    result
+}
+
+fn stop_on_error<T>(result: &Result<T, Error>, half: &str, shutdown: &CancellationToken) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, cause = ?std::error::Error::source(e).map(ToString::to_string),
+            "{half} failed; stopping the worker");
+        shutdown.cancel();
+    }
+}
+
+/// Returns `grace` after `shutdown` is cancelled.
+async fn grace_runs_out(shutdown: &CancellationToken, grace: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(grace).await;
 }
 
 /// Waits for PostgreSQL at start-up, so the worker can start before its database.

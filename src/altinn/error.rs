@@ -160,8 +160,10 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
                 .into(),
         }),
         StatusCode::TOO_MANY_REQUESTS if code.as_deref() == Some(LOOKUP_LOCKOUT_CODE) => {
-            let retry_after = retry_after(headers).map_or(LOCKOUT, |d| d.max(LOCKOUT));
-            Err(Error::LockedOut { retry_after })
+            // Altinn's lock-out lasts an hour; whatever the header says, the hour is kept.
+            Err(Error::LockedOut {
+                retry_after: LOCKOUT,
+            })
         }
         s if s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT => {
             Err(Error::Transient {
@@ -236,18 +238,22 @@ pub fn classify_maskinporten(status: StatusCode, headers: &HeaderMap, body: &[u8
     })))
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
+/// The longest `Retry-After` believed. The flush caps its waits lower still
+/// (`FLUSH_RETRY_MAX_SECS`); this keeps an absurd header from reaching any arithmetic.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After` as seconds or as an HTTP date, at most [`RETRY_AFTER_MAX`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at
-        .signed_duration_since(chrono::Utc::now())
-        .to_std()
-        .unwrap_or_default();
-    Some(wait)
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        at.signed_duration_since(chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
+    };
+    Some(wait.min(RETRY_AFTER_MAX))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -29,8 +30,13 @@ use tracing::Instrument;
 use super::batch::{self, Item, Stream};
 use super::dead_letter::DeadLetterPublisher;
 use super::{Error, IngestSettings, Metrics};
+use crate::retry::RetryPolicy;
 use crate::state::{self, ApplyOptions};
 use crate::telemetry;
+
+/// Waits between attempts at a batch whose transaction conflicted with another's.
+const CONFLICT_RETRY: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(10), Duration::from_secs(1));
 
 pub struct QueueWorker<'a> {
     pub stream: Stream,
@@ -162,6 +168,8 @@ impl QueueWorker<'_> {
             regression_threshold: self.settings.sequence_regression_threshold,
         };
         let mut waits = self.settings.retry_policy().waits();
+        // Conflicting transactions (another replica on the same firm) clear in milliseconds.
+        let mut conflict_waits = CONFLICT_RETRY.waits();
         let mut outage_started: Option<Instant> = None;
         let tally = loop {
             match batch::commit(
@@ -175,7 +183,13 @@ impl QueueWorker<'_> {
             {
                 Ok(tally) => break tally,
                 Err(state::Error::Conflict(e)) => {
-                    tracing::debug!(error = %e, "transaction conflict; retrying the batch");
+                    let wait = conflict_waits.next_wait();
+                    tracing::debug!(error = %e, retry_in = ?wait,
+                        "transaction conflict; retrying the batch");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(Handled::Abandoned),
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
                 Err(state::Error::Unavailable(e)) => {
                     let since = *outage_started.get_or_insert_with(Instant::now);

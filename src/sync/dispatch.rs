@@ -7,8 +7,11 @@
 //!   only while this dispatcher still holds the lease.
 //! - A transient failure keeps the row, with its next attempt time persisted; a permanent one
 //!   parks it with Altinn's code and an explanation in plain words.
-//! - Make before break: a revoke is not claimed while a grant on the same client is pending,
-//!   so a project-accountant transfer never leaves the client without its accountant.
+//! - Changes to one grant key are delivered in the order they were planned, one at a time.
+//! - Make before break: a revoke on a client waits while the client's project accountant (another
+//!   employee) has a grant on it on its way, for at most `MAKE_BEFORE_BREAK_MAX_SECS`, so a
+//!   transfer does not leave the client without its accountant, and a grant that keeps failing
+//!   cannot keep a departed employee's access for ever.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -19,6 +22,7 @@ use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 
 use futures_util::StreamExt;
 use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{FlushSettings, Result};
@@ -172,6 +176,21 @@ impl Dispatcher {
         self.added.locked().remove(&(firm.to_owned(), employee));
     }
 
+    /// Gives up the leases this dispatcher still holds, as it stops: the rows are due at once
+    /// for the next holder instead of when the leases run out. Returns how many.
+    pub async fn release_leases(&self) -> Result<u64> {
+        let released = sqlx::query(
+            r#"UPDATE outbox SET lease_until = NULL
+               WHERE status = 'pending' AND lease_until > now()
+                 AND starts_with(leased_by, $1 || '/')"#,
+        )
+        .bind(&self.id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(released)
+    }
+
     /// Rows to claim per step: enough to keep every permitted call busy.
     pub fn claim_size(&self) -> i64 {
         i64::try_from(self.settings.flush_concurrency.max(1) * 2).unwrap_or(i64::MAX)
@@ -182,12 +201,16 @@ impl Dispatcher {
     /// A lane that finds nothing to claim waits for another lane's step and tries again: rows
     /// planned meanwhile, or firms another lane no longer keeps busy, are then its work. The
     /// drain ends when every lane is idle.
-    pub async fn drain(&self) -> Result<usize> {
+    /// On `shutdown` no lane claims again; the steps in hand are finished.
+    pub async fn drain(&self, shutdown: &CancellationToken) -> Result<usize> {
         let working = AtomicUsize::new(LANES);
         let stepped = Notify::new();
         let lane = || async {
             let mut processed = 0;
             loop {
+                if shutdown.is_cancelled() {
+                    return Ok(processed);
+                }
                 // Registered before this lane counts itself idle, so no step goes unseen.
                 let next_step = stepped.notified();
                 tokio::pin!(next_step);
@@ -202,7 +225,10 @@ impl Dispatcher {
                             stepped.notify_waiters();
                             return Ok(processed);
                         }
-                        next_step.await;
+                        tokio::select! {
+                            () = next_step => {}
+                            () = shutdown.cancelled() => return Ok(processed),
+                        }
                         if working.load(Ordering::SeqCst) == 0 {
                             return Ok(processed);
                         }
@@ -234,6 +260,7 @@ impl Dispatcher {
             self.claims.fetch_add(1, Ordering::Relaxed)
         );
         let rows = self.claim(limit, &lease).await?;
+        let claimed_at = Instant::now();
         if rows.is_empty() {
             return Ok(Step::Idle);
         }
@@ -253,6 +280,7 @@ impl Dispatcher {
         let delivered: Vec<Vec<(Row, Verdict)>> = futures_util::stream::iter(groups)
             .map(|((firm, client, employee, action), rows)| {
                 let people = &people;
+                let lease = &lease;
                 async move {
                     let key = GroupKey {
                         firm: &firm,
@@ -265,6 +293,10 @@ impl Dispatcher {
                     let agent = self.agent_for(&key, people).await;
                     let _firm = self.firm_permit(&firm).await?;
                     let _call = self.calls.acquire().await.map_err(|_| closed())?;
+                    // Rows whose lease ran out while they waited are another holder's now.
+                    if !self.hold_lease(lease, claimed_at, &rows).await? {
+                        return Ok(Vec::new());
+                    }
                     Ok::<_, crate::state::Error>(self.deliver_group(key, rows, agent).await)
                 }
             })
@@ -277,6 +309,38 @@ impl Dispatcher {
         self.finish(&lease, delivered.into_iter().flatten().collect())
             .await?;
         Ok(Step::Processed(n))
+    }
+
+    /// Whether this step still holds the lease on `rows`, renewed if a third of it has passed
+    /// since the claim. Earlier than that the lease is certainly still held (it only passes to
+    /// another holder once it has run out), so a fast step costs no extra statement. Later, the
+    /// rows are still ours if no other claim has named itself in `leased_by`.
+    async fn hold_lease(&self, lease: &str, claimed_at: Instant, rows: &[Row]) -> Result<bool> {
+        let length = Duration::from_secs(self.settings.flush_lease_secs);
+        if claimed_at.elapsed() < length / 3 {
+            return Ok(true);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let renewed = sqlx::query(
+            r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $3)
+               WHERE id = ANY($1) AND leased_by = $2 AND status = 'pending'"#,
+        )
+        .bind(&ids)
+        .bind(lease)
+        .bind(length.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let held = usize::try_from(renewed).is_ok_and(|n| n == ids.len());
+        if !held {
+            tracing::warn!(
+                lease,
+                rows = ids.len(),
+                renewed,
+                "lease ran out before the Altinn call; leaving the rows to their new holder"
+            );
+        }
+        Ok(held)
     }
 
     /// Leases up to `limit` due rows, the oldest first but at most a few per firm, so every
@@ -305,6 +369,8 @@ impl Dispatcher {
                              CROSS JOIN LATERAL (
                                  SELECT o.next_attempt_at FROM outbox_claimable o
                                  WHERE o.firm = f.org_number
+                                   AND NOT (o.revoke_waits
+                                            AND o.created_at > now() - make_interval(secs => $7))
                                  ORDER BY o.next_attempt_at, o.id
                                  LIMIT 1) d
                              WHERE (f.flush_paused_until IS NULL OR f.flush_paused_until <= now())
@@ -314,6 +380,8 @@ impl Dispatcher {
                        CROSS JOIN LATERAL (
                            SELECT o.id, o.next_attempt_at FROM outbox_claimable o
                            WHERE o.firm = due.org_number
+                             AND NOT (o.revoke_waits
+                                      AND o.created_at > now() - make_interval(secs => $7))
                            ORDER BY o.next_attempt_at, o.id
                            LIMIT $4) c
                        ORDER BY c.next_attempt_at, c.id
@@ -330,6 +398,7 @@ impl Dispatcher {
         .bind(per_firm)
         .bind(firms)
         .bind(&busy)
+        .bind(self.settings.make_before_break_max_secs as f64)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
@@ -783,19 +852,23 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Exponential backoff with jitter for the `attempts`th failure, or what Altinn asked for.
+/// Exponential backoff with jitter for the `attempts`th failure, or what Altinn asked for, at
+/// most `FLUSH_RETRY_MAX_SECS`; Altinn's person-lookup lock-out keeps its hour.
 pub(super) fn retry_delay(settings: &FlushSettings, e: &altinn::Error, attempts: i32) -> Duration {
-    let mut wait = RetryPolicy::new(
-        Duration::from_millis(settings.flush_retry_initial_ms),
-        Duration::from_secs(settings.flush_retry_max_secs),
-    )
-    .with_jitter(0.3)
-    .after_attempts(attempts.try_into().unwrap_or(0));
+    let max = Duration::from_secs(settings.flush_retry_max_secs);
+    let mut wait = RetryPolicy::new(Duration::from_millis(settings.flush_retry_initial_ms), max)
+        .with_jitter(0.3)
+        .after_attempts(attempts.try_into().unwrap_or(0));
     // A paused firm (403, system user not approved) waits long: a person must act first.
     if e.class() == Class::FirmLevel {
         wait = wait.max(Duration::from_secs(900));
     }
-    e.retry_after().map_or(wait, |asked| asked.max(wait))
+    if let altinn::Error::LockedOut { retry_after } = e {
+        return (*retry_after).max(wait);
+    }
+    // An answer from Altinn must not hold a change back for days, nor overflow a timestamp.
+    e.retry_after()
+        .map_or(wait, |asked| asked.min(max).max(wait))
 }
 
 fn not_a_client(client_org: &str) -> altinn::Error {

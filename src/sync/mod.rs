@@ -61,7 +61,8 @@ pub struct FlushSettings {
     /// Altinn calls in flight at once for any one firm.
     #[arg(long, env = "FLUSH_CONCURRENCY_PER_FIRM", default_value_t = 4)]
     pub flush_concurrency_per_firm: usize,
-    /// Make before break's longest wait, in seconds (not honoured yet).
+    /// Make before break: the longest a revoke on a client waits for the grant of the client's
+    /// new project accountant, in seconds. After that it is delivered anyway.
     #[arg(long, env = "MAKE_BEFORE_BREAK_MAX_SECS", default_value_t = 900)]
     pub make_before_break_max_secs: u64,
 }
@@ -114,15 +115,21 @@ pub async fn handle_commands(pool: &PgPool) -> Result<usize> {
                 "; after_sequence was not reached in time"
             }
         );
-        // Every SyncNow of this firm received so far joins this flush.
+        // Every SyncNow of this firm received so far joins this flush, unless it waits for
+        // events this plan has not seen: it is honoured once they are applied, or when its
+        // wait runs out. (`high_water` was read before planning began.)
         sqlx::query(
             r#"UPDATE commands SET handled_at = now(), outcome = $2
-               WHERE firm = $1 AND command_type = 'SyncNow' AND handled_at IS NULL
-                 AND received_at <= $3"#,
+               WHERE command_id = $4
+                  OR (firm = $1 AND command_type = 'SyncNow' AND handled_at IS NULL
+                      AND received_at <= $3
+                      AND (after_sequence IS NULL OR after_sequence <= $5))"#,
         )
         .bind(&firm)
         .bind(&outcome)
         .bind(received)
+        .bind(id)
+        .bind(high_water)
         .execute(&mut *tx)
         .await?;
         sqlx::query("SELECT pg_notify('altinn_sync_flushed', $1)")
@@ -140,7 +147,7 @@ pub async fn handle_commands(pool: &PgPool) -> Result<usize> {
 /// Plans sync-nows, runs reconciles and dispatches until `shutdown`, each in its own loop, so
 /// a long nightly reconcile holds back neither a sync-now nor the deliveries. Each loop wakes
 /// on its signal and every second, for retries that come due and other replicas' work.
-pub async fn run(pool: PgPool, dispatcher: Dispatcher, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(pool: PgPool, dispatcher: &Dispatcher, shutdown: CancellationToken) -> Result<()> {
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen("altinn_sync_ingested").await?;
     let (commands, reconciles, planned) = (Notify::new(), Notify::new(), Notify::new());
@@ -169,7 +176,6 @@ pub async fn run(pool: PgPool, dispatcher: Dispatcher, shutdown: CancellationTok
             }
         }
     };
-    let dispatcher = &dispatcher;
     tokio::try_join!(
         ingested,
         repeat("sync-now planning", &shutdown, &commands, || async {
@@ -179,13 +185,13 @@ pub async fn run(pool: PgPool, dispatcher: Dispatcher, shutdown: CancellationTok
             Ok(())
         }),
         repeat("nightly reconcile", &shutdown, &reconciles, || async {
-            if handle_reconciles(&pool, dispatcher).await? > 0 {
+            if handle_reconciles(&pool, dispatcher, &shutdown).await? > 0 {
                 planned.notify_one();
             }
             Ok(())
         }),
         repeat("dispatch", &shutdown, &planned, || async {
-            dispatcher.drain().await?;
+            dispatcher.drain(&shutdown).await?;
             dispatcher.remove_idle_agents().await.map(drop)
         }),
     )?;
@@ -221,7 +227,14 @@ where
 }
 
 /// Handles every `NightlyReconcile`: for the named firm, or every firm not on hold.
-pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result<usize> {
+///
+/// On `shutdown` a reconcile in progress is dropped: each firm is planned in a transaction of
+/// its own, so the command stays unhandled and the next run starts it again.
+pub async fn handle_reconciles(
+    pool: &PgPool,
+    dispatcher: &Dispatcher,
+    shutdown: &CancellationToken,
+) -> Result<usize> {
     let pending: Vec<(Uuid, Option<String>)> = sqlx::query_as(
         r#"SELECT command_id, firm FROM commands
            WHERE handled_at IS NULL AND command_type = 'NightlyReconcile'
@@ -260,7 +273,13 @@ pub async fn handle_reconciles(pool: &PgPool, dispatcher: &Dispatcher) -> Result
             }
         };
         tracing::info!(command.id = %id, firms = firms.len(), "nightly reconcile started");
-        let report = reconcile(pool, dispatcher, &firms, *id).await?;
+        let report = tokio::select! {
+            report = reconcile(pool, dispatcher, &firms, *id) => report?,
+            () = shutdown.cancelled() => {
+                tracing::info!(command.id = %id, "nightly reconcile interrupted by shutdown; it runs again at the next start");
+                return Ok(0);
+            }
+        };
         let outcome = report.to_string();
         sqlx::query("UPDATE commands SET handled_at = now(), outcome = $2 WHERE command_id = $1")
             .bind(id)

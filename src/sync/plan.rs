@@ -48,16 +48,25 @@ pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
     // A parked grant is retried once its desired state changes: the grant was wanted anew, or
     // AdminFlow corrected the person's identity that Altinn could not match.
     let requeued = requeue_parked(conn, firm, Requeue::WhoseDesiredStateChanged).await?;
+    // The delta is taken against what Altinn will hold once the changes on their way are
+    // delivered (the last open change of a key decides), not against `applied_grants` alone:
+    // a removal while its grant is being delivered must plan the revoke now, to follow it.
     let grants = insert_changes(
         conn,
         firm,
         cause,
         "grant",
-        r#"SELECT d.employee_id, d.client_org_number, d.package FROM desired_grants d
-           WHERE d.firm = $1 AND NOT EXISTS (
-               SELECT 1 FROM applied_grants a
-               WHERE a.firm = d.firm AND a.employee_id = d.employee_id
-                 AND a.client_org_number = d.client_org_number AND a.package = d.package)"#,
+        &format!(
+            r#"WITH {LAST_OPEN}
+               SELECT d.employee_id, d.client_org_number, d.package FROM desired_grants d
+               LEFT JOIN last_open l USING (employee_id, client_org_number, package)
+               WHERE d.firm = $1 AND CASE WHEN l.action IS NULL THEN NOT EXISTS (
+                         SELECT 1 FROM applied_grants a
+                         WHERE a.firm = d.firm AND a.employee_id = d.employee_id
+                           AND a.client_org_number = d.client_org_number
+                           AND a.package = d.package)
+                     ELSE l.action = 'revoke' END"#
+        ),
     )
     .await?;
     let revokes = insert_changes(
@@ -65,11 +74,20 @@ pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
         firm,
         cause,
         "revoke",
-        r#"SELECT a.employee_id, a.client_org_number, a.package FROM applied_grants a
-           WHERE a.firm = $1 AND NOT EXISTS (
-               SELECT 1 FROM desired_grants d
-               WHERE d.firm = a.firm AND d.employee_id = a.employee_id
-                 AND d.client_org_number = a.client_org_number AND d.package = a.package)"#,
+        &format!(
+            r#"WITH {LAST_OPEN}
+               SELECT k.employee_id, k.client_org_number, k.package FROM (
+                   SELECT employee_id, client_org_number, package FROM applied_grants
+                   WHERE firm = $1
+                   UNION
+                   SELECT employee_id, client_org_number, package FROM last_open
+                   WHERE action = 'grant') k
+               LEFT JOIN last_open l USING (employee_id, client_org_number, package)
+               WHERE coalesce(l.action = 'grant', true) AND NOT EXISTS (
+                   SELECT 1 FROM desired_grants d
+                   WHERE d.firm = $1 AND d.employee_id = k.employee_id
+                     AND d.client_org_number = k.client_org_number AND d.package = k.package)"#
+        ),
     )
     .await?;
     Ok(Planned {
@@ -145,7 +163,16 @@ pub async fn lift_pause(conn: &mut PgConnection, firm: &str) -> Result<()> {
     Ok(())
 }
 
-/// Inserts an outbox row of `action` for each key `delta` selects that has no open change.
+/// The last open change of each of the firm's grant keys that has one: what Altinn will hold
+/// once the changes on their way are delivered, in order.
+const LAST_OPEN: &str = r#"last_open AS MATERIALIZED (
+    SELECT DISTINCT ON (employee_id, client_org_number, package)
+           employee_id, client_org_number, package, action
+    FROM outbox WHERE firm = $1 AND status = 'pending'
+    ORDER BY employee_id, client_org_number, package, generation DESC)"#;
+
+/// Inserts an outbox row of `action` for each key `delta` selects, unless a change of the same
+/// action is parked for it (a parked change is retried on its own terms, never re-planned).
 async fn insert_changes(
     conn: &mut PgConnection,
     firm: &str,
@@ -170,7 +197,7 @@ async fn insert_changes(
                SELECT 1 FROM outbox o
                WHERE o.firm = $1 AND o.employee_id = k.employee_id
                  AND o.client_org_number = k.client_org_number AND o.package = k.package
-                 AND o.status IN ('pending', 'parked') AND o.action = $3)
+                 AND o.status = 'parked' AND o.action = $3)
            ON CONFLICT DO NOTHING"#
     );
     // `delta` is one of this module's own constant queries; every value is bound.
