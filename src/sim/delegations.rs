@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -15,7 +15,8 @@ use super::world::{self, AGENT_ROLE_ID, MAX_FAILED_LOOKUPS, State as SimState};
 use super::{Error, Simulator};
 use crate::altinn::wire::{
     AgentAccess, Assignment, AuthorizedParty, ClientAccess, CompactEntity, CompactPackage,
-    CompactRole, Delegation, DelegationBatch, Paginated, PersonInput, RoleAccess, ValidationError,
+    CompactRole, Delegation, DelegationBatch, PageLinks, Paginated, PersonInput, RoleAccess,
+    ValidationError,
 };
 
 pub const READ: &str = "altinn:clientdelegations.read";
@@ -23,6 +24,40 @@ pub const WRITE: &str = "altinn:clientdelegations.write";
 pub const AUTHORIZED_PARTIES: &str = "altinn:accessmanagement/authorizedparties";
 
 type Params = Query<HashMap<String, String>>;
+
+/// The page the query asks for (`page`, from 1) of `data`, linking the next one; everything
+/// in one page when `size` is 0, as Altinn does today.
+fn page<T>(data: Vec<T>, size: usize, params: &Params, uri: &Uri) -> Paginated<T> {
+    if size == 0 {
+        return Paginated::single_page(data);
+    }
+    let number: usize = params
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let total = data.len();
+    let data: Vec<T> = data
+        .into_iter()
+        .skip((number - 1).saturating_mul(size))
+        .take(size)
+        .collect();
+    let next = (number.saturating_mul(size) < total).then(|| {
+        let mut query: Vec<String> = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("page="))
+            .map(str::to_owned)
+            .collect();
+        query.push(format!("page={}", number + 1));
+        format!("{}?{}", uri.path(), query.join("&"))
+    });
+    Paginated {
+        links: PageLinks { next },
+        data,
+    }
+}
 
 /// A UUID query parameter; a missing or malformed `party` is 403 in Altinn, others 400.
 fn uuid_param(params: &Params, name: &'static str) -> Result<Uuid, Error> {
@@ -83,6 +118,8 @@ fn person_entity(person: &world::Person) -> CompactEntity {
 pub async fn authorized_parties(
     State(sim): State<Simulator>,
     headers: HeaderMap,
+    params: Params,
+    uri: Uri,
 ) -> Result<Json<Paginated<AuthorizedParty>>, Error> {
     let state = sim.inner.state.lock().await;
     let caller = authorize(&sim, &state, &headers, AUTHORIZED_PARTIES, None)?;
@@ -90,19 +127,21 @@ pub async fn authorized_parties(
         .firm(&caller.org_number)
         .ok_or(Error::Forbidden("unknown firm"))?;
     // Altinn's code answers a flat list, although its OpenAPI document says a list of lists.
-    Ok(Json(Paginated::single_page(vec![AuthorizedParty {
+    let parties = vec![AuthorizedParty {
         party_uuid: firm.party_uuid,
         name: Some(firm.name.clone()),
         organization_number: Some(firm.org_number.clone()),
         party_type: Some("Organization".into()),
         is_deleted: false,
-    }])))
+    }];
+    Ok(Json(page(parties, state.faults.page_size, &params, &uri)))
 }
 
 pub async fn clients(
     State(sim): State<Simulator>,
     headers: HeaderMap,
     params: Params,
+    uri: Uri,
 ) -> Result<Json<Paginated<ClientAccess>>, Error> {
     let party = uuid_param(&params, "party")?;
     let state = sim.inner.state.lock().await;
@@ -112,24 +151,29 @@ pub async fn clients(
         .clients
         .iter()
         .filter_map(|c| {
-            let role = state.firm_role(c, &caller.org_number)?;
-            let packages = role.packages.iter().map(|p| package_dto(p)).collect();
-            Some(ClientAccess {
-                client: client_entity(c),
-                access: vec![RoleAccess {
+            // One entry per role the client gave the firm.
+            let access: Vec<RoleAccess> = state
+                .firm_roles(c, &caller.org_number)
+                .into_iter()
+                .map(|(role, packages)| RoleAccess {
                     role: role_dto(role),
-                    packages,
-                }],
+                    packages: packages.iter().map(|p| package_dto(p)).collect(),
+                })
+                .collect();
+            (!access.is_empty()).then(|| ClientAccess {
+                client: client_entity(c),
+                access,
             })
         })
         .collect();
-    Ok(Json(Paginated::single_page(data)))
+    Ok(Json(page(data, state.faults.page_size, &params, &uri)))
 }
 
 pub async fn agents(
     State(sim): State<Simulator>,
     headers: HeaderMap,
     params: Params,
+    uri: Uri,
 ) -> Result<Json<Paginated<AgentAccess>>, Error> {
     let party = uuid_param(&params, "party")?;
     let state = sim.inner.state.lock().await;
@@ -156,7 +200,7 @@ pub async fn agents(
             })
         })
         .collect();
-    Ok(Json(Paginated::single_page(data)))
+    Ok(Json(page(data, state.faults.page_size, &params, &uri)))
 }
 
 pub async fn add_agent(
@@ -240,6 +284,7 @@ pub async fn agent_packages(
     State(sim): State<Simulator>,
     headers: HeaderMap,
     params: Params,
+    uri: Uri,
 ) -> Result<Json<Paginated<ClientAccess>>, Error> {
     let party = uuid_param(&params, "party")?;
     let to = uuid_param(&params, "to")?;
@@ -271,7 +316,7 @@ pub async fn agent_packages(
             })
         })
         .collect();
-    Ok(Json(Paginated::single_page(data)))
+    Ok(Json(page(data, state.faults.page_size, &params, &uri)))
 }
 
 pub async fn delegate(
@@ -307,7 +352,7 @@ async fn change_packages(
     let client = state
         .client(from)
         .ok_or_else(|| validation(vec![vld("AM.VLD-00006", "$QUERY/from", "unknown client")]))?;
-    let firm_role = state.firm_role(client, &caller.org_number);
+    let firm_roles = state.firm_roles(client, &caller.org_number);
     let is_agent = state
         .agents
         .get(&caller.firm_party)
@@ -330,7 +375,8 @@ async fn change_packages(
             ));
             continue;
         };
-        if add && firm_role.map(|r| r.code) != Some(role.code) {
+        let given = firm_roles.iter().find(|(r, _)| r.code == role.code);
+        if add && given.is_none() {
             errors.push(vld(
                 "AM.VLD-00032",
                 &format!("/values[{i}]/role"),
@@ -338,11 +384,12 @@ async fn change_packages(
             ));
             continue;
         }
+        let allowed = given.map_or(role.packages, |(_, packages)| packages.as_slice());
         for (j, name) in value.packages.iter().enumerate() {
             let path = format!("/values[{i}]/packages[{j}]");
             match world::package(name) {
                 None => errors.push(vld("AM.VLD-00030", &path, "unknown package")),
-                Some((urn, _)) if !role.packages.contains(&urn) => errors.push(vld(
+                Some((urn, _)) if !allowed.contains(&urn) => errors.push(vld(
                     "AM.VLD-00026",
                     &path,
                     "the role does not give the firm this package",

@@ -31,6 +31,9 @@ pub struct Faults {
     pub hang_ms: u64,
     /// Share of requests whose connection is closed without an answer.
     pub drop_share: f64,
+    /// Lists come in pages of this many entries, each linking the next in `links.next` (Altinn
+    /// sends one page today, but its wrapper has the link). 0: one page.
+    pub page_size: usize,
 }
 
 /// Put into each request by [`super::serve`] so a fault can close the connection.

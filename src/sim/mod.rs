@@ -142,6 +142,49 @@ impl Simulator {
         self.inner.state.lock().await.faults = faults;
     }
 
+    /// The client gives the firm another role, listed before the ones it has (for
+    /// `rettighetshaver`, with the packages it delegated).
+    pub async fn give_firm_role(
+        &self,
+        client_org: &str,
+        firm_org: &str,
+        role: &str,
+        packages: &[&str],
+    ) {
+        let mut state = self.inner.state.lock().await;
+        for client in &mut state.world.clients {
+            if client.org_number == client_org {
+                client.firm_roles.insert(
+                    0,
+                    world::FirmRole {
+                        firm_org_number: firm_org.to_owned(),
+                        role: role.to_owned(),
+                        packages: packages.iter().map(|p| (*p).to_owned()).collect(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The client drops the firm in the Register of Legal Entities: its roles for the firm end,
+    /// and every delegation through them goes with them (Altinn cascades).
+    pub async fn drop_firm_from_client(&self, client_org: &str, firm_org: &str) {
+        let mut state = self.inner.state.lock().await;
+        let firm_party = state.firm(firm_org).map(|f| f.party_uuid);
+        let mut client_party = None;
+        for client in &mut state.world.clients {
+            if client.org_number == client_org {
+                client.firm_roles.retain(|r| r.firm_org_number != firm_org);
+                client_party = Some(client.party_uuid);
+            }
+        }
+        if let (Some(firm), Some(client)) = (firm_party, client_party) {
+            state
+                .delegations
+                .retain(|(f, c, _), _| !(*f == firm && *c == client));
+        }
+    }
+
     /// Holds every delegation change (`POST` or `DELETE agents/accesspackages`) unanswered until
     /// [`Self::open_gate`]: a test's way to have a change in flight for as long as it needs.
     pub fn close_gate(&self) {

@@ -39,6 +39,9 @@ pub struct SimArgs {
     /// Share of requests whose connection is closed without an answer.
     #[arg(long, env = "ALTINN_SIM_DROP_SHARE", default_value_t = 0.0)]
     pub drop_share: f64,
+    /// Serve lists in pages of this many entries, linked by `links.next` (0: one page).
+    #[arg(long, env = "ALTINN_SIM_PAGE_SIZE", default_value_t = 0)]
+    pub page_size: usize,
 }
 
 impl SimArgs {
@@ -51,6 +54,7 @@ impl SimArgs {
             hang_share: self.hang_share,
             hang_ms: self.hang_ms,
             drop_share: self.drop_share,
+            page_size: self.page_size,
         }
     }
 }

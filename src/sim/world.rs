@@ -88,6 +88,10 @@ pub struct Client {
 pub struct FirmRole {
     pub firm_org_number: String,
     pub role: String,
+    /// For `rettighetshaver`: the packages the client delegated to the firm in Altinn. Empty
+    /// for a role from the Register of Legal Entities, whose packages are fixed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,13 +132,24 @@ const REGN_PACKAGES: &[&str] = &[
     "urn:altinn:accesspackage:regnskapsforer-lonn",
 ];
 
-pub const ROLES: &[Role] = &[Role {
-    code: "regnskapsforer",
-    id: uuid!("46e27685-b3ba-423e-8b42-faab54de5817"),
-    urn: "urn:altinn:external-role:ccr:regnskapsforer",
-    legacy_urn: "urn:altinn:rolecode:regn",
-    packages: REGN_PACKAGES,
-}];
+pub const ROLES: &[Role] = &[
+    Role {
+        code: "regnskapsforer",
+        id: uuid!("46e27685-b3ba-423e-8b42-faab54de5817"),
+        urn: "urn:altinn:external-role:ccr:regnskapsforer",
+        legacy_urn: "urn:altinn:rolecode:regn",
+        packages: REGN_PACKAGES,
+    },
+    // Altinn's `RoleConstants.Rightholder`: packages the client delegated to the firm in Altinn
+    // (given per client in the world, `FirmRole::packages`).
+    Role {
+        code: "rettighetshaver",
+        id: uuid!("42cae370-2dc1-4fdc-9c67-c2f4b0f0f829"),
+        urn: "urn:altinn:role:rettighetshaver",
+        legacy_urn: "",
+        packages: &[],
+    },
+];
 
 /// Package URNs and ids from Altinn's `PackageConstants`.
 pub const PACKAGES: &[(&str, Uuid)] = &[
@@ -271,12 +286,30 @@ impl State {
     }
 
     /// The role code the client gave the firm in ER, if any.
-    pub fn firm_role(&self, client: &Client, firm_org: &str) -> Option<&'static Role> {
+    /// Every role the client gave the firm, each with the packages it lets the firm delegate,
+    /// in the world's order (as `GET clients` lists them).
+    pub fn firm_roles(
+        &self,
+        client: &Client,
+        firm_org: &str,
+    ) -> Vec<(&'static Role, Vec<&'static str>)> {
         client
             .firm_roles
             .iter()
             .filter(|r| r.firm_org_number == firm_org)
-            .find_map(|r| role(&r.role))
+            .filter_map(|r| {
+                let role = role(&r.role)?;
+                let packages = if r.packages.is_empty() {
+                    role.packages.to_vec()
+                } else {
+                    r.packages
+                        .iter()
+                        .filter_map(|p| package(p).map(|(urn, _)| urn))
+                        .collect()
+                };
+                Some((role, packages))
+            })
+            .collect()
     }
 
     pub fn delegation_rows(&self) -> Vec<DelegationRow> {

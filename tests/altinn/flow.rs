@@ -178,3 +178,32 @@ async fn debug_output_shows_neither_key_nor_token() {
     );
     assert!(shown.contains("<redacted>"));
 }
+
+#[tokio::test]
+async fn lists_are_read_to_their_last_page() {
+    let t = spawn().await;
+    let mut world = crate::helpers::world(t.firm.party, t.client, t.stranger, t.person);
+    let registered = world.clients[0].clone();
+    for n in 0..4 {
+        let mut client = registered.clone();
+        client.party_uuid = uuid::Uuid::new_v4();
+        client.org_number = format!("91000010{n}");
+        world.clients.push(client);
+    }
+    t.sim.load(world).await;
+    t.sim
+        .set_faults(altinn_sync::sim::Faults {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await;
+
+    let clients = t.client().clients(&t.firm).await.unwrap();
+
+    assert_eq!(clients.len(), 5, "every page was read: {clients:?}");
+    assert_eq!(
+        t.calls("GET", altinn_sync::altinn::client::CLIENTS_PATH),
+        3,
+        "five clients in pages of two"
+    );
+}

@@ -80,6 +80,7 @@ pub fn world(firm_party: Uuid, client: Uuid, stranger: Uuid, person: Uuid) -> Wo
                 firm_roles: vec![FirmRole {
                     firm_org_number: FIRM_ORG.into(),
                     role: REGN.into(),
+                    packages: Vec::new(),
                 }],
             },
             Client {

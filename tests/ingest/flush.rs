@@ -77,6 +77,7 @@ async fn altinn() -> Altinn {
                 firm_roles: vec![FirmRole {
                     firm_org_number: FIRM.into(),
                     role: "regnskapsforer".into(),
+                    packages: Vec::new(),
                 }],
             },
             Client {
@@ -968,5 +969,105 @@ async fn a_revoke_waits_for_the_new_project_accountant_only_so_long() {
         "Ola's grant still waits out the lock-out"
     );
     assert_eq!(delegations(&altinn).await, vec![], "Kari holds nothing");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_client_with_several_roles_gets_the_package_under_the_role_that_has_it() {
+    let altinn = altinn().await;
+    // Before its registration in ER, the client delegated payroll to the firm in Altinn.
+    altinn
+        .sim
+        .give_firm_role(CLIENT, FIRM, "rettighetshaver", &[LONN])
+        .await;
+    let app = flushing_app(&altinn).await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])],
+        "delegated under regnskapsforer, the role that has the package, not the first listed"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_revoke_after_the_client_dropped_the_firm_in_er_is_done_not_parked() {
+    let altinn = altinn().await;
+    let mut app = flushing_app(&altinn).await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    // The client ends the firm's registration in ER: Altinn drops the delegations with it. A
+    // restarted worker (nothing cached) finds the client no longer listed.
+    altinn.sim.drop_firm_from_client(CLIENT, FIRM).await;
+    assert_eq!(delegations(&altinn).await, vec![]);
+    app.stop_worker().await;
+    app.start_worker().await;
+    publish_demo(&app, "05-kari-client-removed.json").await;
+    sync_now(&app, 1005).await;
+    flushed(&app, 2).await;
+    let (status, detail): (String, Option<String>) = sqlx::query_as(
+        r#"SELECT o.status, a.detail FROM outbox o JOIN audit a ON a.outbox_id = o.id
+           WHERE o.action = 'revoke'"#,
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "delivered");
+    assert!(
+        detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("nothing left to revoke"),
+        "the audit says why: {detail:?}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM applied_grants").await, 0);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn an_agent_removed_behind_the_workers_back_is_made_again_not_parked() {
+    let altinn = altinn().await;
+    let mut app = flushing_app(&altinn).await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    // Another replica (or a person in Altinn's portal) removes Kari as agent; this worker still
+    // knows her as one.
+    let client = by_hand(&altinn);
+    let firm = client.firm_party(FIRM).await.unwrap();
+    client.remove_agent(&firm, altinn.kari, true).await.unwrap();
+    // Kari takes on a second client, which has now registered the firm too.
+    altinn
+        .sim
+        .give_firm_role(STRANGER, FIRM, "regnskapsforer", &[])
+        .await;
+    let mut second = demo("02-kari-client-assigned.json");
+    second["event_id"] = json!(Uuid::new_v4());
+    second["sequence"] = json!(1006);
+    second["data"]["client"]["org_number"] = json!(STRANGER);
+    app.publish_event(&second).await;
+    app.barrier().await;
+    sync_now(&app, 1006).await;
+    flushed(&app, 2).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE status = 'parked'")
+            .await,
+        0,
+        "nothing parked: the refusal came from a stale agent, so Kari was made one again"
+    );
+    let held = altinn
+        .sim
+        .delegations()
+        .await
+        .into_iter()
+        .filter(|d| d.agent_party == altinn.kari && d.packages == [MED])
+        .count();
+    assert_eq!(held, 1, "Kari holds her second client's package");
     app.teardown().await;
 }

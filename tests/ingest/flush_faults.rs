@@ -62,6 +62,7 @@ async fn office(people: u32, clients: u32, request_timeout_ms: u64) -> Office {
                 firm_roles: vec![FirmRole {
                     firm_org_number: FIRM.into(),
                     role: "regnskapsforer".into(),
+                    packages: Vec::new(),
                 }],
             })
             .collect(),
