@@ -16,6 +16,10 @@ use super::wire::{
     PersonInput,
 };
 
+/// More pages than any list of one firm's clients or agents can have: a `links.next` that never
+/// ends is an error, not a loop.
+const MAX_PAGES: usize = 10_000;
+
 pub const AUTHORIZED_PARTIES_PATH: &str = "/accessmanagement/api/v1/enduser/authorizedparties";
 pub const CLIENTS_PATH: &str = "/accessmanagement/api/v1/enduser/clientdelegations/clients";
 pub const AGENTS_PATH: &str = "/accessmanagement/api/v1/enduser/clientdelegations/agents";
@@ -63,13 +67,12 @@ impl AltinnClient {
 
     /// The firm's party UUID, from the parties its system user may act for.
     pub async fn firm_party(&self, org_number: &str) -> Result<Firm> {
-        let parties: Paginated<AuthorizedParty> = self
-            .call(org_number, "authorizedparties", |c| {
+        let parties: Vec<AuthorizedParty> = self
+            .list(org_number, "authorizedparties", |c| {
                 c.request(Method::GET, AUTHORIZED_PARTIES_PATH)
             })
             .await?;
         let party = parties
-            .data
             .iter()
             .find(|p| p.organization_number.as_deref() == Some(org_number) && !p.is_deleted)
             .ok_or_else(|| Error::FirmLevel {
@@ -83,24 +86,20 @@ impl AltinnClient {
 
     /// The firm's clients and the packages each role lets it delegate.
     pub async fn clients(&self, firm: &Firm) -> Result<Vec<ClientAccess>> {
-        let page: Paginated<ClientAccess> = self
-            .call(&firm.org_number, "clients", |c| {
-                c.request(Method::GET, CLIENTS_PATH)
-                    .query(&[("party", firm.party)])
-            })
-            .await?;
-        Ok(page.data)
+        self.list(&firm.org_number, "clients", |c| {
+            c.request(Method::GET, CLIENTS_PATH)
+                .query(&[("party", firm.party)])
+        })
+        .await
     }
 
     /// The firm's agents (employees who may receive client packages).
     pub async fn agents(&self, firm: &Firm) -> Result<Vec<AgentAccess>> {
-        let page: Paginated<AgentAccess> = self
-            .call(&firm.org_number, "agents", |c| {
-                c.request(Method::GET, AGENTS_PATH)
-                    .query(&[("party", firm.party)])
-            })
-            .await?;
-        Ok(page.data)
+        self.list(&firm.org_number, "agents", |c| {
+            c.request(Method::GET, AGENTS_PATH)
+                .query(&[("party", firm.party)])
+        })
+        .await
     }
 
     /// Makes the person an agent of the firm (idempotent); `to_id` is the agent's party UUID.
@@ -133,13 +132,11 @@ impl AltinnClient {
 
     /// The clients and packages the agent holds from the firm.
     pub async fn agent_packages(&self, firm: &Firm, agent: Uuid) -> Result<Vec<ClientAccess>> {
-        let page: Paginated<ClientAccess> = self
-            .call(&firm.org_number, "agent packages", |c| {
-                c.request(Method::GET, AGENT_PACKAGES_PATH)
-                    .query(&[("party", firm.party), ("to", agent)])
-            })
-            .await?;
-        Ok(page.data)
+        self.list(&firm.org_number, "agent packages", |c| {
+            c.request(Method::GET, AGENT_PACKAGES_PATH)
+                .query(&[("party", firm.party), ("to", agent)])
+        })
+        .await
     }
 
     /// Delegates packages from the client to the agent via the firm; idempotent per package.
@@ -186,6 +183,43 @@ impl AltinnClient {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base_url))
+    }
+
+    /// Every page of a list, following `links.next`. A page that fails fails the whole list:
+    /// a partial list read as the whole one would make the reconcile forget agents.
+    async fn list<T, F>(
+        &self,
+        org_number: &str,
+        operation: &'static str,
+        first: F,
+    ) -> Result<Vec<T>>
+    where
+        T: DeserializeOwned,
+        F: Fn(&Self) -> RequestBuilder,
+    {
+        let mut page: Paginated<T> = self.call(org_number, operation, first).await?;
+        let mut all = std::mem::take(&mut page.data);
+        let mut pages = 1;
+        while let Some(next) = page.links.next.take().filter(|n| !n.is_empty()) {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(Error::Paging {
+                    operation,
+                    reason: format!("more than {MAX_PAGES} pages"),
+                });
+            }
+            // `next` may be absolute or relative to the base URL.
+            let url = if next.starts_with("http://") || next.starts_with("https://") {
+                next
+            } else {
+                format!("{}{next}", self.base_url)
+            };
+            page = self
+                .call(org_number, operation, |c| c.http.get(url.as_str()))
+                .await?;
+            all.append(&mut page.data);
+        }
+        Ok(all)
     }
 
     /// [`Self::send`], then reads the answer as JSON.

@@ -60,6 +60,12 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A list whose pages do not end: retried, as a partial list must never be used.
+    #[error("Altinn's list for {operation} could not be read to its end: {reason}")]
+    Paging {
+        operation: &'static str,
+        reason: String,
+    },
 }
 
 /// What the error policy does with an [`Error`].
@@ -77,7 +83,7 @@ pub enum Class {
 impl Error {
     pub fn class(&self) -> Class {
         match self {
-            Error::Transient { .. } => Class::Transient,
+            Error::Transient { .. } | Error::Paging { .. } => Class::Transient,
             Error::Token => Class::Token,
             Error::FirmLevel { .. } => Class::FirmLevel,
             // A 2xx we cannot read will not read better next time.

@@ -25,8 +25,9 @@ use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::parties::Parties;
 use super::{FlushSettings, Result};
-use crate::altinn::wire::{DelegationBatch, PersonInput};
+use crate::altinn::wire::PersonInput;
 use crate::altinn::{self, AltinnClient, Class, Firm};
 use crate::retry::RetryPolicy;
 
@@ -62,7 +63,8 @@ struct Row {
 /// What becomes of one delivered row.
 #[derive(Debug)]
 enum Verdict {
-    Delivered,
+    /// With a note for the audit when there was nothing left to do.
+    Delivered(Option<String>),
     Parked {
         explanation: String,
         trace: Option<String>,
@@ -73,19 +75,17 @@ enum Verdict {
     },
 }
 
-/// A client of the firm as Altinn knows it: its party and the role it gave the firm.
-#[derive(Debug, Clone)]
-struct AltinnClientParty {
-    party: Uuid,
-    role: String,
-}
-
 /// Held while one person is made an agent.
 type PersonLock = Arc<Mutex<()>>;
 
 /// What the dispatcher knows of an employee it delivers to.
 enum Person {
-    Agent(Uuid),
+    /// The firm's agent already; the identity, if known, makes them one again should another
+    /// replica have removed them.
+    Agent {
+        party: Uuid,
+        identity: Option<PersonInput>,
+    },
     /// Not yet the firm's agent; the identity to add them with (never logged).
     ToAdd(PersonInput),
     /// AdminFlow has sent no identity.
@@ -133,9 +133,8 @@ pub struct Dispatcher {
     unsaved_agents: std::sync::Mutex<Vec<(String, Uuid, Uuid)>>,
     /// Altinn's lock-out after failed person lookups, per firm (also kept in `firms`).
     lookup_locks: std::sync::Mutex<HashMap<String, Instant>>,
-    /// Party lookups, per firm: they change rarely and cost a call each.
-    firms: Mutex<HashMap<String, Firm>>,
-    clients: Mutex<HashMap<String, HashMap<String, AltinnClientParty>>>,
+    /// Firm and client parties.
+    parties: Parties,
 }
 
 impl Dispatcher {
@@ -154,8 +153,7 @@ impl Dispatcher {
             added: std::sync::Mutex::default(),
             unsaved_agents: std::sync::Mutex::default(),
             lookup_locks: std::sync::Mutex::default(),
-            firms: Mutex::default(),
-            clients: Mutex::default(),
+            parties: Parties::default(),
         }
     }
 
@@ -297,7 +295,7 @@ impl Dispatcher {
                     if !self.hold_lease(lease, claimed_at, &rows).await? {
                         return Ok(Vec::new());
                     }
-                    Ok::<_, crate::state::Error>(self.deliver_group(key, rows, agent).await)
+                    Ok::<_, crate::state::Error>(self.deliver_group(key, rows, agent, people).await)
                 }
             })
             // Every group waits on the shared limits, so none is held back by this width.
@@ -422,8 +420,7 @@ impl Dispatcher {
                LEFT JOIN altinn_agents a
                       ON a.firm = k.firm AND a.employee_id = k.employee_id
                LEFT JOIN employee_identities e
-                      ON a.agent_party IS NULL
-                     AND e.firm = k.firm AND e.employee_id = k.employee_id"#,
+                      ON e.firm = k.firm AND e.employee_id = k.employee_id"#,
         )
         .bind(&firms)
         .bind(&employees)
@@ -436,13 +433,17 @@ impl Dispatcher {
                 if let Some(secs) = locked_secs {
                     locks.insert(firm.clone(), Instant::now() + Duration::from_secs_f64(secs));
                 }
-                let person = match (agent, nin, last_name) {
-                    (Some(agent), _, _) => Person::Agent(agent),
-                    (None, Some(nin), Some(last_name)) => Person::ToAdd(PersonInput {
+                let identity = match (nin, last_name) {
+                    (Some(nin), Some(last_name)) => Some(PersonInput {
                         person_identifier: nin,
                         last_name,
                     }),
-                    _ => Person::Unknown,
+                    _ => None,
+                };
+                let person = match (agent, identity) {
+                    (Some(party), identity) => Person::Agent { party, identity },
+                    (None, Some(identity)) => Person::ToAdd(identity),
+                    (None, None) => Person::Unknown,
                 };
                 ((firm, employee), person)
             })
@@ -490,23 +491,81 @@ impl Dispatcher {
         key: GroupKey<'_>,
         rows: Vec<Row>,
         agent: altinn::Result<Uuid>,
+        people: &People,
     ) -> Vec<(Row, Verdict)> {
         let agent = match agent {
             Ok(agent) => agent,
-            Err(e) => return self.verdicts(&key, rows, Some(&e)).await,
+            Err(e) => return self.verdicts(&key, rows, &Err(e)).await,
         };
-        match self.deliver(&key, &rows, agent).await {
-            Err(e) if e.class() == Class::Permanent && rows.len() > 1 => {
+        let (outcome, agent) = self.deliver_fresh(&key, &rows, agent, people).await;
+        match (outcome, agent) {
+            (Err(e), Some(agent)) if e.class() == Class::Permanent && rows.len() > 1 => {
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
                     let outcome = self.deliver(&key, std::slice::from_ref(&row), agent).await;
-                    let verdict = self.verdict(&key, &row, outcome).await;
+                    let verdict = self.verdict(&key, &row, &outcome).await;
                     out.push((row, verdict));
                 }
                 out
             }
-            outcome => self.verdicts(&key, rows, outcome.as_ref().err()).await,
+            (outcome, _) => self.verdicts(&key, rows, &outcome).await,
         }
+    }
+
+    /// [`Self::deliver`], and once more after a refusal that stale knowledge could explain:
+    /// another replica removed the agent, or the client changed the roles it gave the firm.
+    /// Only then is anything parked. Returns the outcome and the agent used last, if any.
+    async fn deliver_fresh(
+        &self,
+        key: &GroupKey<'_>,
+        rows: &[Row],
+        agent: Uuid,
+        people: &People,
+    ) -> (altinn::Result<Option<String>>, Option<Uuid>) {
+        let outcome = self.deliver(key, rows, agent).await;
+        let code = match &outcome {
+            Err(altinn::Error::Permanent(r)) => r.code.clone(),
+            _ => None,
+        };
+        let stale = matches!(
+            code.as_deref(),
+            Some(MISSING_ASSIGNMENT | ROLE_LACKS_PACKAGE)
+        );
+        if !stale {
+            return (outcome, Some(agent));
+        }
+        tracing::info!(firm = %key.firm, client = %key.client, employee.id = %key.employee,
+            code = ?code, "Altinn refused what a stale cache could explain; refreshing and trying once more");
+        self.parties.forget_clients(key.firm).await;
+        let agent = if code.as_deref() == Some(MISSING_ASSIGNMENT) {
+            self.agent_again(key, people)
+                .await
+                .map(|a| a.unwrap_or(agent))
+        } else {
+            Ok(agent)
+        };
+        match agent {
+            Ok(agent) => (self.deliver(key, rows, agent).await, Some(agent)),
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    /// Makes the employee the firm's agent again, when their identity is known.
+    async fn agent_again(
+        &self,
+        key: &GroupKey<'_>,
+        people: &People,
+    ) -> altinn::Result<Option<Uuid>> {
+        let Some(Person::Agent {
+            identity: Some(identity),
+            ..
+        }) = people.get(&(key.firm.to_owned(), key.employee))
+        else {
+            return Ok(None);
+        };
+        self.forget_agent(key.firm, key.employee);
+        let firm = self.firm(key.firm).await?;
+        self.agent(&firm, key.employee, identity).await.map(Some)
     }
 
     /// One outcome for every row of a group.
@@ -514,14 +573,11 @@ impl Dispatcher {
         &self,
         key: &GroupKey<'_>,
         rows: Vec<Row>,
-        error: Option<&altinn::Error>,
+        outcome: &altinn::Result<Option<String>>,
     ) -> Vec<(Row, Verdict)> {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let verdict = match error {
-                None => Verdict::Delivered,
-                Some(e) => self.verdict_for(key, &row, e).await,
-            };
+            let verdict = self.verdict(key, &row, outcome).await;
             out.push((row, verdict));
         }
         out
@@ -530,7 +586,7 @@ impl Dispatcher {
     /// The employee's agent party: known, or added now (with a permit, as it is a call).
     async fn agent_for(&self, key: &GroupKey<'_>, people: &People) -> altinn::Result<Uuid> {
         match people.get(&(key.firm.to_owned(), key.employee)) {
-            Some(Person::Agent(agent)) => Ok(*agent),
+            Some(Person::Agent { party, .. }) => Ok(*party),
             Some(Person::ToAdd(person)) => {
                 let firm = self.firm(key.firm).await?;
                 self.agent(&firm, key.employee, person).await
@@ -541,10 +597,15 @@ impl Dispatcher {
         }
     }
 
-    async fn verdict(&self, key: &GroupKey<'_>, row: &Row, outcome: altinn::Result<()>) -> Verdict {
+    async fn verdict(
+        &self,
+        key: &GroupKey<'_>,
+        row: &Row,
+        outcome: &altinn::Result<Option<String>>,
+    ) -> Verdict {
         match outcome {
-            Ok(()) => Verdict::Delivered,
-            Err(e) => self.verdict_for(key, row, &e).await,
+            Ok(note) => Verdict::Delivered(note.clone()),
+            Err(e) => self.verdict_for(key, row, e).await,
         }
     }
 
@@ -602,63 +663,59 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver(&self, key: &GroupKey<'_>, rows: &[Row], agent: Uuid) -> altinn::Result<()> {
+    /// One Altinn call for the group. A revoke of what Altinn no longer holds is done, with a
+    /// note why: delegations go with the firm's ER role on the client, and with the agent.
+    async fn deliver(
+        &self,
+        key: &GroupKey<'_>,
+        rows: &[Row],
+        agent: Uuid,
+    ) -> altinn::Result<Option<String>> {
+        let revoke = key.action == "revoke";
         let firm = self.firm(key.firm).await?;
-        let client = self.client(&firm, key.client).await?;
-        let packages = rows.iter().map(|r| format!("{PACKAGE_URN}{}", r.package));
-        let batch = DelegationBatch::for_role(&client.role, packages);
-        if key.action == "grant" {
-            self.altinn
-                .delegate(&firm, client.party, agent, &batch)
-                .await?;
+        let Some(client) = self.parties.client(&self.altinn, &firm, key.client).await? else {
+            return if revoke {
+                Ok(Some(NO_LONGER_A_CLIENT.to_owned()))
+            } else {
+                Err(not_a_client(key.client))
+            };
+        };
+        let packages: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{PACKAGE_URN}{}", r.package))
+            .collect();
+        let batch = match client.batch(&packages) {
+            Ok(batch) => batch,
+            Err(_) if revoke => return Ok(Some(NO_ROLE_LEFT.to_owned())),
+            Err(uncovered) => {
+                return Err(permanent(&format!(
+                    "the client has not given the firm a role that lets it delegate {} (roles \
+                     given: {})",
+                    uncovered.join(", "),
+                    client.role_codes().join(", ")
+                )));
+            }
+        };
+        let outcome = if revoke {
+            self.altinn.revoke(&firm, client.party, agent, &batch).await
         } else {
             self.altinn
-                .revoke(&firm, client.party, agent, &batch)
-                .await?;
+                .delegate(&firm, client.party, agent, &batch)
+                .await
+        };
+        match outcome {
+            Ok(_) => Ok(None),
+            Err(altinn::Error::Permanent(r))
+                if revoke && r.code.as_deref() == Some(MISSING_ASSIGNMENT) =>
+            {
+                Ok(Some(NOT_AN_AGENT.to_owned()))
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     pub(super) async fn firm(&self, org: &str) -> altinn::Result<Firm> {
-        if let Some(f) = self.firms.lock().await.get(org) {
-            return Ok(f.clone());
-        }
-        let firm = self.altinn.firm_party(org).await?;
-        self.firms.lock().await.insert(org.to_owned(), firm.clone());
-        Ok(firm)
-    }
-
-    async fn client(&self, firm: &Firm, client_org: &str) -> altinn::Result<AltinnClientParty> {
-        if let Some(c) = self
-            .clients
-            .lock()
-            .await
-            .get(&firm.org_number)
-            .and_then(|m| m.get(client_org))
-        {
-            return Ok(c.clone());
-        }
-        let listed = self.altinn.clients(firm).await?;
-        let by_org: HashMap<String, AltinnClientParty> = listed
-            .into_iter()
-            .filter_map(|c| {
-                let org = c.client.organization_identifier.clone()?;
-                let role = c.access.first()?.role.code.clone()?;
-                Some((
-                    org,
-                    AltinnClientParty {
-                        party: c.client.id,
-                        role,
-                    },
-                ))
-            })
-            .collect();
-        let found = by_org.get(client_org).cloned();
-        self.clients
-            .lock()
-            .await
-            .insert(firm.org_number.clone(), by_org);
-        found.ok_or_else(|| not_a_client(client_org))
+        self.parties.firm(&self.altinn, org).await
     }
 
     /// Makes the person the firm's agent, once: a lane that waited on the same person uses the
@@ -729,7 +786,7 @@ impl Dispatcher {
         for (row, verdict) in verdicts {
             ids.push(row.id);
             let (outcome, detail, trace, wait) = match verdict {
-                Verdict::Delivered => ("delivered", None, None, 0.0),
+                Verdict::Delivered(note) => ("delivered", note, None, 0.0),
                 Verdict::Parked { explanation, trace } => ("parked", Some(explanation), trace, 0.0),
                 Verdict::Retry { error, wait } => ("retry", Some(error), None, wait.as_secs_f64()),
             };
@@ -755,7 +812,7 @@ impl Dispatcher {
                    SET status = CASE WHEN i.outcome = 'retry' THEN 'pending' ELSE i.outcome END,
                        lease_until = NULL,
                        finished_at = CASE WHEN i.outcome = 'retry' THEN NULL ELSE now() END,
-                       last_error = i.detail,
+                       last_error = CASE WHEN i.outcome = 'delivered' THEN NULL ELSE i.detail END,
                        explanation = CASE WHEN i.outcome = 'parked' THEN i.detail END,
                        next_attempt_at = CASE WHEN i.outcome = 'retry'
                                               THEN now() + make_interval(secs => i.wait)
@@ -870,6 +927,19 @@ pub(super) fn retry_delay(settings: &FlushSettings, e: &altinn::Error, attempts:
     e.retry_after()
         .map_or(wait, |asked| asked.min(max).max(wait))
 }
+
+/// Altinn's MissingAssignment: the firm lacks the role on the client, or the person is not
+/// the firm's agent.
+const MISSING_ASSIGNMENT: &str = "AM.VLD-00032";
+/// UserNotAuthorized: the named role does not let the firm delegate the package.
+const ROLE_LACKS_PACKAGE: &str = "AM.VLD-00026";
+
+const NO_LONGER_A_CLIENT: &str = "nothing left to revoke: the client no longer lists the firm \
+     (its registration as accountant in ER ended), and Altinn removed the delegations with it";
+const NO_ROLE_LEFT: &str = "nothing left to revoke: the client no longer gives the firm a role \
+     with this package, and Altinn removed the delegations with the role";
+const NOT_AN_AGENT: &str = "nothing left to revoke: the person is no longer the firm's agent, \
+     and Altinn removed the delegations with the agent";
 
 fn not_a_client(client_org: &str) -> altinn::Error {
     permanent(&format!(

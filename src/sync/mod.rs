@@ -13,6 +13,7 @@
 mod dispatch;
 mod idle;
 mod parked;
+mod parties;
 mod plan;
 mod reconcile;
 
