@@ -125,6 +125,8 @@ pub enum Command {
         db: DbSettings,
         #[arg(long, env = "RETENTION_DAYS", default_value_t = 30)]
         retention_days: u64,
+        #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 400)]
+        audit_retention_days: u64,
     },
 }
 

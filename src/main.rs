@@ -227,13 +227,28 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 None => anyhow::bail!("firm {firm} is not known"),
             }
         }
-        Command::Prune { db, retention_days } => {
+        Command::Prune {
+            db,
+            retention_days,
+            audit_retention_days,
+        } => {
             let pool = connect_migrated(&db).await?;
-            let retention = Duration::from_secs(retention_days * 24 * 3600);
-            let o = state::prune(&pool, retention).await?;
+            let days = |d: u64| Duration::from_secs(d.saturating_mul(24 * 3600));
+            let retention = state::Retention {
+                days: days(retention_days),
+                audit: days(audit_retention_days),
+            };
+            let o = state::prune(&pool, &retention).await?;
             println!(
-                "pruned {} processed event ids and {} tombstones",
-                o.processed_events, o.tombstones
+                "pruned {} processed event ids, {} tombstones, {} finished outbox rows, {} handled \
+                 commands, {} dead letters, {} sequence regressions and {} audit rows",
+                o.processed_events,
+                o.tombstones,
+                o.outbox_rows,
+                o.commands,
+                o.dead_letters,
+                o.sequence_regressions,
+                o.audit_rows
             );
         }
     }

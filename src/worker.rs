@@ -36,9 +36,13 @@ pub struct Housekeeping {
     /// desired grants at start-up.
     #[arg(long, env = "ROLE_MAPPING", default_value = DEFAULT_ROLE_MAPPING)]
     pub role_mapping: RoleMapping,
-    /// Days to keep processed event ids and removal tombstones.
+    /// Days to keep processed event ids, removal tombstones, delivered and superseded outbox
+    /// rows, handled commands, dead letters and sequence regressions.
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u64,
+    /// Days to keep the audit, the record of who got access when.
+    #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 400)]
+    pub audit_retention_days: u64,
     /// Seconds between progress reports in the log.
     #[arg(long, env = "PROGRESS_INTERVAL_SECS", default_value_t = 10)]
     pub progress_interval_secs: u64,
@@ -50,8 +54,11 @@ pub struct Housekeeping {
 }
 
 impl Housekeeping {
-    pub fn retention(&self) -> Duration {
-        Duration::from_secs(self.retention_days * 24 * 3600)
+    pub fn retention(&self) -> state::Retention {
+        state::Retention {
+            days: Duration::from_secs(self.retention_days.saturating_mul(24 * 3600)),
+            audit: Duration::from_secs(self.audit_retention_days.saturating_mul(24 * 3600)),
+        }
     }
 }
 
@@ -200,8 +207,10 @@ async fn housekeeping(pool: &PgPool, settings: &Housekeeping, metrics: &Metrics)
                     last = now;
                 }
             }
-            _ = prune.tick() => match state::prune(pool, settings.retention()).await {
-                Ok(o) => tracing::info!(processed_events = o.processed_events, tombstones = o.tombstones, "pruned"),
+            _ = prune.tick() => match state::prune(pool, &settings.retention()).await {
+                Ok(o) => tracing::info!(processed_events = o.processed_events, tombstones = o.tombstones,
+                    outbox_rows = o.outbox_rows, commands = o.commands, dead_letters = o.dead_letters,
+                    sequence_regressions = o.sequence_regressions, audit_rows = o.audit_rows, "pruned"),
                 Err(e) => tracing::warn!(error = %e, "pruning failed; will try again in an hour"),
             },
         }

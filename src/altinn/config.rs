@@ -44,6 +44,14 @@ pub struct ValidatedAltinnConfig {
     pub request_timeout: Duration,
 }
 
+/// What the worker asks Maskinporten for: reading the firm's party, and reading and changing
+/// its client delegations (Altinn matches each scope exactly).
+pub const REQUIRED_SCOPES: [&str; 3] = [
+    "altinn:accessmanagement/authorizedparties",
+    "altinn:clientdelegations.read",
+    "altinn:clientdelegations.write",
+];
+
 impl AltinnSettings {
     /// `Ok(None)` when no Altinn setting is given; an error naming the missing ones when only
     /// some are.
@@ -80,6 +88,20 @@ impl AltinnSettings {
                 "MASKINPORTEN_URL must end with '/' (it is the issuer), got {maskinporten_url}"
             )));
         }
+        // Without one of these every firm gets a 403, which looks like every firm's pause.
+        let scopes = self.maskinporten_scopes.as_deref().unwrap_or_default();
+        let lacking: Vec<&str> = REQUIRED_SCOPES
+            .iter()
+            .copied()
+            .filter(|needed| !scopes.split_whitespace().any(|s| s == *needed))
+            .collect();
+        if !lacking.is_empty() {
+            return Err(Error::Config(format!(
+                "MASKINPORTEN_SCOPES lacks {}: the worker needs all of {}",
+                lacking.join(" and "),
+                REQUIRED_SCOPES.join(", ")
+            )));
+        }
         if self.altinn_request_timeout_ms == 0 {
             return Err(Error::Config(
                 "ALTINN_REQUEST_TIMEOUT_MS must be above 0".into(),
@@ -113,6 +135,31 @@ mod tests {
             ..Default::default()
         };
         assert!(settings.validate().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_missing_scope_is_named() {
+        let settings = AltinnSettings {
+            altinn_base_url: Some("http://localhost".into()),
+            maskinporten_url: Some("http://localhost/".into()),
+            maskinporten_client_id: Some("c".into()),
+            maskinporten_kid: Some("k".into()),
+            maskinporten_key_file: Some("key.pem".into()),
+            maskinporten_scopes: Some(
+                "altinn:accessmanagement/authorizedparties altinn:clientdelegations.read".into(),
+            ),
+            altinn_request_timeout_ms: 10_000,
+        };
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("lacks altinn:clientdelegations.write"),
+            "{err}"
+        );
+        let all = AltinnSettings {
+            maskinporten_scopes: Some(REQUIRED_SCOPES.join(" ")),
+            ..settings
+        };
+        assert!(all.validate().unwrap().is_some());
     }
 
     #[test]

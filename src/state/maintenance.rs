@@ -6,35 +6,81 @@ use sqlx::PgPool;
 
 use super::Result;
 
+/// How long what is done is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Processed event ids, removal tombstones, finished outbox rows, handled commands, dead
+    /// letters and sequence regressions.
+    pub days: Duration,
+    /// The audit: the record of who got access when, kept longer.
+    pub audit: Duration,
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PruneOutcome {
     pub processed_events: u64,
     pub tombstones: u64,
+    pub outbox_rows: u64,
+    pub commands: u64,
+    pub dead_letters: u64,
+    pub sequence_regressions: u64,
+    pub audit_rows: u64,
 }
 
-/// Deletes processed event ids and removal tombstones older than `retention`.
+/// Deletes what is done and older than its retention: processed event ids, removal
+/// tombstones, delivered and superseded outbox rows, handled commands, dead letters, sequence
+/// regressions, and audit rows. Parked changes stay until they are resolved.
 ///
 /// After this, a duplicate or late event older than the retention period is applied as new;
 /// keep the retention longer than any redelivery or replay you expect.
-pub async fn prune(pool: &PgPool, retention: Duration) -> Result<PruneOutcome> {
-    let secs = retention.as_secs_f64();
-    let processed_events = sqlx::query(
-        "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
-    )
-    .bind(secs)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    let tombstones = sqlx::query(
-        "DELETE FROM assignments WHERE NOT active AND updated_at < now() - make_interval(secs => $1)",
-    )
-    .bind(secs)
-    .execute(pool)
-    .await?
-    .rows_affected();
+pub async fn prune(pool: &PgPool, retention: &Retention) -> Result<PruneOutcome> {
+    let secs = retention.days.as_secs_f64();
+    let delete = |sql: &'static str, secs: f64| async move {
+        Ok::<_, super::Error>(
+            sqlx::query(sql)
+                .bind(secs)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        )
+    };
     Ok(PruneOutcome {
-        processed_events,
-        tombstones,
+        processed_events: delete(
+            "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
+            secs,
+        )
+        .await?,
+        tombstones: delete(
+            "DELETE FROM assignments WHERE NOT active AND updated_at < now() - make_interval(secs => $1)",
+            secs,
+        )
+        .await?,
+        outbox_rows: delete(
+            r#"DELETE FROM outbox WHERE status IN ('delivered', 'superseded')
+                 AND finished_at < now() - make_interval(secs => $1)"#,
+            secs,
+        )
+        .await?,
+        commands: delete(
+            "DELETE FROM commands WHERE handled_at < now() - make_interval(secs => $1)",
+            secs,
+        )
+        .await?,
+        dead_letters: delete(
+            "DELETE FROM dead_letters WHERE received_at < now() - make_interval(secs => $1)",
+            secs,
+        )
+        .await?,
+        sequence_regressions: delete(
+            "DELETE FROM sequence_regressions WHERE detected_at < now() - make_interval(secs => $1)",
+            secs,
+        )
+        .await?,
+        audit_rows: delete(
+            "DELETE FROM audit WHERE at < now() - make_interval(secs => $1)",
+            retention.audit.as_secs_f64(),
+        )
+        .await?,
     })
 }
 

@@ -16,7 +16,7 @@ pub use database::{DbSettings, connect, migrate};
 pub use dead_letters::{DeadLetter, DeadLetterRow, list_dead_letters, record_dead_letter};
 pub use desired::{DesiredGrant, Realigned, align_role_mapping, desired_grants};
 pub use explain::{ClientFacts, Explanation, explain};
-pub use maintenance::{PruneOutcome, Resequenced, prune, resequence};
+pub use maintenance::{PruneOutcome, Resequenced, Retention, prune, resequence};
 
 /// Database failures, sorted by what the caller should do about them.
 #[derive(Debug, thiserror::Error)]

@@ -88,6 +88,7 @@ impl TestApp {
             housekeeping: Housekeeping {
                 role_mapping: RoleMapping::default(),
                 retention_days: 30,
+                audit_retention_days: 400,
                 progress_interval_secs: 60,
                 shutdown_grace_secs: 25,
             },

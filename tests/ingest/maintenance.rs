@@ -34,7 +34,11 @@ async fn processed_ids_and_tombstones_older_than_the_retention_are_pruned() {
         .await
         .unwrap();
 
-    let pruned = altinn_sync::state::prune(&app.pool, Duration::from_secs(30 * 24 * 3600))
+    let retention = altinn_sync::state::Retention {
+        days: Duration::from_secs(30 * 24 * 3600),
+        audit: Duration::from_secs(400 * 24 * 3600),
+    };
+    let pruned = altinn_sync::state::prune(&app.pool, &retention)
         .await
         .unwrap();
     assert_eq!((pruned.processed_events, pruned.tombstones), (5, 1));
@@ -44,5 +48,91 @@ async fn processed_ids_and_tombstones_older_than_the_retention_are_pruned() {
             .await
             .unwrap();
     assert_eq!(left, vec![fresh], "the recent tombstone stays");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn pruning_deletes_what_is_done_and_old_and_keeps_parked_changes_and_the_audit_longer() {
+    let app = TestApp::without_worker().await;
+    let run = |sql: &'static str| {
+        let pool = app.pool.clone();
+        async move { sqlx::query(sql).execute(&pool).await.unwrap() }
+    };
+    // Two of each: one finished 31 days ago, one recent.
+    for age in ["31 days", "1 day"] {
+        let status = |s: &str| format!("'{s}'");
+        for s in ["delivered", "superseded", "parked"] {
+            let sql = format!(
+                r#"INSERT INTO outbox (firm, employee_id, client_org_number, package, action,
+                                      generation, idempotency_key, cause, status, finished_at)
+                   VALUES ('912345610', gen_random_uuid(), '998877660', 'p', 'grant', 1,
+                           gen_random_uuid()::text, gen_random_uuid(), {}, now() - interval '{age}')"#,
+                status(s)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&app.pool)
+                .await
+                .unwrap();
+        }
+        let sql = format!(
+            r#"INSERT INTO commands (command_id, command_type, firm, requested_at, received_at,
+                                     handled_at)
+               VALUES (gen_random_uuid(), 'SyncNow', '912345610', now(), now(),
+                       now() - interval '{age}');
+               INSERT INTO dead_letters (queue, routing_key, reason_code, reason, body_bytes,
+                                         redelivered, received_at)
+               VALUES ('q', 'ClientAssigned', 'schema', 'bad', 10, false, now() - interval '{age}');
+               INSERT INTO sequence_regressions (firm, event_id, sequence, high_water_sequence,
+                                                 detected_at)
+               VALUES ('912345610', gen_random_uuid(), 1, 20000, now() - interval '{age}');
+               INSERT INTO audit (firm, employee_id, client_org_number, package, action, outcome,
+                                  cause, outbox_id, at)
+               VALUES ('912345610', gen_random_uuid(), '998877660', 'p', 'grant', 'delivered',
+                       gen_random_uuid(), 1, now() - interval '{age}')"#
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    // An audit row older than its own, longer retention.
+    run(
+        r#"INSERT INTO audit (firm, employee_id, client_org_number, package, action, outcome,
+                              cause, outbox_id, at)
+           VALUES ('912345610', gen_random_uuid(), '998877660', 'p', 'grant', 'delivered',
+                   gen_random_uuid(), 1, now() - interval '401 days')"#,
+    )
+    .await;
+
+    let retention = altinn_sync::state::Retention {
+        days: Duration::from_secs(30 * 24 * 3600),
+        audit: Duration::from_secs(400 * 24 * 3600),
+    };
+    let pruned = altinn_sync::state::prune(&app.pool, &retention)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            pruned.outbox_rows,
+            pruned.commands,
+            pruned.dead_letters,
+            pruned.sequence_regressions,
+            pruned.audit_rows
+        ),
+        (2, 1, 1, 1, 1),
+        "old delivered and superseded changes, one of each of the rest, the 401-day audit row"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE status = 'parked'")
+            .await,
+        2,
+        "parked changes stay until they are resolved"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM audit WHERE at < now() - interval '30 days'")
+            .await,
+        1,
+        "the 31-day audit row stays: the audit is kept for 400 days"
+    );
     app.teardown().await;
 }
