@@ -149,7 +149,7 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub broker: BrokerSettings,
     /// Prefix of the worker's queues and exchanges.
-    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = "altinn-sync")]
+    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = crate::ingest::DEFAULT_TOPOLOGY_PREFIX)]
     pub topology_prefix: String,
     /// The firm's organisation number.
     #[arg(long, env = "FIRM")]
@@ -167,7 +167,7 @@ pub struct ReconcileArgs {
     #[command(flatten)]
     pub broker: BrokerSettings,
     /// Prefix of the worker's queues and exchanges.
-    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = "altinn-sync")]
+    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = crate::ingest::DEFAULT_TOPOLOGY_PREFIX)]
     pub topology_prefix: String,
     /// Only this firm; every firm when left out.
     #[arg(long, env = "FIRM")]

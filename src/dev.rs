@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::altinn::AltinnSettings;
 use crate::contract::{Command, CommandKind};
-use crate::ingest::{self, IngestSettings};
+use crate::ingest;
 use crate::sim::{self, Simulator, World};
 use crate::state;
 use crate::worker::{self, WorkerSettings};
@@ -90,6 +90,10 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), Error
         clippy::expect_used,
         reason = "built into the binary; a unit test parses it"
     )]
+    for (name, value) in own_defaults(&mut settings) {
+        tracing::info!(setting = name, value = %value,
+            "dev keeps apart from run: it uses its own database, queues and exchange");
+    }
     let world: World = serde_json::from_str(DEMO_WORLD).expect("the embedded demo world parses");
     let simulator = Simulator::new();
     simulator.load(world).await;
@@ -120,13 +124,46 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), Error
         simulator = %addr, firms_to_reconcile = known.firms,
         "dev: the Altinn simulator runs in-process with the demo world; starting the worker"
     );
-    eprintln!("{}", guide(addr, &settings.ingest, &known));
+    eprintln!("{}", guide(addr, &settings, &known));
 
     let outcome = worker::run(&settings, shutdown).await;
     drop(stop_sim_on_exit);
     let _ = served.await;
     drop(key);
     Ok(outcome?)
+}
+
+/// dev's own database, queues and event exchange, where the settings are `run`'s defaults: on a
+/// host that also runs the worker, dev must not reconcile its database against an empty
+/// simulator, nor share its queues and AdminFlow's exchange. Returns what it changed (no
+/// secrets: the default URL has no password).
+fn own_defaults(settings: &mut WorkerSettings) -> Vec<(&'static str, String)> {
+    let mut changed = Vec::new();
+    let mut replace = |name, value: &mut String, default: &str, dev: &str| {
+        if value == default {
+            *value = dev.to_owned();
+            changed.push((name, value.clone()));
+        }
+    };
+    replace(
+        "DATABASE_URL",
+        &mut settings.db.database_url,
+        state::DEFAULT_DATABASE_URL,
+        DEV_DATABASE_URL,
+    );
+    replace(
+        "TOPOLOGY_PREFIX",
+        &mut settings.ingest.topology_prefix,
+        ingest::DEFAULT_TOPOLOGY_PREFIX,
+        DEV_TOPOLOGY_PREFIX,
+    );
+    replace(
+        "EVENTS_EXCHANGE",
+        &mut settings.ingest.events_exchange,
+        ingest::DEFAULT_EVENTS_EXCHANGE,
+        DEV_EVENTS_EXCHANGE,
+    );
+    changed
 }
 
 /// The names of the Altinn settings the user gave, which dev replaces. Names only: never values.
@@ -160,6 +197,10 @@ fn point_at_simulator(altinn: &mut AltinnSettings, addr: SocketAddr, key: &Path)
     altinn.maskinporten_key_file = Some(key.to_owned());
     altinn.maskinporten_scopes = Some(SCOPES.into());
 }
+
+const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/altinn_sync_dev";
+const DEV_TOPOLOGY_PREFIX: &str = "altinn-sync-dev";
+const DEV_EVENTS_EXCHANGE: &str = "adminflow-dev.events";
 
 /// The embedded test-only key in a file of this process's own (the worker reads its key from a
 /// file), removed when dropped. Created exclusively, so an existing file or link is never
@@ -252,31 +293,36 @@ async fn declare_topology(settings: &WorkerSettings) -> Result<(), lapin::Error>
     declared
 }
 
-/// What to do next, with this run's simulator address, exchange and prefix.
-fn guide(addr: SocketAddr, ingest: &IngestSettings, known: &Known) -> String {
-    let exchange = &ingest.events_exchange;
-    let publish = |key: &str, file: &str| {
-        format!(
-            "altinn-sync publish --exchange {exchange} --routing-key {key:<14} \
-             schemas/examples/demo/{file}"
-        )
-    };
-    let sync = if ingest.topology_prefix == "altinn-sync" {
-        format!("altinn-sync sync --firm {DEMO_FIRM}")
+/// What to do next, with this run's simulator address, database, exchange and prefix.
+fn guide(addr: SocketAddr, settings: &WorkerSettings, known: &Known) -> String {
+    let ingest = &settings.ingest;
+    // A URL with a password is the user's to paste, not ours to print.
+    let url = &settings.db.database_url;
+    let has_password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .is_some_and(|(user, _)| user.contains(':'));
+    let database = if has_password {
+        "<your DATABASE_URL>"
     } else {
-        format!(
-            "altinn-sync sync --firm {DEMO_FIRM} --topology-prefix {}",
-            ingest.topology_prefix
-        )
+        url.as_str()
     };
+    let publish = |key: &str, file: &str| {
+        format!("altinn-sync publish --routing-key {key:<14} schemas/examples/demo/{file}")
+    };
+    let sync = format!("altinn-sync sync --firm {DEMO_FIRM}");
     let curl = format!("curl -s http://{addr}/_sim/delegations");
     let mut text = format!(
         "\naltinn-sync dev is ready. The Altinn simulator at http://{addr} holds the demo world:\n\
          firm {DEMO_FIRM}, client 998877660, Kari Nordmann and Ola Hansen. The worker flushes \
          to it.\n\
-         In another terminal, in the repository (alias altinn-sync='cargo run --release --quiet --'):\n\
+         In another terminal, in the repository:\n\
+         \n  alias altinn-sync='cargo run --release --quiet --'\
+         \n  export DATABASE_URL={database} TOPOLOGY_PREFIX={} PUBLISH_EXCHANGE={}\n\
          \n  {}\n  {}\n  {sync}\n  {curl}    # Kari now holds an access package\n\
          \n  {}\n  {sync}\n  {curl}    # [] : gone again\n",
+        ingest.topology_prefix,
+        ingest.events_exchange,
         publish("RoleChanged", "01-kari-role-changed.json"),
         publish("ClientAssigned", "02-kari-client-assigned.json"),
         publish("ClientRemoved", "05-kari-client-removed.json"),
@@ -286,7 +332,7 @@ fn guide(addr: SocketAddr, ingest: &IngestSettings, known: &Known) -> String {
             "\nNote: this database has applied {} of the 5 demo events already, so publishing \
              them again changes\nnothing (they are duplicates). For a fresh demo, start dev on a \
              new database, e.g.\nDATABASE_URL=postgres://postgres@127.0.0.1:5432/altinn_sync_demo2 \
-             (it is created at start).\n",
+             altinn-sync dev (it is created at start).\n",
             known.demo_events_seen
         ));
     }
@@ -331,6 +377,75 @@ mod tests {
             given_altinn_settings(&altinn),
             ["ALTINN_BASE_URL", "MASKINPORTEN_KEY_FILE"]
         );
+    }
+
+    fn worker_settings(args: &[&str]) -> WorkerSettings {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            worker: WorkerSettings,
+        }
+        <Args as clap::Parser>::try_parse_from(
+            std::iter::once("altinn-sync").chain(args.iter().copied()),
+        )
+        .unwrap()
+        .worker
+    }
+
+    #[test]
+    fn dev_keeps_apart_from_runs_database_queues_and_exchange() {
+        let mut settings = worker_settings(&[
+            "--database-url",
+            state::DEFAULT_DATABASE_URL,
+            "--topology-prefix",
+            ingest::DEFAULT_TOPOLOGY_PREFIX,
+            "--events-exchange",
+            ingest::DEFAULT_EVENTS_EXCHANGE,
+        ]);
+        let changed = own_defaults(&mut settings);
+        assert_eq!(changed.len(), 3);
+        assert_eq!(settings.db.database_url, DEV_DATABASE_URL);
+        assert_eq!(settings.ingest.topology_prefix, "altinn-sync-dev");
+        assert_eq!(settings.ingest.events_exchange, "adminflow-dev.events");
+
+        let mut chosen = worker_settings(&[
+            "--database-url",
+            "postgres://postgres@127.0.0.1:5432/mine",
+            "--topology-prefix",
+            "mine",
+            "--events-exchange",
+            "mine.events",
+        ]);
+        assert!(
+            own_defaults(&mut chosen).is_empty(),
+            "the user's choice stands"
+        );
+        let addr: SocketAddr = "127.0.0.1:8090".parse().unwrap();
+        let text = guide(
+            addr,
+            &chosen,
+            &Known {
+                firms: 0,
+                demo_events_seen: 0,
+            },
+        );
+        assert!(
+            text.contains(
+                "export DATABASE_URL=postgres://postgres@127.0.0.1:5432/mine \
+                 TOPOLOGY_PREFIX=mine PUBLISH_EXCHANGE=mine.events"
+            ),
+            "{text}"
+        );
+        chosen.db.database_url = "postgres://u:secret@db/x".into();
+        let text = guide(
+            addr,
+            &chosen,
+            &Known {
+                firms: 0,
+                demo_events_seen: 0,
+            },
+        );
+        assert!(!text.contains("secret"), "{text}");
     }
 
     #[test]

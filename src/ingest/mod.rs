@@ -20,6 +20,11 @@ use crate::retry::{RetryPolicy, Waits};
 use consumer::QueueWorker;
 use dead_letter::DeadLetterPublisher;
 
+/// `run`'s queue and exchange prefix unless told otherwise.
+pub const DEFAULT_TOPOLOGY_PREFIX: &str = "altinn-sync";
+/// AdminFlow's event exchange.
+pub const DEFAULT_EVENTS_EXCHANGE: &str = "adminflow.events";
+
 /// Where the broker is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerSettings {
@@ -37,10 +42,10 @@ pub struct BrokerSettings {
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestSettings {
     /// Prefix of every queue and exchange the worker owns.
-    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = "altinn-sync")]
+    #[arg(long, env = "TOPOLOGY_PREFIX", default_value = DEFAULT_TOPOLOGY_PREFIX)]
     pub topology_prefix: String,
     /// AdminFlow's event exchange (topic, durable).
-    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "adminflow.events")]
+    #[arg(long, env = "EVENTS_EXCHANGE", default_value = DEFAULT_EVENTS_EXCHANGE)]
     pub events_exchange: String,
     /// Redeliveries after which the broker dead-letters a message.
     #[arg(long, env = "DELIVERY_LIMIT", default_value_t = 20)]

@@ -10,6 +10,9 @@ use sqlx::{PgPool, Postgres};
 
 use super::Result;
 
+/// Where `run` keeps its state unless told otherwise.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/altinn_sync";
+
 /// Connection settings; every flag is also an environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbSettings {
@@ -17,7 +20,7 @@ pub struct DbSettings {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/altinn_sync",
+        default_value = DEFAULT_DATABASE_URL,
         hide_env_values = true
     )]
     pub database_url: String,

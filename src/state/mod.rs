@@ -12,7 +12,7 @@ mod maintenance;
 
 pub use apply::{ApplyOptions, ApplyOutcome, apply_events};
 pub use commands::record_commands;
-pub use database::{DbSettings, connect, migrate};
+pub use database::{DEFAULT_DATABASE_URL, DbSettings, connect, migrate};
 pub use dead_letters::{DeadLetter, DeadLetterRow, list_dead_letters, record_dead_letter};
 pub use desired::{DesiredGrant, Realigned, align_role_mapping, desired_grants};
 pub use explain::{ClientFacts, Explanation, explain};

@@ -19,10 +19,16 @@ const KARI_PARTY: &str = "0b0f1c2d-0000-4000-8000-000000000201";
 
 /// Runs the binary against the test's database and broker; fails the test if it fails.
 pub(crate) async fn cli(app: &TestApp, args: &[&str]) -> Output {
+    cli_with(app, &[], args).await
+}
+
+/// The binary with `env` on top of the test's database and broker, as after an `export`.
+async fn cli_with(app: &TestApp, env: &[(String, String)], args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
         .args(args)
         .env("DATABASE_URL", &app.settings.db.database_url)
         .env("AMQP_URL", &app.settings.broker.amqp_url)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .await
@@ -231,21 +237,42 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         .unwrap();
     let mut lines = BufReader::new(dev.stderr.take().unwrap()).lines();
     let mut stderr = Vec::new();
-    let sim = loop {
+    let (mut sim, mut exported) = (None, None);
+    // The guide: the simulator's address, and the `export` line the other commands need.
+    while exported.is_none() {
         let line = lines
             .next_line()
             .await
             .unwrap()
             .expect("dev printed its guide");
-        let addr = line
+        if let Some(addr) = line
             .split("simulator at ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned);
-        stderr.push(line);
-        if let Some(addr) = addr {
-            break addr;
+        {
+            sim = Some(addr.to_owned());
         }
+        if let Some(vars) = line.trim().strip_prefix("export ") {
+            let vars: Vec<(String, String)> = vars
+                .split_whitespace()
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect();
+            exported = Some(vars);
+        }
+        stderr.push(line);
+    }
+    let (sim, exported) = (sim.expect("the simulator's address"), exported.unwrap());
+    assert_eq!(
+        exported.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["DATABASE_URL", "TOPOLOGY_PREFIX", "PUBLISH_EXCHANGE"]
+    );
+    // The README's commands, after the export line.
+    let readme = |args: &'static [&'static str]| {
+        let (app, exported) = (&app, &exported);
+        async move { cli_with(app, exported, args).await }
     };
     let rest = tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
@@ -265,8 +292,20 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         }
     };
 
-    publish(&app, "01-kari-role-changed.json").await;
-    publish(&app, "02-kari-client-assigned.json").await;
+    readme(&[
+        "publish",
+        "--routing-key",
+        "RoleChanged",
+        "schemas/examples/demo/01-kari-role-changed.json",
+    ])
+    .await;
+    readme(&[
+        "publish",
+        "--routing-key",
+        "ClientAssigned",
+        "schemas/examples/demo/02-kari-client-assigned.json",
+    ])
+    .await;
     app.wait_until("Kari's desired grant", || async {
         !state::desired_grants(&app.pool, FIRM)
             .await
@@ -280,9 +319,8 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         "nothing reaches Altinn before a sync"
     );
 
-    let prefix = app.settings.ingest.topology_prefix.clone();
-    let sync = ["sync", "--firm", FIRM, "--topology-prefix", &prefix];
-    cli(&app, &sync).await;
+    const SYNC: &[&str] = &["sync", "--firm", FIRM];
+    readme(SYNC).await;
     app.wait_until("access to appear in the simulator", || async {
         !delegations().await.is_empty()
     })
@@ -296,13 +334,19 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         json!(["urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet"])
     );
 
-    publish(&app, "05-kari-client-removed.json").await;
-    cli(&app, &sync).await;
+    readme(&[
+        "publish",
+        "--routing-key",
+        "ClientRemoved",
+        "schemas/examples/demo/05-kari-client-removed.json",
+    ])
+    .await;
+    readme(SYNC).await;
     app.wait_until("access to disappear from the simulator", || async {
         delegations().await.is_empty()
     })
     .await;
-    let explained = cli(&app, &["explain", "--firm", FIRM, "--employee", KARI]).await;
+    let explained = readme(&["explain", "--firm", FIRM, "--employee", KARI]).await;
     let explained = String::from_utf8(explained.stdout).unwrap();
     assert!(
         explained.contains("998877660") && explained.contains("removed"),
@@ -338,7 +382,7 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
     for step in [
         "--routing-key RoleChanged",
         "schemas/examples/demo/05-kari-client-removed.json",
-        &format!("sync --firm {FIRM} --topology-prefix {prefix}"),
+        &format!("altinn-sync sync --firm {FIRM}\n"),
         &format!("curl -s {sim}/_sim/delegations"),
     ] {
         assert!(stderr.contains(step), "the guide shows {step:?}: {stderr}");
