@@ -29,7 +29,7 @@ impl Spec {
     fn load() -> Self {
         let mut enduser: Value = serde_json::from_str(ENDUSER).unwrap();
         // Known deviation: the spec says `data` is a list of lists of parties, but Altinn's
-        // controller answers a flat list (see shared/altinn-openapi/README.md). Trust the code.
+        // controller answers a flat list (see openapi/README.md). Trust the code.
         enduser["components"]["schemas"]["PaginatedResultOfListOfAuthorizedPartyDto"]["properties"]
             ["data"]["items"] = json!({"$ref": "#/components/schemas/AuthorizedPartyDto"});
         Self {
