@@ -452,6 +452,10 @@ async fn timeouts_are_retried_and_converge_without_a_second_delivery() {
 
 /// `altinn-sync run` as its own process, against `office`.
 fn worker_process(app: &TestApp, office: &Office) -> Child {
+    worker_process_with_lease(app, office, LEASE_SECS)
+}
+
+fn worker_process_with_lease(app: &TestApp, office: &Office, lease_secs: u64) -> Child {
     let s = &app.settings;
     let a = &office.settings;
     Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
@@ -472,7 +476,7 @@ fn worker_process(app: &TestApp, office: &Office) -> Child {
             a.maskinporten_key_file.as_ref().unwrap(),
         )
         .env("MASKINPORTEN_SCOPES", SCOPES)
-        .env("FLUSH_LEASE_SECS", LEASE_SECS.to_string())
+        .env("FLUSH_LEASE_SECS", lease_secs.to_string())
         .env("FLUSH_RETRY_INITIAL_MS", "20")
         // Four calls at a time, and a per-firm limit above that, so that several lanes hold
         // rows of the one firm at once: a kill at any moment finds some leased.
@@ -681,5 +685,80 @@ async fn sigterm_stops_a_drain_within_the_grace_period_and_releases_its_leases()
         0,
         "no lease outlives the worker"
     );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn three_replicas_behave_like_one() {
+    // Hundreds of changes under server errors and latency, three `run` processes on one broker
+    // and one database.
+    let office = office(8, 25, 5_000).await;
+    office
+        .sim
+        .set_faults(Faults {
+            server_error_share: 0.1,
+            latency_ms: 5,
+            ..Faults::default()
+        })
+        .await;
+    let app = TestApp::without_worker().await;
+    let mut replicas: Vec<Child> = (0..3)
+        .map(|_| worker_process_with_lease(&app, &office, 30))
+        .collect();
+    let last = office.publish_story(&app).await;
+    sync_now(&app, last).await;
+    let all = office.changes() as i64;
+    app.wait_until("every change delivered", || async {
+        rows_where(&app, "status = 'delivered'").await == all
+    })
+    .await;
+
+    // The same desired state and the same delegations as one worker would leave, each change
+    // carried out by exactly one call and never called again once its delivery was recorded.
+    office.assert_converged(&app).await;
+    let changes = office.calls(&app, |_| 0).await;
+    let replicas_that_delivered: HashSet<&str> =
+        changes.values().map(|c| dispatcher(&c.leased_by)).collect();
+    assert!(
+        replicas_that_delivered.len() > 1,
+        "the replicas shared the work: {replicas_that_delivered:?}"
+    );
+
+    // One reconcile per command, whichever replica runs it: Altinn's agents are read once.
+    office.sim.set_faults(Faults::default()).await;
+    let agent_reads = || {
+        office
+            .sim
+            .journal()
+            .iter()
+            .filter(|e| e.method == "GET" && e.path.ends_with("/clientdelegations/agents"))
+            .count()
+    };
+    let before = agent_reads();
+    let command = json!({
+        "command_id": Uuid::new_v4(), "command_type": "NightlyReconcile",
+        "requested_at": "2026-11-24T02:00:00Z", "requested_by": "scheduler",
+        "firm": {"org_number": FIRM}
+    });
+    app.publish_command(&command).await;
+    app.wait_until("the reconcile handled", || async {
+        app.count(
+            "SELECT count(*) FROM commands WHERE command_type = 'NightlyReconcile' \
+             AND handled_at IS NOT NULL",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert_eq!(agent_reads() - before, 1, "one replica read Altinn for it");
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM commands WHERE command_type = 'NightlyReconcile'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(outcome.contains("0 missing and 0 extra"), "{outcome}");
+    for replica in &mut replicas {
+        replica.kill().await.unwrap();
+    }
     app.teardown().await;
 }
