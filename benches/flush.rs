@@ -208,6 +208,7 @@ async fn raw_client_rate(pool: &PgPool, port: u16, concurrency: usize) -> f64 {
         ),
         maskinporten_scopes: Some(SCOPES.into()),
         altinn_request_timeout_ms: 30_000,
+        maskinporten_systemuser_external_ref: None,
     };
     let client = AltinnClient::new(settings.validate().unwrap().unwrap()).unwrap();
     let rows: Vec<(String, String, Uuid)> = sqlx::query_as(

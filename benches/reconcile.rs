@@ -435,6 +435,7 @@ async fn bare_read(port: u16, firms: &[String]) -> (f64, u64) {
         ),
         maskinporten_scopes: Some(SCOPES.into()),
         altinn_request_timeout_ms: 30_000,
+        maskinporten_systemuser_external_ref: None,
     };
     let client = AltinnClient::new(settings.validate().unwrap().unwrap()).unwrap();
     let calls = tokio::sync::Semaphore::new(16);

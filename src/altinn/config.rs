@@ -29,6 +29,10 @@ pub struct AltinnSettings {
     /// Timeout for each call to Altinn or Maskinporten.
     #[arg(long, env = "ALTINN_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub altinn_request_timeout_ms: u64,
+    /// The system users' external reference, if they were requested with one (`{org}` becomes
+    /// the firm's organisation number). Optional.
+    #[arg(long, env = "MASKINPORTEN_SYSTEMUSER_EXTERNAL_REF")]
+    pub maskinporten_systemuser_external_ref: Option<String>,
 }
 
 /// Settings with everything needed to talk to Altinn.
@@ -42,6 +46,7 @@ pub struct ValidatedAltinnConfig {
     pub key_file: PathBuf,
     pub scopes: String,
     pub request_timeout: Duration,
+    pub external_ref: Option<String>,
 }
 
 /// What the worker asks Maskinporten for: reading the firm's party, and reading and changing
@@ -120,6 +125,10 @@ impl AltinnSettings {
             key_file: self.maskinporten_key_file.clone().unwrap_or_default(),
             scopes: self.maskinporten_scopes.clone().unwrap_or_default(),
             request_timeout: Duration::from_millis(self.altinn_request_timeout_ms),
+            external_ref: self
+                .maskinporten_systemuser_external_ref
+                .clone()
+                .filter(|r| !r.trim().is_empty()),
         }))
     }
 }
@@ -149,6 +158,7 @@ mod tests {
                 "altinn:accessmanagement/authorizedparties altinn:clientdelegations.read".into(),
             ),
             altinn_request_timeout_ms: 10_000,
+            maskinporten_systemuser_external_ref: None,
         };
         let err = settings.validate().unwrap_err().to_string();
         assert!(

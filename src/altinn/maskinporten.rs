@@ -55,6 +55,13 @@ pub struct AuthorizationDetail {
     #[serde(rename = "type")]
     pub detail_type: String,
     pub systemuser_org: SystemUserOrg,
+    /// The system user's external reference, when it was requested with one.
+    #[serde(
+        rename = "externalRef",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,13 +72,16 @@ pub struct SystemUserOrg {
 }
 
 impl AuthorizationDetail {
-    pub fn system_user(org_number: &str) -> Self {
+    /// `external_ref` may hold `{org}`, replaced by the firm's organisation number: Altinn keeps
+    /// one system user, and so one reference, per firm.
+    pub fn system_user(org_number: &str, external_ref: Option<&str>) -> Self {
         Self {
             detail_type: SYSTEM_USER_TYPE.to_owned(),
             systemuser_org: SystemUserOrg {
                 authority: ORG_AUTHORITY.to_owned(),
                 id: format!("0192:{org_number}"),
             },
+            external_ref: external_ref.map(|r| r.replace("{org}", org_number)),
         }
     }
 }
@@ -97,7 +107,10 @@ impl GrantClaims {
             exp: now.timestamp() + GRANT_LIFETIME.as_secs().cast_signed(),
             jti: uuid::Uuid::new_v4().to_string(),
             scope: config.scopes.clone(),
-            authorization_details: vec![AuthorizationDetail::system_user(org_number)],
+            authorization_details: vec![AuthorizationDetail::system_user(
+                org_number,
+                config.external_ref.as_deref(),
+            )],
         }
     }
 

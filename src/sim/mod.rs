@@ -142,6 +142,17 @@ impl Simulator {
         self.inner.state.lock().await.faults = faults;
     }
 
+    /// Registers another Maskinporten client (a key uploaded under a new kid, say).
+    pub async fn add_maskinporten_client(&self, client: world::MaskinportenClient) {
+        self.inner
+            .state
+            .lock()
+            .await
+            .world
+            .maskinporten_clients
+            .push(client);
+    }
+
     /// The client gives the firm another role, listed before the ones it has (for
     /// `rettighetshaver`, with the packages it delegated).
     pub async fn give_firm_role(

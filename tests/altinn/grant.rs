@@ -107,6 +107,7 @@ fn the_grant_carries_what_maskinporten_requires() {
         key_file: "unused".into(),
         scopes: ALL_SCOPES.into(),
         request_timeout: std::time::Duration::from_secs(1),
+        external_ref: None,
     };
     let a = GrantClaims::new(&config, FIRM_ORG, Utc::now());
     let b = GrantClaims::new(&config, FIRM_ORG, Utc::now());
@@ -124,6 +125,20 @@ fn the_grant_carries_what_maskinporten_requires() {
         "iso6523-actorid-upis"
     );
     assert_eq!(detail["systemuser_org"]["ID"], format!("0192:{FIRM_ORG}"));
+    assert!(
+        detail.get("externalRef").is_none(),
+        "no externalRef unless configured"
+    );
+    let with_ref = altinn_sync::altinn::ValidatedAltinnConfig {
+        external_ref: Some("adminflow-{org}".into()),
+        ..config.clone()
+    };
+    let c = serde_json::to_value(GrantClaims::new(&with_ref, FIRM_ORG, Utc::now())).unwrap();
+    assert_eq!(
+        c["authorization_details"][0]["externalRef"],
+        format!("adminflow-{FIRM_ORG}"),
+        "the firm's own reference"
+    );
     let header = jsonwebtoken::decode_header(
         a.sign(&SigningKey::from_pem("kid-a", KEY_A.as_bytes()).unwrap())
             .unwrap()

@@ -140,6 +140,7 @@ impl TestSim {
             key_file: "unused".into(),
             scopes: scopes.into(),
             request_timeout: Duration::from_secs(5),
+            external_ref: None,
         }
     }
 

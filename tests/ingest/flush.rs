@@ -147,6 +147,7 @@ pub(crate) async fn serve(
         maskinporten_key_file: Some(key),
         maskinporten_scopes: Some(SCOPES.into()),
         altinn_request_timeout_ms: request_timeout_ms,
+        maskinporten_systemuser_external_ref: None,
     };
     (settings, shutdown)
 }
@@ -1069,5 +1070,53 @@ async fn an_agent_removed_behind_the_workers_back_is_made_again_not_parked() {
         .filter(|d| d.agent_party == altinn.kari && d.packages == [MED])
         .count();
     assert_eq!(held, 1, "Kari holds her second client's package");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_setup_error_holds_every_delivery_parks_nothing_and_clears_by_itself() {
+    let altinn = altinn().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    // The operator configured a kid Maskinporten does not know: every grant is refused.
+    app.settings.altinn.maskinporten_kid = Some("kid-new".into());
+    app.start_worker().await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    app.wait_until("the refusal recorded", || async {
+        app.count("SELECT count(*) FROM audit WHERE outcome = 'retry'")
+            .await
+            > 0
+    })
+    .await;
+    let detail: String =
+        sqlx::query_scalar("SELECT detail FROM audit WHERE outcome = 'retry' LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        detail.contains("invalid_client") && detail.contains("MASKINPORTEN_KID"),
+        "the reason names the setting to fix: {detail}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE status = 'parked'")
+            .await,
+        0,
+        "a setup error parks nothing"
+    );
+    // The key is registered under the new kid: the worker resumes by itself.
+    altinn
+        .sim
+        .add_maskinporten_client(MaskinportenClient {
+            kid: "kid-new".into(),
+            ..maskinporten_client()
+        })
+        .await;
+    flushed(&app, 1).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
     app.teardown().await;
 }
