@@ -86,14 +86,14 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), Error
         );
     }
 
-    #[expect(
-        clippy::expect_used,
-        reason = "built into the binary; a unit test parses it"
-    )]
     for (name, value) in own_defaults(&mut settings) {
         tracing::info!(setting = name, value = %value,
             "dev keeps apart from run: it uses its own database, queues and exchange");
     }
+    #[expect(
+        clippy::expect_used,
+        reason = "built into the binary; a unit test parses it"
+    )]
     let world: World = serde_json::from_str(DEMO_WORLD).expect("the embedded demo world parses");
     let simulator = Simulator::new();
     simulator.load(world).await;

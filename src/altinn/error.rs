@@ -60,6 +60,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// Maskinporten or Altinn refuses the worker itself, whatever the firm: fix the settings or
+    /// the registration; deliveries wait, nothing is parked.
+    #[error("{reason}")]
+    Setup { reason: String },
     /// A list whose pages do not end: retried, as a partial list must never be used.
     #[error("Altinn's list for {operation} could not be read to its end: {reason}")]
     Paging {
@@ -89,9 +93,11 @@ impl Error {
             // A 2xx we cannot read will not read better next time.
             Error::Permanent(_) | Error::Decode { .. } => Class::Permanent,
             Error::LockedOut { .. } => Class::LockedOut,
-            Error::Config(_) | Error::ReadKey { .. } | Error::Sign(_) | Error::HttpClient(_) => {
-                Class::Setup
-            }
+            Error::Config(_)
+            | Error::ReadKey { .. }
+            | Error::Sign(_)
+            | Error::HttpClient(_)
+            | Error::Setup { .. } => Class::Setup,
         }
     }
 
@@ -160,6 +166,13 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
     let code = problem.as_ref().and_then(|p| p.code.clone());
     match status {
         StatusCode::UNAUTHORIZED => Err(Error::Token),
+        // Every path the client calls is documented: a 404 means the wrong host or prefix.
+        StatusCode::NOT_FOUND => Err(Error::Setup {
+            reason: "Altinn answered 404 on a documented path: ALTINN_BASE_URL is probably wrong \
+                     (https://platform.tt02.altinn.no for test, https://platform.altinn.no for \
+                     production, with no path)"
+                .into(),
+        }),
         StatusCode::FORBIDDEN => Err(Error::FirmLevel {
             reason: "Altinn answered 403: the system user lacks the scope or the client \
                      administration right for this firm"
@@ -214,6 +227,25 @@ fn rejection(status: StatusCode, problem: Option<ProblemDetails>) -> Rejection {
     }
 }
 
+/// What to check for an OAuth error that refuses the worker itself, whichever firm it asks for.
+fn setup_fix(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "invalid_client" | "unauthorized_client" => {
+            "MASKINPORTEN_CLIENT_ID or MASKINPORTEN_KID is not a Maskinporten client with this \
+             key; register the public key under that kid"
+        }
+        "invalid_grant" => {
+            "the grant was refused: the key does not match MASKINPORTEN_KID, the clock is off by \
+             more than a few seconds, or MASKINPORTEN_URL is not Maskinporten's issuer"
+        }
+        "invalid_scope" => {
+            "the Maskinporten client lacks a scope of MASKINPORTEN_SCOPES; the clientdelegations \
+             scopes are granted by Altinn support"
+        }
+        _ => return None,
+    })
+}
+
 /// Classifies Maskinporten's answer to a grant; OAuth errors come as 400 with `error`.
 pub fn classify_maskinporten(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<()> {
     if status.is_success() {
@@ -232,8 +264,18 @@ pub fn classify_maskinporten(status: StatusCode, headers: &HeaderMap, body: &[u8
         None => (format!("HTTP {status}"), String::new()),
     };
     if code == CUSTOMER_CONFIGURATION_ERROR {
-        let reason = format!("the firm has not approved the system user ({description})");
+        let reason = format!(
+            "Maskinporten finds no usable system user for the firm (MP-303: {description}): the \
+             firm has not approved the system user, or the system user was requested for \
+             another client id than MASKINPORTEN_CLIENT_ID, or with an externalRef the grant \
+             does not send (MASKINPORTEN_SYSTEMUSER_EXTERNAL_REF)"
+        );
         return Err(Error::FirmLevel { reason });
+    }
+    if let Some(fix) = setup_fix(&code) {
+        return Err(Error::Setup {
+            reason: format!("Maskinporten refused the worker's grant: {code} {description}: {fix}"),
+        });
     }
     Err(Error::Permanent(Box::new(Rejection {
         status: status.as_u16(),
@@ -290,7 +332,9 @@ mod tests {
         assert_eq!(class(403, b""), Err(Class::FirmLevel));
         assert_eq!(class(429, b""), Err(Class::Transient));
         assert_eq!(class(502, b"<html>"), Err(Class::Transient));
-        assert_eq!(class(404, b""), Err(Class::Permanent));
+        // Every path is documented: a 404 is the wrong base URL, for every firm.
+        assert_eq!(class(404, b""), Err(Class::Setup));
+        assert_eq!(class(400, b""), Err(Class::Permanent));
         let lockout = body(json!({"code": "AM-00026", "status": 429}));
         assert_eq!(class(429, &lockout), Err(Class::LockedOut));
     }

@@ -29,7 +29,7 @@ use super::parties::Parties;
 use super::{FlushSettings, Result};
 use crate::altinn::wire::PersonInput;
 use crate::altinn::{self, AltinnClient, Class, Firm};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, Waits};
 
 /// Altinn's prefix for access-package URNs.
 pub(super) const PACKAGE_URN: &str = "urn:altinn:accesspackage:";
@@ -72,6 +72,8 @@ enum Verdict {
     Retry {
         error: String,
         wait: Duration,
+        /// A setup error: the row waits for the hold, not for its own backoff.
+        setup: bool,
     },
 }
 
@@ -135,6 +137,15 @@ pub struct Dispatcher {
     lookup_locks: std::sync::Mutex<HashMap<String, Instant>>,
     /// Firm and client parties.
     parties: Parties,
+    /// Set while a setup error (Maskinporten or Altinn refusing the worker itself, whatever the
+    /// firm) holds every delivery back: nothing is parked, a probe step runs when it runs out.
+    setup_hold: std::sync::Mutex<Option<SetupHold>>,
+}
+
+struct SetupHold {
+    until: Instant,
+    reason: String,
+    waits: Waits,
 }
 
 impl Dispatcher {
@@ -154,6 +165,7 @@ impl Dispatcher {
             unsaved_agents: std::sync::Mutex::default(),
             lookup_locks: std::sync::Mutex::default(),
             parties: Parties::default(),
+            setup_hold: std::sync::Mutex::default(),
         }
     }
 
@@ -248,7 +260,7 @@ impl Dispatcher {
     /// Claims up to `limit` due rows and delivers them, one Altinn call per
     /// (firm, client, employee, action).
     pub async fn step(&self, limit: i64) -> Result<Step> {
-        if self.reconciling.load(Ordering::SeqCst) > 0 {
+        if self.reconciling.load(Ordering::SeqCst) > 0 || self.held_by_setup() {
             return Ok(Step::Idle);
         }
         // Each claim has its own lease, so a lane never finishes rows another lane re-claimed.
@@ -304,9 +316,76 @@ impl Dispatcher {
             .await
             .into_iter()
             .collect::<Result<_>>()?;
-        self.finish(&lease, delivered.into_iter().flatten().collect())
-            .await?;
+        let verdicts: Vec<(Row, Verdict)> = delivered.into_iter().flatten().collect();
+        self.note_setup(&verdicts);
+        self.finish(&lease, verdicts).await?;
         Ok(Step::Processed(n))
+    }
+
+    /// Whether a setup error holds deliveries back now. Once the hold runs out, one step probes.
+    fn held_by_setup(&self) -> bool {
+        self.setup_hold
+            .locked()
+            .as_ref()
+            .is_some_and(|h| Instant::now() < h.until)
+    }
+
+    /// The reason deliveries are held back by a setup error, if they are.
+    pub fn setup_error(&self) -> Option<String> {
+        self.setup_hold.locked().as_ref().map(|h| h.reason.clone())
+    }
+
+    /// Holds every delivery after a setup error, saying once what is wrong; lifts the hold
+    /// after a step that reached Altinn.
+    fn note_setup(&self, verdicts: &[(Row, Verdict)]) {
+        let setup = verdicts.iter().find_map(|(_, v)| match v {
+            Verdict::Retry {
+                error, setup: true, ..
+            } => Some(error.clone()),
+            _ => None,
+        });
+        let reached = verdicts.iter().any(|(_, v)| {
+            matches!(
+                v,
+                Verdict::Delivered(_)
+                    | Verdict::Parked { .. }
+                    | Verdict::Retry { setup: false, .. }
+            )
+        });
+        let mut hold = self.setup_hold.locked();
+        match (setup, hold.as_mut()) {
+            (Some(reason), None) => {
+                let mut waits = self.setup_retry().waits();
+                let wait = waits.next_wait();
+                tracing::error!(reason, retry_in = ?wait,
+                    "deliveries held: Maskinporten or Altinn refuses the worker itself, for \
+                     every firm; fix the setting named, and they resume by themselves");
+                *hold = Some(SetupHold {
+                    until: Instant::now() + wait,
+                    reason,
+                    waits,
+                });
+            }
+            (Some(reason), Some(h)) => {
+                let wait = h.waits.next_wait();
+                tracing::debug!(reason, retry_in = ?wait, "still held by a setup error");
+                h.until = Instant::now() + wait;
+                h.reason = reason;
+            }
+            (None, Some(h)) if reached => {
+                tracing::info!(was = %h.reason, "the setup error is resolved; deliveries resume");
+                *hold = None;
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Probes after a setup error: soon at first, then at most every `FLUSH_RETRY_MAX_SECS`.
+    fn setup_retry(&self) -> RetryPolicy {
+        RetryPolicy::new(
+            Duration::from_secs(1),
+            Duration::from_secs(self.settings.flush_retry_max_secs.max(1)),
+        )
     }
 
     /// Whether this step still holds the lease on `rows`, renewed if a third of it has passed
@@ -626,6 +705,11 @@ impl Dispatcher {
                 explanation: e.to_string(),
                 trace: None,
             },
+            e if e.class() == Class::Setup => Verdict::Retry {
+                error: e.to_string(),
+                wait: Duration::from_secs(1),
+                setup: true,
+            },
             e => {
                 let wait = retry_delay(&self.settings, e, row.attempts);
                 if e.class() == Class::FirmLevel {
@@ -634,6 +718,7 @@ impl Dispatcher {
                 Verdict::Retry {
                     error: e.to_string(),
                     wait,
+                    setup: false,
                 }
             }
         }
@@ -788,7 +873,9 @@ impl Dispatcher {
             let (outcome, detail, trace, wait) = match verdict {
                 Verdict::Delivered(note) => ("delivered", note, None, 0.0),
                 Verdict::Parked { explanation, trace } => ("parked", Some(explanation), trace, 0.0),
-                Verdict::Retry { error, wait } => ("retry", Some(error), None, wait.as_secs_f64()),
+                Verdict::Retry { error, wait, .. } => {
+                    ("retry", Some(error), None, wait.as_secs_f64())
+                }
             };
             outcomes.push(outcome);
             details.push(detail);
