@@ -119,6 +119,10 @@ pub enum Command {
     },
     /// Serve the Altinn and Maskinporten simulator (for tests, benchmarks and development).
     AltinnSim(crate::sim::SimArgs),
+    /// Check a real Altinn setup step by step with run's settings, changing nothing: the key,
+    /// Maskinporten, the token exchange, the firm's party, its clients and agents. Exits
+    /// non-zero on any failure.
+    Doctor(Box<crate::doctor::DoctorArgs>),
     /// Delete processed event ids and tombstones older than the retention period, then exit.
     Prune {
         #[command(flatten)]

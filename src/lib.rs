@@ -28,6 +28,7 @@
 //! - [`sim`]: the Altinn simulator the tests and demos run against.
 //! - [`worker`]: `altinn-sync run`, wiring the above with housekeeping.
 //! - [`dev`]: `altinn-sync dev`, the worker with the simulator in-process and a demo world.
+//! - [`doctor`]: `altinn-sync doctor`, first contact with a real Altinn, step by step.
 //! - [`retry`]: the one retry policy every retry uses.
 //! - [`publish`], [`cli`], [`telemetry`]: the operator's tools and the process around them.
 
@@ -35,6 +36,7 @@ pub mod altinn;
 pub mod cli;
 pub mod contract;
 pub mod dev;
+pub mod doctor;
 pub mod ingest;
 pub mod policy;
 pub mod publish;

@@ -116,6 +116,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::AltinnSim(args) => {
             altinn_sync::sim::run(&args, shutdown_on_signal()).await?;
         }
+        Command::Doctor(args) => {
+            let checks = altinn_sync::doctor::run(&args).await?;
+            print!("{}", altinn_sync::doctor::render(&checks));
+            if checks.iter().any(|c| !c.ok) {
+                anyhow::bail!("the Altinn setup is not complete; see the failed checks above");
+            }
+        }
         Command::Migrate(db) => {
             let pool = state::connect(&db)
                 .await

@@ -201,6 +201,12 @@ impl TokenSource {
         *self.slot(org_number).lock().await = None;
     }
 
+    /// A Maskinporten token for the firm's system user, uncached (for `doctor`).
+    pub async fn maskinporten_for(&self, org_number: &str) -> Result<Secret<String>> {
+        let grant = GrantClaims::new(&self.config, org_number, Utc::now()).sign(&self.key)?;
+        self.maskinporten_token(&grant).await
+    }
+
     async fn fetch(&self, org_number: &str) -> Result<CachedToken> {
         let grant = GrantClaims::new(&self.config, org_number, Utc::now()).sign(&self.key)?;
         let mp = self.maskinporten_token(&grant).await?;
@@ -241,7 +247,7 @@ impl TokenSource {
     }
 
     /// Exchanges a Maskinporten token for an Altinn token.
-    async fn exchange(&self, mp: &Secret<String>) -> Result<Secret<String>> {
+    pub async fn exchange(&self, mp: &Secret<String>) -> Result<Secret<String>> {
         let url = format!("{}{EXCHANGE_PATH}", self.config.altinn_base_url);
         let response = self
             .http

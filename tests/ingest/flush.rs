@@ -1120,3 +1120,76 @@ async fn a_setup_error_holds_every_delivery_parks_nothing_and_clears_by_itself()
     );
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn doctor_checks_a_setup_step_by_step_and_names_what_is_wrong() {
+    use altinn_sync::doctor::{self, DoctorArgs};
+    let altinn = altinn().await;
+    let app = TestApp::without_worker().await;
+    let args = |altinn_settings: AltinnSettings, firm: &str| DoctorArgs {
+        db: app.settings.db.clone(),
+        altinn: altinn_settings,
+        firm: Some(firm.to_owned()),
+        role_mapping: Default::default(),
+    };
+    let failed = |checks: &[doctor::Check]| -> Vec<(&'static str, String)> {
+        checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| (c.step, c.detail.clone()))
+            .collect()
+    };
+
+    let good = doctor::run(&args(altinn.settings.clone(), FIRM))
+        .await
+        .unwrap();
+    let steps: Vec<&str> = good.iter().map(|c| c.step).collect();
+    assert_eq!(
+        steps,
+        [
+            "key file",
+            "maskinporten",
+            "token exchange",
+            "authorizedparties",
+            "clients",
+            "agents"
+        ]
+    );
+    assert!(failed(&good).is_empty(), "{}", doctor::render(&good));
+
+    // A kid Maskinporten does not know.
+    let mut wrong_kid = altinn.settings.clone();
+    wrong_kid.maskinporten_kid = Some("kid-unknown".into());
+    let checks = doctor::run(&args(wrong_kid, FIRM)).await.unwrap();
+    let [(step, detail)] = failed(&checks).try_into().unwrap();
+    assert_eq!(step, "maskinporten");
+    assert!(detail.contains("MASKINPORTEN_KID"), "{detail}");
+
+    // A firm that has not approved the system user.
+    let checks = doctor::run(&args(altinn.settings.clone(), UNAPPROVED))
+        .await
+        .unwrap();
+    let [(step, detail)] = failed(&checks).try_into().unwrap();
+    assert_eq!(step, "maskinporten");
+    assert!(detail.contains("not approved"), "{detail}");
+
+    // The wrong base URL.
+    let mut wrong_url = altinn.settings.clone();
+    wrong_url.altinn_base_url = Some(format!(
+        "{}/platform",
+        altinn.settings.altinn_base_url.as_deref().unwrap()
+    ));
+    let checks = doctor::run(&args(wrong_url, FIRM)).await.unwrap();
+    let [(step, detail)] = failed(&checks).try_into().unwrap();
+    assert_eq!(step, "token exchange");
+    assert!(detail.contains("ALTINN_BASE_URL"), "{detail}");
+
+    // A key file that is not a key.
+    let mut no_key = altinn.settings.clone();
+    no_key.maskinporten_key_file = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"));
+    let checks = doctor::run(&args(no_key, FIRM)).await.unwrap();
+    let [(step, _)] = failed(&checks).try_into().unwrap();
+    assert_eq!(step, "key file");
+    assert_eq!(checks.len(), 1, "nothing else can be checked without a key");
+    app.teardown().await;
+}
