@@ -40,7 +40,12 @@ pub enum Error {
     #[error("Altinn rejected the request: {}", .0.explanation)]
     Permanent(Box<Rejection>),
     /// 429 AM-00026: too many failed person lookups; never retry within the hour.
-    #[error("too many failed person lookups; Altinn locks the firm out for an hour")]
+    #[error(
+        "Altinn refuses person lookups for an hour after too many failed ones (AM-00026); it \
+         counts failures per calling user, which may include other system users' lookups, so \
+         the cause need not be this firm's data: check that each new employee's identity number \
+         and last name match the National Population Register"
+    )]
     LockedOut { retry_after: Duration },
     #[error("invalid Altinn settings: {0}")]
     Config(String),

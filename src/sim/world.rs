@@ -212,8 +212,9 @@ pub struct State {
     pub agents: HashMap<Uuid, BTreeMap<Uuid, (Uuid, DateTime<Utc>)>>,
     /// (firm, client, agent) → role code → package URNs.
     pub delegations: BTreeMap<(Uuid, Uuid, Uuid), BTreeMap<&'static str, BTreeSet<&'static str>>>,
-    /// firm party → times of failed person lookups within the last hour.
-    pub failed_lookups: HashMap<Uuid, Vec<Instant>>,
+    /// Times of failed person lookups within the last hour, shared by every system user (Altinn
+    /// counts per calling user id, which system-user tokens appear to share).
+    pub failed_lookups: Vec<Instant>,
     /// Grant `jti`s seen, with the grant's `exp`, so reuse is refused while it could be valid.
     pub used_jtis: HashMap<String, i64>,
     /// Bumped by `POST /_sim/tokens/revoke`; tokens of older generations get 401.
@@ -335,10 +336,48 @@ impl State {
         rows
     }
 
-    /// Failed lookups for the firm in the last hour, after forgetting older ones.
-    pub fn recent_failed_lookups(&mut self, firm: Uuid) -> usize {
-        let failures = self.failed_lookups.entry(firm).or_default();
-        failures.retain(|t| t.elapsed() < crate::altinn::error::LOCKOUT);
-        failures.len()
+    /// Failed lookups in the last hour, after forgetting older ones.
+    pub fn recent_failed_lookups(&mut self) -> usize {
+        self.failed_lookups
+            .retain(|t| t.elapsed() < crate::altinn::error::LOCKOUT);
+        self.failed_lookups.len()
+    }
+}
+
+/// Altinn compares only the first four letters of the last name, ignoring case and accents
+/// (`StringExtensions.cs`).
+pub fn last_names_match(registered: &str, given: &str) -> bool {
+    let key = |name: &str| -> String {
+        name.trim()
+            .chars()
+            .map(|c| match c.to_lowercase().next().unwrap_or(c) {
+                'á' | 'à' | 'â' | 'ä' | 'ã' => 'a',
+                'é' | 'è' | 'ê' | 'ë' => 'e',
+                'í' | 'ì' | 'î' | 'ï' => 'i',
+                'ó' | 'ò' | 'ô' | 'ö' | 'õ' => 'o',
+                'ú' | 'ù' | 'û' | 'ü' => 'u',
+                'ý' | 'ÿ' => 'y',
+                'ç' => 'c',
+                'ñ' => 'n',
+                lower => lower,
+            })
+            .take(4)
+            .collect()
+    };
+    key(registered) == key(given)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_names_match;
+
+    #[test]
+    fn last_names_match_on_their_first_four_letters_without_accents() {
+        assert!(last_names_match("Nordmann", "nordmannsen"));
+        assert!(last_names_match("Sørensen", "SØRE"));
+        assert!(last_names_match("Brække", "brÆk"));
+        assert!(last_names_match("Hélène", "Hele"));
+        assert!(!last_names_match("Nordmann", "Nor"));
+        assert!(!last_names_match("Hansen", "Olsen"));
     }
 }

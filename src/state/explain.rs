@@ -223,8 +223,9 @@ impl fmt::Display for Explanation {
         if let Some(t) = &self.agent_lookups_locked_until {
             writeln!(
                 f,
-                "  Altinn person lookups: locked out until {} after failed lookups (AM-00026); \
-                 new employees are made agents after that",
+                "  Altinn person lookups: locked out until {} after too many failed lookups \
+                 (AM-00026; Altinn counts them per calling user, possibly with other firms' \
+                 lookups); new employees are made agents after that",
                 when(t)
             )?;
         }

@@ -82,6 +82,8 @@ impl ClientParty {
 pub(super) struct Parties {
     firms: Mutex<HashMap<String, Firm>>,
     clients: Mutex<HashMap<String, HashMap<String, ClientParty>>>,
+    /// The firm's agents by national identity number, from `GET agents` (never logged).
+    agents: Mutex<HashMap<String, HashMap<String, Uuid>>>,
 }
 
 impl Parties {
@@ -123,6 +125,37 @@ impl Parties {
             .await
             .insert(firm.org_number.clone(), by_org);
         Ok(found)
+    }
+
+    /// The agent party of the person with this identity number, if Altinn lists them among the
+    /// firm's agents: such a person is used as they are, with no lookup that could fail and
+    /// count towards Altinn's lock-out. The list is read once per firm, and again after
+    /// [`Self::forget_agents`].
+    pub async fn agent_by_identity(
+        &self,
+        altinn: &AltinnClient,
+        firm: &Firm,
+        identity_number: &str,
+    ) -> altinn::Result<Option<Uuid>> {
+        let mut agents = self.agents.lock().await;
+        if !agents.contains_key(&firm.org_number) {
+            let listed: HashMap<String, Uuid> = altinn
+                .agents(firm)
+                .await?
+                .into_iter()
+                .filter_map(|a| Some((a.agent.person_identifier?, a.agent.id)))
+                .collect();
+            agents.insert(firm.org_number.clone(), listed);
+        }
+        Ok(agents
+            .get(&firm.org_number)
+            .and_then(|m| m.get(identity_number))
+            .copied())
+    }
+
+    /// Drops the firm's agent list; the next lookup reads it afresh.
+    pub async fn forget_agents(&self, firm_org: &str) {
+        self.agents.lock().await.remove(firm_org);
     }
 
     /// Drops what is known of the firm's clients; the next lookup reads them afresh.

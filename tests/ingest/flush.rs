@@ -712,9 +712,10 @@ async fn a_firm_whose_system_user_altinn_refuses_is_paused_while_the_others_go_o
 async fn a_parked_grant_is_retried_once_adminflow_corrects_the_person() {
     let altinn = altinn().await;
     let app = flushing_app(&altinn).await;
-    // AdminFlow has Kari's last name wrong: Altinn cannot match the person.
-    let mut role = publish_demo_as(&app, "01-kari-role-changed.json", "Nordman").await;
-    publish_demo_as(&app, "02-kari-client-assigned.json", "Nordman").await;
+    // AdminFlow has Kari's last name wrong (Altinn compares the first four letters): Altinn
+    // cannot match the person.
+    let mut role = publish_demo_as(&app, "01-kari-role-changed.json", "Normann").await;
+    publish_demo_as(&app, "02-kari-client-assigned.json", "Normann").await;
     sync_now(&app, 1002).await;
     flushed(&app, 1).await;
     let parked: (String, i32) =
@@ -1191,5 +1192,38 @@ async fn doctor_checks_a_setup_step_by_step_and_names_what_is_wrong() {
     let [(step, _)] = failed(&checks).try_into().unwrap();
     assert_eq!(step, "key file");
     assert_eq!(checks.len(), 1, "nothing else can be checked without a key");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_person_already_an_agent_costs_no_lookup_even_during_a_lock_out() {
+    use altinn_sync::altinn::wire::PersonInput;
+    let altinn = altinn().await;
+    let app = flushing_app(&altinn).await;
+    // Kari was made the firm's agent by hand; then two failed lookups (another caller's, say)
+    // set off Altinn's hour-long lock-out on person lookups.
+    let client = by_hand(&altinn);
+    let firm = client.firm_party(FIRM).await.unwrap();
+    let kari = |last_name: &str| PersonInput {
+        person_identifier: "15038512363".into(),
+        last_name: last_name.into(),
+    };
+    client.add_agent(&firm, &kari("Nordmann")).await.unwrap();
+    for _ in 0..2 {
+        client.add_agent(&firm, &kari("Hansen")).await.unwrap_err();
+    }
+    assert!(matches!(
+        client.add_agent(&firm, &kari("Nordmann")).await,
+        Err(altinn_sync::altinn::Error::LockedOut { .. })
+    ));
+    // The worker finds Kari among the firm's agents and delegates without a lookup.
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![(altinn.kari, vec![MED.to_owned()])]
+    );
     app.teardown().await;
 }
