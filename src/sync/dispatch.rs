@@ -643,6 +643,7 @@ impl Dispatcher {
             return Ok(None);
         };
         self.forget_agent(key.firm, key.employee);
+        self.parties.forget_agents(key.firm).await;
         let firm = self.firm(key.firm).await?;
         self.agent(&firm, key.employee, identity).await.map(Some)
     }
@@ -822,6 +823,21 @@ impl Dispatcher {
         let _one_per_person = lock.lock().await;
         if let Some(agent) = self.added.locked().get(&key) {
             return Ok(*agent);
+        }
+        // A person Altinn already lists as the firm's agent costs no lookup.
+        let listed = {
+            let _firm = self.firm_permit(&firm.org_number).await;
+            let _call = self.calls.acquire().await;
+            self.parties
+                .agent_by_identity(&self.altinn, firm, &person.person_identifier)
+                .await?
+        };
+        if let Some(agent) = listed {
+            self.unsaved_agents
+                .locked()
+                .push((firm.org_number.clone(), employee, agent));
+            self.added.locked().insert(key, agent);
+            return Ok(agent);
         }
         let locked_until = self.lookup_locks.locked().get(&firm.org_number).copied();
         if let Some(left) = locked_until.and_then(|t| t.checked_duration_since(Instant::now())) {
