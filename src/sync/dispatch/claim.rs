@@ -1,0 +1,160 @@
+//! Claiming due outbox rows fairly across firms, and the leases that keep them ours.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{Dispatcher, Locked, Result, Row};
+
+impl Dispatcher {
+    /// Gives up the leases this dispatcher still holds, as it stops: the rows are due at once
+    /// for the next holder instead of when the leases run out. Returns how many.
+    pub async fn release_leases(&self) -> Result<u64> {
+        let released = sqlx::query(
+            r#"UPDATE outbox SET lease_until = NULL
+               WHERE status = 'pending' AND lease_until > now()
+                 AND starts_with(leased_by, $1 || '/')"#,
+        )
+        .bind(&self.id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(released)
+    }
+
+    /// Rows to claim per step: enough to keep every permitted call busy.
+    pub fn claim_size(&self) -> i64 {
+        i64::try_from(self.settings.flush_concurrency.max(1) * 2).unwrap_or(i64::MAX)
+    }
+
+    /// Whether this step still holds the lease on `rows`, renewed if a third of it has passed
+    /// since the claim. Earlier than that the lease is certainly still held (it only passes to
+    /// another holder once it has run out), so a fast step costs no extra statement. Later, the
+    /// rows are still ours if no other claim has named itself in `leased_by`.
+    pub(super) async fn hold_lease(
+        &self,
+        lease: &str,
+        claimed_at: Instant,
+        rows: &[Row],
+    ) -> Result<bool> {
+        let length = Duration::from_secs(self.settings.flush_lease_secs);
+        if claimed_at.elapsed() < length / 3 {
+            return Ok(true);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let renewed = sqlx::query(
+            r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $3)
+               WHERE id = ANY($1) AND leased_by = $2 AND status = 'pending'"#,
+        )
+        .bind(&ids)
+        .bind(lease)
+        .bind(length.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let held = usize::try_from(renewed).is_ok_and(|n| n == ids.len());
+        if !held {
+            tracing::warn!(
+                lease,
+                rows = ids.len(),
+                renewed,
+                "lease ran out before the Altinn call; leaving the rows to their new holder"
+            );
+        }
+        Ok(held)
+    }
+
+    /// Leases up to `limit` due rows, the oldest first but at most a few per firm, so every
+    /// firm with work moves and one firm's backlog cannot starve the rest.
+    pub(super) async fn claim(&self, limit: i64, lease: &str) -> Result<Vec<Row>> {
+        let per_firm_rows = self.settings.flush_concurrency_per_firm.max(1) * 2;
+        let per_firm = i64::try_from(per_firm_rows).unwrap_or(i64::MAX);
+        // Firms other lanes already keep busy are left to them, so lanes spread over firms.
+        let busy: Vec<String> = self
+            .in_flight
+            .locked()
+            .iter()
+            .filter(|(_, rows)| **rows >= per_firm_rows)
+            .map(|(firm, _)| firm.clone())
+            .collect();
+        // The firms whose oldest due row is oldest, then a few rows of each: one index probe
+        // per firm, however long the backlog.
+        let firms = (limit / per_firm + 1) * 2;
+        let rows = sqlx::query_as(
+            r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $2),
+                                 leased_by = $3, attempts = attempts + 1
+               WHERE id IN (
+                   SELECT id FROM outbox WHERE id IN (
+                       SELECT c.id
+                       FROM (SELECT f.org_number, d.next_attempt_at FROM firms f
+                             CROSS JOIN LATERAL (
+                                 SELECT o.next_attempt_at FROM outbox_claimable o
+                                 WHERE o.firm = f.org_number
+                                   AND NOT (o.revoke_waits
+                                            AND o.created_at > now() - make_interval(secs => $7))
+                                 ORDER BY o.next_attempt_at, o.id
+                                 LIMIT 1) d
+                             WHERE (f.flush_paused_until IS NULL OR f.flush_paused_until <= now())
+                               AND f.org_number <> ALL($6)
+                             ORDER BY d.next_attempt_at
+                             LIMIT $5) due
+                       CROSS JOIN LATERAL (
+                           SELECT o.id, o.next_attempt_at FROM outbox_claimable o
+                           WHERE o.firm = due.org_number
+                             AND NOT (o.revoke_waits
+                                      AND o.created_at > now() - make_interval(secs => $7))
+                           ORDER BY o.next_attempt_at, o.id
+                           LIMIT $4) c
+                       ORDER BY c.next_attempt_at, c.id
+                       LIMIT $1)
+                   -- Checked again on the locked row: a row another claim leased and
+                   -- committed after this statement's snapshot is not taken twice.
+                   AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())
+                   FOR UPDATE SKIP LOCKED)
+               RETURNING id, firm, employee_id, client_org_number, package, action, attempts"#,
+        )
+        .bind(limit)
+        .bind(self.settings.flush_lease_secs as f64)
+        .bind(lease)
+        .bind(per_firm)
+        .bind(firms)
+        .bind(&busy)
+        .bind(self.settings.make_before_break_max_secs as f64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+}
+
+/// A step's claimed rows, counted per firm until the step is over.
+pub(super) struct InFlight<'a> {
+    counts: &'a std::sync::Mutex<HashMap<String, usize>>,
+    firms: HashMap<String, usize>,
+}
+
+impl<'a> InFlight<'a> {
+    pub(super) fn new(counts: &'a std::sync::Mutex<HashMap<String, usize>>, rows: &[Row]) -> Self {
+        let mut firms = HashMap::new();
+        for row in rows {
+            *firms.entry(row.firm.clone()).or_default() += 1;
+        }
+        let mut all = counts.locked();
+        for (firm, n) in &firms {
+            *all.entry(firm.clone()).or_default() += n;
+        }
+        Self { counts, firms }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut all = self.counts.locked();
+        for (firm, n) in &self.firms {
+            if let Some(count) = all.get_mut(firm) {
+                *count = count.saturating_sub(*n);
+                if *count == 0 {
+                    all.remove(firm);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Recording a step's outcomes: the rows, `applied_grants`, the audit and new agents, in one
+//! statement, for the rows whose lease the step still holds.
+
+use uuid::Uuid;
+
+use super::{Dispatcher, Locked, Result, Row, Verdict};
+
+impl Dispatcher {
+    /// Records every outcome of a step in one statement, for the rows this dispatcher still
+    /// holds: the row's new state, `applied_grants`, the audit, and the firm's pause lifted by
+    /// a delivery. A row whose lease ran out and was taken over is left to its new holder.
+    pub(super) async fn finish(&self, lease: &str, verdicts: Vec<(Row, Verdict)>) -> Result<()> {
+        let mut ids = Vec::with_capacity(verdicts.len());
+        let mut outcomes = Vec::with_capacity(verdicts.len());
+        let mut details = Vec::with_capacity(verdicts.len());
+        let mut traces = Vec::with_capacity(verdicts.len());
+        let mut waits = Vec::with_capacity(verdicts.len());
+        for (row, verdict) in verdicts {
+            ids.push(row.id);
+            let (outcome, detail, trace, wait) = match verdict {
+                Verdict::Delivered(note) => ("delivered", note, None, 0.0),
+                Verdict::Parked { explanation, trace } => ("parked", Some(explanation), trace, 0.0),
+                Verdict::Retry { error, wait, .. } => {
+                    ("retry", Some(error), None, wait.as_secs_f64())
+                }
+            };
+            outcomes.push(outcome);
+            details.push(detail);
+            traces.push(trace);
+            waits.push(wait);
+        }
+        let agents = std::mem::take(&mut *self.unsaved_agents.locked());
+        let agent_firms: Vec<&str> = agents.iter().map(|a| a.0.as_str()).collect();
+        let agent_employees: Vec<Uuid> = agents.iter().map(|a| a.1).collect();
+        let agent_parties: Vec<Uuid> = agents.iter().map(|a| a.2).collect();
+        let finished = sqlx::query(
+            r#"WITH input AS (
+                   SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],
+                                        $6::float8[]) AS i(id, outcome, detail, trace, wait)
+               ), agents AS (
+                   INSERT INTO altinn_agents (firm, employee_id, agent_party)
+                   SELECT * FROM unnest($7::text[], $8::uuid[], $9::uuid[])
+                   ON CONFLICT (firm, employee_id) DO UPDATE SET agent_party = excluded.agent_party
+               ), done AS (
+                   UPDATE outbox o
+                   SET status = CASE WHEN i.outcome = 'retry' THEN 'pending' ELSE i.outcome END,
+                       lease_until = NULL,
+                       finished_at = CASE WHEN i.outcome = 'retry' THEN NULL ELSE now() END,
+                       last_error = CASE WHEN i.outcome = 'delivered' THEN NULL ELSE i.detail END,
+                       explanation = CASE WHEN i.outcome = 'parked' THEN i.detail END,
+                       next_attempt_at = CASE WHEN i.outcome = 'retry'
+                                              THEN now() + make_interval(secs => i.wait)
+                                              ELSE o.next_attempt_at END
+                   FROM input i
+                   WHERE o.id = i.id AND o.leased_by = $1 AND o.status = 'pending'
+                   RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package,
+                             o.action, o.cause, i.outcome, i.detail, i.trace
+               ), granted AS (
+                   INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
+                   SELECT firm, employee_id, client_org_number, package FROM done
+                   WHERE outcome = 'delivered' AND action = 'grant'
+                   ON CONFLICT DO NOTHING
+               ), revoked AS (
+                   DELETE FROM applied_grants a USING done d
+                   WHERE d.outcome = 'delivered' AND d.action = 'revoke' AND a.firm = d.firm
+                     AND a.employee_id = d.employee_id
+                     AND a.client_org_number = d.client_org_number AND a.package = d.package
+               ), audited AS (
+                   INSERT INTO audit (firm, employee_id, client_org_number, package, action,
+                                      outcome, cause, outbox_id, detail, altinn_trace_id)
+                   SELECT firm, employee_id, client_org_number, package, action, outcome, cause,
+                          id, detail, trace
+                   FROM done
+               ), resumed AS (
+                   UPDATE firms SET flush_paused_at = NULL, flush_paused_until = NULL,
+                                    flush_pause_reason = NULL
+                   WHERE flush_paused_at IS NOT NULL
+                     AND org_number IN (SELECT firm FROM done WHERE outcome = 'delivered')
+               )
+               -- Delivered on commit: lets tests and tools wait for the flush without polling.
+               SELECT pg_notify('altinn_sync_flushed', firm) FROM (SELECT DISTINCT firm FROM done) f"#,
+        )
+        .bind(lease)
+        .bind(&ids)
+        .bind(&outcomes)
+        .bind(&details)
+        .bind(&traces)
+        .bind(&waits)
+        .bind(&agent_firms)
+        .bind(&agent_employees)
+        .bind(&agent_parties)
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = finished {
+            drop(agent_firms);
+            self.unsaved_agents.locked().extend(agents);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
