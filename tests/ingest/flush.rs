@@ -451,10 +451,7 @@ async fn under_server_errors_every_change_still_converges() {
 async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
     let altinn = altinn().await;
     let app = flushing_app(&altinn).await;
-    publish_demo(&app, "01-kari-role-changed.json").await;
-    publish_demo(&app, "02-kari-client-assigned.json").await;
-    sync_now(&app, 1002).await;
-    flushed(&app, 1).await;
+    kari_granted(&app).await;
     assert_eq!(
         delegations(&altinn).await,
         vec![(altinn.kari, vec![MED.to_owned()])]
@@ -843,6 +840,15 @@ async fn a_sync_now_waiting_for_its_events_is_honoured_after_a_plain_one() {
     app.teardown().await;
 }
 
+/// Kari, accountant with signing rights, assigned to the demo client and synced: she holds the
+/// package in Altinn.
+async fn kari_granted(app: &TestApp) {
+    publish_demo(app, "01-kari-role-changed.json").await;
+    publish_demo(app, "02-kari-client-assigned.json").await;
+    sync_now(app, 1002).await;
+    flushed(app, 1).await;
+}
+
 /// Waits until `commands` commands are recorded and handled (planned), whatever is on its way.
 async fn commands_handled(app: &TestApp, commands: i64) {
     app.wait_until("the sync-nows planned", || async {
@@ -899,10 +905,7 @@ async fn a_removal_while_its_grant_is_in_flight_is_delivered_after_it() {
 async fn access_wanted_again_while_its_revoke_is_in_flight_is_granted_after_it() {
     let altinn = altinn().await;
     let app = flushing_app(&altinn).await;
-    publish_demo(&app, "01-kari-role-changed.json").await;
-    publish_demo(&app, "02-kari-client-assigned.json").await;
-    sync_now(&app, 1002).await;
-    flushed(&app, 1).await;
+    kari_granted(&app).await;
     altinn.sim.close_gate();
     publish_demo(&app, "05-kari-client-removed.json").await;
     sync_now(&app, 1005).await;
@@ -928,10 +931,7 @@ async fn a_revoke_waits_for_the_new_project_accountant_only_so_long() {
     app.settings.altinn = altinn.settings.clone();
     app.settings.flush.make_before_break_max_secs = 2;
     app.start_worker().await;
-    publish_demo(&app, "01-kari-role-changed.json").await;
-    publish_demo(&app, "02-kari-client-assigned.json").await;
-    sync_now(&app, 1002).await;
-    flushed(&app, 1).await;
+    kari_granted(&app).await;
     // Altinn has locked the firm out of person lookups for the hour, so Ola, the new project
     // accountant, cannot be made an agent: his grant waits out the hour.
     sqlx::query(
@@ -983,10 +983,7 @@ async fn a_client_with_several_roles_gets_the_package_under_the_role_that_has_it
         .give_firm_role(CLIENT, FIRM, "rettighetshaver", &[LONN])
         .await;
     let app = flushing_app(&altinn).await;
-    publish_demo(&app, "01-kari-role-changed.json").await;
-    publish_demo(&app, "02-kari-client-assigned.json").await;
-    sync_now(&app, 1002).await;
-    flushed(&app, 1).await;
+    kari_granted(&app).await;
     assert_eq!(
         delegations(&altinn).await,
         vec![(altinn.kari, vec![MED.to_owned()])],
@@ -999,10 +996,7 @@ async fn a_client_with_several_roles_gets_the_package_under_the_role_that_has_it
 async fn a_revoke_after_the_client_dropped_the_firm_in_er_is_done_not_parked() {
     let altinn = altinn().await;
     let mut app = flushing_app(&altinn).await;
-    publish_demo(&app, "01-kari-role-changed.json").await;
-    publish_demo(&app, "02-kari-client-assigned.json").await;
-    sync_now(&app, 1002).await;
-    flushed(&app, 1).await;
+    kari_granted(&app).await;
     // The client ends the firm's registration in ER: Altinn drops the delegations with it. A
     // restarted worker (nothing cached) finds the client no longer listed.
     altinn.sim.drop_firm_from_client(CLIENT, FIRM).await;
@@ -1035,10 +1029,7 @@ async fn a_revoke_after_the_client_dropped_the_firm_in_er_is_done_not_parked() {
 async fn an_agent_removed_behind_the_workers_back_is_made_again_not_parked() {
     let altinn = altinn().await;
     let mut app = flushing_app(&altinn).await;
-    publish_demo(&app, "01-kari-role-changed.json").await;
-    publish_demo(&app, "02-kari-client-assigned.json").await;
-    sync_now(&app, 1002).await;
-    flushed(&app, 1).await;
+    kari_granted(&app).await;
     // Another replica (or a person in Altinn's portal) removes Kari as agent; this worker still
     // knows her as one.
     let client = by_hand(&altinn);
@@ -1217,10 +1208,7 @@ async fn a_person_already_an_agent_costs_no_lookup_even_during_a_lock_out() {
         Err(altinn_sync::altinn::Error::LockedOut { .. })
     ));
     // The worker finds Kari among the firm's agents and delegates without a lookup.
-    publish_demo(&app, "01-kari-role-changed.json").await;
-    publish_demo(&app, "02-kari-client-assigned.json").await;
-    sync_now(&app, 1002).await;
-    flushed(&app, 1).await;
+    kari_granted(&app).await;
     assert_eq!(
         delegations(&altinn).await,
         vec![(altinn.kari, vec![MED.to_owned()])]
