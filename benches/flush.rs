@@ -3,7 +3,8 @@
 //! `cargo bench --bench flush` (needs the local PostgreSQL; RabbitMQ for the worker's ingest).
 //! Settings: BENCH_FIRMS (default 200), BENCH_EMPLOYEES (per firm, 20), BENCH_CLIENTS (per
 //! firm, 20), BENCH_ASSIGNMENTS (clients per employee, 5), BENCH_LATENCY_MS (added by the
-//! simulator, 0), FLUSH_CONCURRENCY (16), FLUSH_CONCURRENCY_PER_FIRM (4).
+//! simulator, 0), FLUSH_CONCURRENCY (16), FLUSH_CONCURRENCY_PER_FIRM (4), BENCH_REPLICAS (worker
+//! processes on the same database, 1; the concurrency settings are per replica).
 #![allow(
     // Tests and benchmarks report failure by panicking, and count in small numbers.
     clippy::unwrap_used,
@@ -42,6 +43,7 @@ async fn main() {
     let clients: u32 = env_or("BENCH_CLIENTS", 20);
     let per_employee: u32 = env_or("BENCH_ASSIGNMENTS", 5);
     let latency_ms: u64 = env_or("BENCH_LATENCY_MS", 0);
+    let replicas: usize = env_or("BENCH_REPLICAS", 1);
     let concurrency: usize = env_or("FLUSH_CONCURRENCY", 16);
     let per_firm: usize = env_or("FLUSH_CONCURRENCY_PER_FIRM", 4);
 
@@ -122,7 +124,9 @@ async fn main() {
         "flushing {grants} grants (latency {latency_ms} ms, concurrency {concurrency}/{per_firm} per firm)…"
     );
     let started = Instant::now();
-    let mut worker = worker(&database_url, &id, port, concurrency, per_firm);
+    let mut workers: Vec<Child> = (0..replicas.max(1))
+        .map(|_| worker(&database_url, &id, port, concurrency, per_firm))
+        .collect();
     let mut delivered = 0;
     while delivered < grants {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -150,12 +154,15 @@ async fn main() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let calls = delivered + agents + 4 * firms as i64; // + token, exchange, parties, clients
+    // + token, exchange, parties and clients per firm and replica, at most.
+    let calls = delivered + agents + 4 * firms as i64 * replicas as i64;
     let retries: i64 = sqlx::query_scalar("SELECT count(*) FROM audit WHERE outcome = 'retry'")
         .fetch_one(&pool)
         .await
         .unwrap();
-    let _ = worker.kill().await;
+    for worker in &mut workers {
+        let _ = worker.kill().await;
+    }
     eprintln!("baseline: the same delegations again, straight from the client (no database)…");
     let baseline = raw_client_rate(&pool, port, concurrency).await;
     let _ = sim.start_kill();
@@ -167,7 +174,8 @@ async fn main() {
     println!("|---|---|");
     println!("| firms / package changes | {firms} / {delivered} |");
     println!("| added Altinn latency | {latency_ms} ms |");
-    println!("| concurrency overall / per firm | {concurrency} / {per_firm} |");
+    println!("| worker replicas | {replicas} |");
+    println!("| concurrency overall / per firm, per replica | {concurrency} / {per_firm} |");
     println!("| from planning to the last delivery | {elapsed:.1} s |");
     println!("| package changes/s | {:.0} |", delivered as f64 / elapsed);
     println!("| deliveries retried (audit) | {retries} |");
