@@ -7,8 +7,10 @@
 //! reads them afresh.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 use uuid::Uuid;
 
 use crate::altinn::wire::{ClientAccess, DelegationBatch, Permission};
@@ -78,12 +80,15 @@ impl ClientParty {
     }
 }
 
+/// A firm's agents by identity number, read once.
+type AgentList = Arc<OnceCell<HashMap<String, Uuid>>>;
+
 #[derive(Default)]
 pub(super) struct Parties {
     firms: Mutex<HashMap<String, Firm>>,
     clients: Mutex<HashMap<String, HashMap<String, ClientParty>>>,
     /// The firm's agents by national identity number, from `GET agents` (never logged).
-    agents: Mutex<HashMap<String, HashMap<String, Uuid>>>,
+    agents: Mutex<HashMap<String, AgentList>>,
 }
 
 impl Parties {
@@ -129,28 +134,36 @@ impl Parties {
 
     /// The agent party of the person with this identity number, if Altinn lists them among the
     /// firm's agents: such a person is used as they are, with no lookup that could fail and
-    /// count towards Altinn's lock-out. The list is read once per firm, and again after
-    /// [`Self::forget_agents`].
-    pub async fn agent_by_identity(
+    /// count towards Altinn's lock-out. The list is read once per firm (by the first caller,
+    /// while the others wait for it without holding anything), and again after
+    /// [`Self::forget_agents`]. `permits` is awaited only when the list must be read.
+    pub async fn agent_by_identity<P>(
         &self,
         altinn: &AltinnClient,
         firm: &Firm,
         identity_number: &str,
+        permits: impl Future<Output = P>,
     ) -> altinn::Result<Option<Uuid>> {
-        let mut agents = self.agents.lock().await;
-        if !agents.contains_key(&firm.org_number) {
-            let listed: HashMap<String, Uuid> = altinn
-                .agents(firm)
-                .await?
-                .into_iter()
-                .filter_map(|a| Some((a.agent.person_identifier?, a.agent.id)))
-                .collect();
-            agents.insert(firm.org_number.clone(), listed);
-        }
-        Ok(agents
-            .get(&firm.org_number)
-            .and_then(|m| m.get(identity_number))
-            .copied())
+        let cell = self
+            .agents
+            .lock()
+            .await
+            .entry(firm.org_number.clone())
+            .or_default()
+            .clone();
+        let agents = cell
+            .get_or_try_init(|| async {
+                let _permits = permits.await;
+                let listed: HashMap<String, Uuid> = altinn
+                    .agents(firm)
+                    .await?
+                    .into_iter()
+                    .filter_map(|a| Some((a.agent.person_identifier?, a.agent.id)))
+                    .collect();
+                Ok::<_, altinn::Error>(listed)
+            })
+            .await?;
+        Ok(agents.get(identity_number).copied())
     }
 
     /// Drops the firm's agent list; the next lookup reads it afresh.

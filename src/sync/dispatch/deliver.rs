@@ -271,13 +271,16 @@ impl Dispatcher {
             return Ok(*agent);
         }
         // A person Altinn already lists as the firm's agent costs no lookup.
-        let listed = {
-            let _firm = self.firm_permit(&firm.org_number).await;
-            let _call = self.calls.acquire().await;
-            self.parties
-                .agent_by_identity(&self.altinn, firm, &person.person_identifier)
-                .await?
+        let permits = async {
+            (
+                self.firm_permit(&firm.org_number).await,
+                self.calls.acquire().await,
+            )
         };
+        let listed = self
+            .parties
+            .agent_by_identity(&self.altinn, firm, &person.person_identifier, permits)
+            .await?;
         if let Some(agent) = listed {
             self.unsaved_agents
                 .locked()
