@@ -59,13 +59,19 @@ pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
         &format!(
             r#"WITH {LAST_OPEN}
                SELECT d.employee_id, d.client_org_number, d.package FROM desired_grants d
-               LEFT JOIN last_open l USING (employee_id, client_org_number, package)
-               WHERE d.firm = $1 AND CASE WHEN l.action IS NULL THEN NOT EXISTS (
-                         SELECT 1 FROM applied_grants a
-                         WHERE a.firm = d.firm AND a.employee_id = d.employee_id
-                           AND a.client_org_number = d.client_org_number
-                           AND a.package = d.package)
-                     ELSE l.action = 'revoke' END"#
+               WHERE d.firm = $1
+                 AND NOT EXISTS ({APPLIED} a.employee_id = d.employee_id
+                                 AND a.client_org_number = d.client_org_number
+                                 AND a.package = d.package)
+                 AND NOT EXISTS ({OPEN} o.employee_id = d.employee_id
+                                 AND o.client_org_number = d.client_org_number
+                                 AND o.package = d.package)
+               UNION ALL
+               SELECT l.employee_id, l.client_org_number, l.package FROM last_open l
+               WHERE l.action = 'revoke'
+                 AND EXISTS ({DESIRED} d.employee_id = l.employee_id
+                             AND d.client_org_number = l.client_org_number
+                             AND d.package = l.package)"#
         ),
     )
     .await?;
@@ -76,17 +82,20 @@ pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
         "revoke",
         &format!(
             r#"WITH {LAST_OPEN}
-               SELECT k.employee_id, k.client_org_number, k.package FROM (
-                   SELECT employee_id, client_org_number, package FROM applied_grants
-                   WHERE firm = $1
-                   UNION
-                   SELECT employee_id, client_org_number, package FROM last_open
-                   WHERE action = 'grant') k
-               LEFT JOIN last_open l USING (employee_id, client_org_number, package)
-               WHERE coalesce(l.action = 'grant', true) AND NOT EXISTS (
-                   SELECT 1 FROM desired_grants d
-                   WHERE d.firm = $1 AND d.employee_id = k.employee_id
-                     AND d.client_org_number = k.client_org_number AND d.package = k.package)"#
+               SELECT a.employee_id, a.client_org_number, a.package FROM applied_grants a
+               WHERE a.firm = $1
+                 AND NOT EXISTS ({DESIRED} d.employee_id = a.employee_id
+                                 AND d.client_org_number = a.client_org_number
+                                 AND d.package = a.package)
+                 AND NOT EXISTS ({OPEN} o.employee_id = a.employee_id
+                                 AND o.client_org_number = a.client_org_number
+                                 AND o.package = a.package)
+               UNION ALL
+               SELECT l.employee_id, l.client_org_number, l.package FROM last_open l
+               WHERE l.action = 'grant'
+                 AND NOT EXISTS ({DESIRED} d.employee_id = l.employee_id
+                                 AND d.client_org_number = l.client_org_number
+                                 AND d.package = l.package)"#
         ),
     )
     .await?;
@@ -162,6 +171,13 @@ pub async fn lift_pause(conn: &mut PgConnection, firm: &str) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Keys without an open change are compared with `applied_grants` (each arm of the deltas
+/// joins real tables, so PostgreSQL can hash them); keys with open changes are decided by the
+/// last of them.
+const APPLIED: &str = "SELECT 1 FROM applied_grants a WHERE a.firm = $1 AND";
+const DESIRED: &str = "SELECT 1 FROM desired_grants d WHERE d.firm = $1 AND";
+const OPEN: &str = "SELECT 1 FROM outbox o WHERE o.firm = $1 AND o.status = 'pending' AND";
 
 /// The last open change of each of the firm's grant keys that has one: what Altinn will hold
 /// once the changes on their way are delivered, in order.
