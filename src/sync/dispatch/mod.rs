@@ -39,6 +39,7 @@ use super::parties::Parties;
 use super::{FlushSettings, Result};
 use crate::altinn::wire::PersonInput;
 use crate::altinn::{self, AltinnClient};
+use crate::retry::RetryPolicy;
 
 /// Altinn's prefix for access-package URNs.
 pub(super) const PACKAGE_URN: &str = "urn:altinn:accesspackage:";
@@ -115,6 +116,11 @@ type PersonRow = (
 
 /// By (firm, employee).
 type People = HashMap<(String, Uuid), Person>;
+
+/// Recording a step's outcomes is tried this many times after conflicts, with these waits.
+const RECORD_ATTEMPTS: usize = 5;
+const RECORD_RETRY: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(10), Duration::from_millis(500));
 
 /// Steps that claim, deliver and finish side by side, so one step's database work overlaps
 /// another's Altinn calls. The concurrency limits are shared between them.
@@ -301,8 +307,41 @@ impl Dispatcher {
             .collect::<Result<_>>()?;
         let verdicts: Vec<(Row, Verdict)> = delivered.into_iter().flatten().collect();
         self.note_setup(&verdicts);
-        self.finish(&lease, verdicts).await?;
+        self.record(&lease, &verdicts).await?;
         Ok(Step::Processed(n))
+    }
+
+    /// [`Self::finish`], again after a conflict with another replica's step (a deadlock over
+    /// the same agents, say): the statement only touches rows this lease still holds, so a
+    /// retry is safe. Should it still fail, the rows' leases are given up, so they are due at
+    /// once instead of when the lease runs out.
+    async fn record(&self, lease: &str, verdicts: &[(Row, Verdict)]) -> Result<()> {
+        let mut waits = RECORD_RETRY.waits();
+        for _ in 0..RECORD_ATTEMPTS {
+            match self.finish(lease, verdicts).await {
+                Err(crate::state::Error::Conflict(e)) => {
+                    let wait = waits.next_wait();
+                    tracing::debug!(error = %e, retry_in = ?wait,
+                        "recording a step's outcomes conflicted with another; trying again");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+        let result = self.finish(lease, verdicts).await;
+        if result.is_err() {
+            let released = sqlx::query(
+                r#"UPDATE outbox SET lease_until = NULL
+                   WHERE leased_by = $1 AND status = 'pending'"#,
+            )
+            .bind(lease)
+            .execute(&self.pool)
+            .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "could not give up the step's leases");
+            }
+        }
+        result
     }
 
     /// Holds deliveries back until the guard is dropped: a reconcile's planning and the

@@ -9,7 +9,7 @@ impl Dispatcher {
     /// Records every outcome of a step in one statement, for the rows this dispatcher still
     /// holds: the row's new state, `applied_grants`, the audit, and the firm's pause lifted by
     /// a delivery. A row whose lease ran out and was taken over is left to its new holder.
-    pub(super) async fn finish(&self, lease: &str, verdicts: Vec<(Row, Verdict)>) -> Result<()> {
+    pub(super) async fn finish(&self, lease: &str, verdicts: &[(Row, Verdict)]) -> Result<()> {
         let mut ids = Vec::with_capacity(verdicts.len());
         let mut outcomes = Vec::with_capacity(verdicts.len());
         let mut details = Vec::with_capacity(verdicts.len());
@@ -18,10 +18,12 @@ impl Dispatcher {
         for (row, verdict) in verdicts {
             ids.push(row.id);
             let (outcome, detail, trace, wait) = match verdict {
-                Verdict::Delivered(note) => ("delivered", note, None, 0.0),
-                Verdict::Parked { explanation, trace } => ("parked", Some(explanation), trace, 0.0),
+                Verdict::Delivered(note) => ("delivered", note.clone(), None, 0.0),
+                Verdict::Parked { explanation, trace } => {
+                    ("parked", Some(explanation.clone()), trace.clone(), 0.0)
+                }
                 Verdict::Retry { error, wait, .. } => {
-                    ("retry", Some(error), None, wait.as_secs_f64())
+                    ("retry", Some(error.clone()), None, wait.as_secs_f64())
                 }
             };
             outcomes.push(outcome);
@@ -40,6 +42,9 @@ impl Dispatcher {
                ), agents AS (
                    INSERT INTO altinn_agents (firm, employee_id, agent_party)
                    SELECT * FROM unnest($7::text[], $8::uuid[], $9::uuid[])
+                   -- One order for every replica, so two steps adding the same people do not
+                   -- deadlock.
+                   ORDER BY 1, 2
                    ON CONFLICT (firm, employee_id) DO UPDATE SET agent_party = excluded.agent_party
                ), done AS (
                    UPDATE outbox o
