@@ -16,11 +16,6 @@ impl Dispatcher {
             .is_some_and(|h| Instant::now() < h.until)
     }
 
-    /// The reason deliveries are held back by a setup error, if they are.
-    pub fn setup_error(&self) -> Option<String> {
-        self.setup_hold.locked().as_ref().map(|h| h.reason.clone())
-    }
-
     /// Holds every delivery after a setup error, saying once what is wrong; lifts the hold
     /// after a step that reached Altinn.
     pub(super) fn note_setup(&self, verdicts: &[(Row, Verdict)]) {
