@@ -11,6 +11,8 @@
     clippy::cast_sign_loss
 )]
 
+mod asyncapi;
+
 use std::path::{Path, PathBuf};
 
 use altinn_sync::contract::{Rules, decode_command, decode_event};
