@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::ingest::BrokerSettings;
 use crate::policy::{DEFAULT_ROLE_MAPPING, RoleMapping};
 use crate::state::DbSettings;
+use crate::sync::FlushSettings;
 use crate::telemetry::TelemetrySettings;
 use crate::worker::WorkerSettings;
 
@@ -48,20 +49,42 @@ pub enum Command {
         #[arg(long, env = "ROLE_MAPPING", default_value = DEFAULT_ROLE_MAPPING)]
         role_mapping: RoleMapping,
     },
-    /// Explain an employee's access: roles, clients, project-accountant slots and what they imply
-    /// ("why is my Altinn access missing?").
+    /// Explain an employee's access: roles, clients, project-accountant slots, each package's
+    /// state and a verdict ("why is my Altinn access missing?").
     Explain {
         #[command(flatten)]
-        db: DbSettings,
-        /// The firm's organisation number.
-        #[arg(long, env = "FIRM")]
-        firm: String,
+        ops: OpsArgs,
         /// The employee's AdminFlow id.
         #[arg(long, env = "EMPLOYEE")]
         employee: uuid::Uuid,
-        /// Print JSON.
-        #[arg(long, env = "OUTPUT_JSON")]
-        json: bool,
+    },
+    /// A firm's status: its last sync and reconcile, and its changes by state.
+    Status(OpsArgs),
+    /// A dry run: what a sync of the firm would send now. Changes nothing.
+    Plan(OpsArgs),
+    /// Revokes the mass-revoke guard holds back until approved.
+    Staged(OpsArgs),
+    /// Release the firm's staged revokes (all, or those given): they are sent.
+    Approve(DecideArgs),
+    /// Drop the firm's staged revokes (all, or those given); the next plan stages again what
+    /// AdminFlow still removes.
+    Reject(DecideArgs),
+    /// The firm's audit, newest first: every delivery, refusal, approval and retry, and who.
+    Audit(AuditArgs),
+    /// Ask the running worker's /healthz (on ADMIN_LISTEN); exits 0 when healthy. For the
+    /// container's HEALTHCHECK, which has no curl.
+    Healthcheck {
+        #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
+        admin_listen: std::net::SocketAddr,
+    },
+    /// Make a new admin API token: prints the token once, and the line for ADMIN_TOKENS_FILE.
+    AdminToken {
+        /// Who holds it: recorded as the actor of what it does. [A-Za-z0-9._-]{1,64}
+        #[arg(long)]
+        name: String,
+        /// `*` for every firm, or organisation numbers separated by commas.
+        #[arg(long)]
+        firms: String,
     },
     /// List dead-lettered messages and why, newest first.
     DeadLetters {
@@ -110,9 +133,7 @@ pub enum Command {
     /// Re-queue a firm's parked changes, or one of them, for the next delivery.
     Retry {
         #[command(flatten)]
-        db: DbSettings,
-        #[arg(long, env = "FIRM")]
-        firm: String,
+        ops: OpsArgs,
         /// Only the parked change with this id (from `parked`).
         #[arg(long)]
         id: Option<i64>,
@@ -146,6 +167,67 @@ pub struct PublishArgs {
     pub routing_key: String,
     /// The JSON file to publish, or - for standard input.
     pub file: PathBuf,
+}
+
+/// A firm, and the worker's settings its answers depend on (read from the same environment).
+#[derive(Debug, clap::Args)]
+pub struct OpsArgs {
+    #[command(flatten)]
+    pub db: DbSettings,
+    #[command(flatten)]
+    pub flush: FlushSettings,
+    /// The worker's Altinn URL; only whether it is set matters here (without it nothing is
+    /// sent to Altinn, and `explain` says so).
+    #[arg(long, env = "ALTINN_BASE_URL", hide = true)]
+    pub altinn_base_url: Option<String>,
+    /// The firm's organisation number.
+    #[arg(long, env = "FIRM")]
+    pub firm: String,
+    /// Print JSON, as the admin API serves it.
+    #[arg(long, env = "OUTPUT_JSON")]
+    pub json: bool,
+    /// Who is acting, for the audit of approve, reject and retry.
+    #[arg(long, env = "ACTOR", default_value = "cli")]
+    pub actor: String,
+}
+
+impl OpsArgs {
+    pub fn mode(&self) -> crate::ops::Mode {
+        crate::ops::Mode {
+            flush_on: self
+                .altinn_base_url
+                .as_deref()
+                .is_some_and(|u| !u.trim().is_empty()),
+            flush: self.flush.clone(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DecideArgs {
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    /// Only these staged revokes (ids from `staged`); all when left out.
+    #[arg(long, value_delimiter = ',')]
+    pub ids: Option<Vec<i64>>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    /// Only this employee's entries.
+    #[arg(long)]
+    pub employee: Option<uuid::Uuid>,
+    /// Only this client's entries.
+    #[arg(long)]
+    pub client: Option<String>,
+    /// How many (at most 500).
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Entries older than this audit id (the previous page's `more: --before`).
+    #[arg(long)]
+    pub before: Option<i64>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::admin;
 use crate::altinn::AltinnSettings;
 use crate::contract::{Command, CommandKind};
 use crate::ingest;
@@ -69,6 +70,10 @@ pub enum Error {
     Broker(#[from] lapin::Error),
     #[error(transparent)]
     Worker(#[from] worker::Error),
+    #[error(transparent)]
+    Admin(#[from] admin::Error),
+    #[error("could not make the dev admin token: {0}")]
+    Token(String),
 }
 
 /// Runs the simulator and the worker until `shutdown`.
@@ -110,8 +115,19 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), Error
     let stop_sim_on_exit = stop_sim.clone().drop_guard();
     let served = tokio::spawn(sim::serve(listener, simulator, stop_sim));
 
-    let key = DemoKey::write()?;
+    let key = DemoFile::write("pem", DEMO_KEY)?;
     point_at_simulator(&mut settings.altinn, addr, key.path());
+    // A token for every firm, unless the user brought a token file: printed on standard
+    // output for the guide's curl lines, never logged.
+    let token = admin::tokens::generate("dev", "*").map_err(Error::Token)?;
+    let tokens = DemoFile::write("tokens", &format!("{}\n", token.line))?;
+    let dev_token = if settings.admin.admin_tokens_file.is_none() {
+        settings.admin.admin_tokens_file = Some(tokens.path().to_owned());
+        Some(token.token)
+    } else {
+        None
+    };
+    let admin = admin::Server::bind(settings.admin.admin_listen).await?;
 
     let pool = state::connect(&settings.db).await?;
     state::migrate(&pool).await?;
@@ -124,12 +140,16 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), Error
         simulator = %addr, firms_to_reconcile = known.firms,
         "dev: the Altinn simulator runs in-process with the demo world; starting the worker"
     );
-    eprintln!("{}", guide(addr, &settings, &known));
+    eprintln!("{}", guide(addr, admin.local_addr(), &settings, &known));
+    if let Some(token) = &dev_token {
+        println!("ADMIN_TOKEN={token}");
+    }
 
-    let outcome = worker::run(&settings, shutdown).await;
+    let outcome = worker::run_bound(&settings, admin, shutdown).await;
     drop(stop_sim_on_exit);
     let _ = served.await;
     drop(key);
+    drop(tokens);
     Ok(outcome?)
 }
 
@@ -205,12 +225,14 @@ const DEV_EVENTS_EXCHANGE: &str = "adminflow-dev.events";
 /// The embedded test-only key in a file of this process's own (the worker reads its key from a
 /// file), removed when dropped. Created exclusively, so an existing file or link is never
 /// followed or overwritten.
-struct DemoKey(PathBuf);
+/// A secret dev writes for the worker to read (the demo key, the admin tokens), readable by
+/// the user alone and removed when dev stops.
+struct DemoFile(PathBuf);
 
-impl DemoKey {
-    fn write() -> Result<Self, Error> {
+impl DemoFile {
+    fn write(suffix: &str, contents: &str) -> Result<Self, Error> {
         let path = std::env::temp_dir().join(format!(
-            "altinn-sync-dev-{}-{}.pem",
+            "altinn-sync-dev-{}-{}.{suffix}",
             std::process::id(),
             Uuid::new_v4().simple()
         ));
@@ -220,7 +242,7 @@ impl DemoKey {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         options
             .open(&path)
-            .and_then(|mut file| file.write_all(DEMO_KEY.as_bytes()))
+            .and_then(|mut file| file.write_all(contents.as_bytes()))
             .map_err(|source| Error::Key {
                 path: path.clone(),
                 source,
@@ -233,7 +255,7 @@ impl DemoKey {
     }
 }
 
-impl Drop for DemoKey {
+impl Drop for DemoFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
@@ -294,7 +316,7 @@ async fn declare_topology(settings: &WorkerSettings) -> Result<(), lapin::Error>
 }
 
 /// What to do next, with this run's simulator address, database, exchange and prefix.
-fn guide(addr: SocketAddr, settings: &WorkerSettings, known: &Known) -> String {
+fn guide(addr: SocketAddr, admin: SocketAddr, settings: &WorkerSettings, known: &Known) -> String {
     let ingest = &settings.ingest;
     // A URL with a password is the user's to paste, not ours to print.
     let url = &settings.db.database_url;
@@ -344,6 +366,17 @@ fn guide(addr: SocketAddr, settings: &WorkerSettings, known: &Known) -> String {
         text.push_str(&format!(
             "\n{firms} reconciled with the fresh simulator now: \
              desired access is\ndelivered to it without a sync.\n"
+        ));
+    }
+    if settings.admin.admin_tokens_file.is_some() {
+        let api = format!("http://{admin}/v1/firms/{DEMO_FIRM}");
+        text.push_str(&format!(
+            "\nThe admin API (health, metrics and /v1) is at http://{admin}. With the ADMIN_TOKEN \
+             line dev prints on standard output:\n\
+             \n  export ADMIN_TOKEN=...   # from standard output\
+             \n  curl -s -H \"Authorization: Bearer $ADMIN_TOKEN\" {api}/status\
+             \n  curl -s -X POST -H \"Authorization: Bearer $ADMIN_TOKEN\" {api}/sync\
+             \n  curl -s http://{admin}/metrics | grep altinn_sync_deliveries_total\n"
         ));
     }
     text.push_str("\nCtrl-C stops the worker, then the simulator.\n");

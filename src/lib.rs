@@ -32,12 +32,14 @@
 //! - [`retry`]: the one retry policy every retry uses.
 //! - [`publish`], [`cli`], [`telemetry`]: the operator's tools and the process around them.
 
+pub mod admin;
 pub mod altinn;
 pub mod cli;
 pub mod contract;
 pub mod dev;
 pub mod doctor;
 pub mod ingest;
+pub mod ops;
 pub mod policy;
 pub mod publish;
 pub mod retry;

@@ -7,7 +7,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use altinn_sync::cli::{Cli, Command};
-use altinn_sync::{publish, state, sync, telemetry, worker};
+use altinn_sync::{admin, ops, publish, state, telemetry, worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -39,82 +39,91 @@ async fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run(settings) => {
-            let shutdown = shutdown_on_signal();
-            worker::run(&settings, shutdown).await?;
+        Command::Run(settings) => worker::run(&settings, shutdown_on_signal()).await?,
+        Command::Dev(args) => altinn_sync::dev::run(*args, shutdown_on_signal()).await?,
+        Command::AltinnSim(args) => altinn_sync::sim::run(&args, shutdown_on_signal()).await?,
+        Command::Sync(a) => {
+            let requested_by = a.requested_by.as_deref().unwrap_or("cli");
+            let prefix = &a.topology_prefix;
+            let id = ops::request_sync(
+                &a.broker.amqp_url,
+                prefix,
+                &a.firm,
+                a.after_sequence,
+                requested_by,
+            )
+            .await?;
+            println!("SyncNow {id} published to {prefix}.commands");
         }
-        Command::Dev(args) => {
-            altinn_sync::dev::run(*args, shutdown_on_signal()).await?;
+        Command::Reconcile(a) => {
+            let requested_by = a.requested_by.as_deref().unwrap_or("cli");
+            let prefix = &a.topology_prefix;
+            let id =
+                ops::request_reconcile(&a.broker.amqp_url, prefix, a.firm.as_deref(), requested_by)
+                    .await?;
+            println!("NightlyReconcile {id} published to {prefix}.commands");
         }
-        Command::Sync(args) => {
-            let command = serde_json::json!({
-                "command_id": uuid::Uuid::new_v4(),
-                "command_type": "SyncNow",
-                "requested_at": now(),
-                "requested_by": args.requested_by,
-                "firm": {"org_number": args.firm},
-                "after_sequence": args.after_sequence,
-            });
-            send_command(&args.broker.amqp_url, &args.topology_prefix, &command).await?;
+        Command::Status(a) => output(a.json, &operations(&a).await?.status(&a.firm).await?)?,
+        Command::Explain { ops: a, employee } => {
+            output(
+                a.json,
+                &operations(&a).await?.explain(&a.firm, employee).await?,
+            )?;
         }
-        Command::Reconcile(args) => {
-            let command = serde_json::json!({
-                "command_id": uuid::Uuid::new_v4(),
-                "command_type": "NightlyReconcile",
-                "requested_at": now(),
-                "requested_by": args.requested_by,
-                "firm": args.firm.map(|f| serde_json::json!({"org_number": f})),
-            });
-            send_command(&args.broker.amqp_url, &args.topology_prefix, &command).await?;
+        Command::Plan(a) => {
+            let plan = operations(&a).await?.plan(&a.firm).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", ops::render_plan(&plan));
+            }
         }
         Command::Parked { db, firm, json } => {
             let pool = connect_migrated(&db).await?;
-            let rows = sync::parked(&pool, firm.as_deref()).await?;
-            let paused = sync::paused(&pool, firm.as_deref()).await?;
-            if json {
-                let all = serde_json::json!({"paused_firms": paused, "parked_changes": rows});
-                println!("{}", serde_json::to_string_pretty(&all)?);
-                return Ok(());
-            }
-            for p in &paused {
-                println!(
-                    "firm {} PAUSED since {} ({} changes waiting): {}; next try {}, or at once \
-                     on a sync-now or `altinn-sync retry --firm {}`",
-                    p.firm,
-                    p.since,
-                    p.pending,
-                    p.reason
-                        .as_deref()
-                        .unwrap_or("Altinn refused the system user"),
-                    p.until.map_or_else(|| "now".to_owned(), |t| t.to_string()),
-                    p.firm
-                );
-            }
-            if rows.is_empty() {
-                eprintln!("no parked changes");
-            } else {
-                for r in rows {
-                    println!(
-                        "{} firm={} employee={} client={} {} {} (attempts {}): {}",
-                        r.id,
-                        r.firm,
-                        r.employee_id,
-                        r.client_org_number,
-                        r.action,
-                        r.package,
-                        r.attempts,
-                        r.explanation.as_deref().unwrap_or("-")
-                    );
-                }
-            }
+            output(json, &ops::parked_list(&pool, firm.as_deref()).await?)?;
         }
-        Command::Retry { db, firm, id } => {
-            let pool = connect_migrated(&db).await?;
-            let n = sync::retry(&pool, &firm, id).await?;
-            println!("{n} parked changes of firm {firm} re-queued");
+        Command::Retry { ops: a, id } => {
+            let n = operations(&a).await?.retry(&a.firm, id, &a.actor).await?;
+            println!("{n} parked changes of firm {} re-queued", a.firm);
         }
-        Command::AltinnSim(args) => {
-            altinn_sync::sim::run(&args, shutdown_on_signal()).await?;
+        Command::Staged(a) => output(a.json, &operations(&a).await?.staged(&a.firm).await?)?,
+        Command::Approve(d) => {
+            let a = &d.ops;
+            let n = operations(a)
+                .await?
+                .approve(&a.firm, d.ids.as_deref(), &a.actor)
+                .await?;
+            println!(
+                "{n} staged revokes of firm {} approved: they are sent",
+                a.firm
+            );
+        }
+        Command::Reject(d) => {
+            let a = &d.ops;
+            let n = operations(a)
+                .await?
+                .reject(&a.firm, d.ids.as_deref(), &a.actor)
+                .await?;
+            println!("{n} staged revokes of firm {} rejected", a.firm);
+        }
+        Command::Audit(q) => {
+            let a = &q.ops;
+            let query = ops::AuditQuery {
+                employee: q.employee,
+                client: q.client.clone(),
+                limit: Some(q.limit),
+                before: q.before,
+            };
+            output(a.json, &operations(a).await?.audit(&a.firm, &query).await?)?;
+        }
+        Command::Healthcheck { admin_listen } => admin::healthcheck(admin_listen).await?,
+        Command::AdminToken { name, firms } => {
+            let new = admin::tokens::generate(&name, &firms).map_err(anyhow::Error::msg)?;
+            println!(
+                "token (give it to {name}; it is not stored anywhere): {}",
+                new.token
+            );
+            println!("line for ADMIN_TOKENS_FILE:\n{}", new.line);
         }
         Command::Doctor(args) => {
             let checks = altinn_sync::doctor::run(&args).await?;
@@ -152,37 +161,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Desired { db, firm, json } => {
-            let pool = connect_migrated(&db).await?;
-            let grants = state::desired_grants(&pool, &firm).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&grants)?);
-            } else if grants.is_empty() {
-                eprintln!("firm {firm} has no desired grants");
-            } else {
-                println!("{:<36}  {:<9}  PACKAGE", "EMPLOYEE_ID", "CLIENT");
-                for g in grants {
-                    println!(
-                        "{}  {:<9}  {}",
-                        g.employee_id, g.client_org_number, g.package
-                    );
-                }
-            }
-        }
-        Command::Explain {
-            db,
-            firm,
-            employee,
-            json,
-        } => {
-            let pool = connect_migrated(&db).await?;
-            let Some(explanation) = state::explain(&pool, &firm, employee).await? else {
-                anyhow::bail!("firm {firm} is not known: no event for it has been applied");
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&explanation)?);
-            } else {
-                println!("{explanation}");
-            }
+            let grants = state::desired_grants(&connect_migrated(&db).await?, &firm).await?;
+            output(json, &state::DesiredGrants(grants))?;
         }
         Command::RebuildDesired { db, role_mapping } => {
             let pool = connect_migrated(&db).await?;
@@ -202,31 +182,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         } => {
             let pool = connect_migrated(&db).await?;
             let rows = state::list_dead_letters(&pool, firm.as_deref(), limit).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                for r in rows {
-                    println!(
-                        "{} {} {} {} firm={} message_id={} {}: {}",
-                        r.id,
-                        r.received_at.format("%Y-%m-%dT%H:%M:%SZ"),
-                        r.queue,
-                        r.routing_key,
-                        r.firm.as_deref().unwrap_or("-"),
-                        r.message_id.as_deref().unwrap_or("-"),
-                        r.reason_code,
-                        r.reason
-                    );
-                }
-            }
+            output(json, &state::DeadLetters(rows))?;
         }
         Command::Resequence { db, firm, force } => {
             let pool = connect_migrated(&db).await?;
             match state::resequence(&pool, &firm, force).await? {
-                Some(state::Resequenced::Done { old_high_water }) => println!(
-                    "firm {firm}: high-water mark {old_high_water} cleared and hold lifted; \
-                     the next event for each fact wins. Replay the firm's dead letters in order."
-                ),
+                Some(done @ state::Resequenced::Done { .. }) => println!("firm {firm}: {done}"),
                 Some(state::Resequenced::NotHeld) => anyhow::bail!(
                     "firm {firm} is not on hold after a sequence regression; \
                      add --force to reset its sequences anyway"
@@ -245,39 +206,30 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 days: days(retention_days),
                 audit: days(audit_retention_days),
             };
-            let o = state::prune(&pool, &retention).await?;
-            println!(
-                "pruned {} processed event ids, {} tombstones, {} finished outbox rows, {} handled \
-                 commands, {} dead letters, {} sequence regressions and {} audit rows",
-                o.processed_events,
-                o.tombstones,
-                o.outbox_rows,
-                o.commands,
-                o.dead_letters,
-                o.sequence_regressions,
-                o.audit_rows
-            );
+            println!("{}", state::prune(&pool, &retention).await?);
         }
     }
     Ok(())
 }
 
-/// Publishes a command to the worker's command exchange.
-async fn send_command(
-    amqp_url: &str,
-    prefix: &str,
-    command: &serde_json::Value,
-) -> anyhow::Result<()> {
-    let exchange = format!("{prefix}.commands");
-    let kind = command["command_type"].as_str().unwrap_or_default();
-    let body = serde_json::to_vec(command)?;
-    publish::publish(amqp_url, &exchange, kind, &body).await?;
-    println!("{kind} {} published to {exchange}", command["command_id"]);
+/// Prints `value` as JSON, or as text for a person.
+fn output<T: serde::Serialize + std::fmt::Display>(json: bool, value: &T) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{value}");
+        if !value.to_string().ends_with('\n') {
+            println!();
+        }
+    }
     Ok(())
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+async fn operations(args: &altinn_sync::cli::OpsArgs) -> anyhow::Result<ops::Ops> {
+    Ok(ops::Ops::new(
+        connect_migrated(&args.db).await?,
+        args.mode(),
+    ))
 }
 
 async fn connect_migrated(db: &state::DbSettings) -> anyhow::Result<sqlx::PgPool> {

@@ -1,12 +1,14 @@
 //! `altinn-sync run`: migrate, align the role mapping, then ingest until shutdown, with
 //! housekeeping and progress reports alongside.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::time::{MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminSettings, Health};
 use crate::altinn::{self, AltinnClient, AltinnSettings};
 use crate::ingest::{self, BrokerSettings, IngestSettings, Metrics};
 use crate::policy::{DEFAULT_ROLE_MAPPING, RoleMapping};
@@ -28,6 +30,8 @@ pub struct WorkerSettings {
     pub altinn: AltinnSettings,
     #[command(flatten)]
     pub flush: FlushSettings,
+    #[command(flatten)]
+    pub admin: AdminSettings,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -72,13 +76,67 @@ pub enum Error {
     Flush(#[source] state::Error),
     #[error("the Altinn settings are unusable")]
     Altinn(#[from] altinn::Error),
+    #[error(transparent)]
+    Admin(#[from] admin::Error),
 }
 
-/// Runs the worker until `shutdown` is cancelled.
+/// Runs the worker until `shutdown` is cancelled, with the admin listener on `ADMIN_LISTEN`.
 pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Result<(), Error> {
+    let server = admin::Server::bind(settings.admin.admin_listen).await?;
+    run_bound(settings, server, shutdown).await
+}
+
+/// [`run`] on an admin listener bound by the caller (tests bind port 0 and read the address).
+pub async fn run_bound(
+    settings: &WorkerSettings,
+    server: admin::Server,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    // Read before anything starts: a malformed token file stops the start, naming the line.
+    let tokens = admin::Tokens::load(settings.admin.admin_tokens_file.as_deref())
+        .map_err(admin::Error::from)?;
+    admin::metrics::install();
+    let health = Arc::new(Health::default());
+    let api = admin::api::Api::new(health.clone(), tokens, settings);
+    let app = admin::router(health.clone(), Some(api));
+    // Serves until the worker has stopped, so /healthz can say that it did. A server that
+    // fails stops the worker: an orchestrator could no longer see it.
+    let stop_serving = CancellationToken::new();
+    let serving = tokio::spawn({
+        let (stop, shutdown) = (stop_serving.clone(), shutdown.clone());
+        async move {
+            let served = server.serve(app, stop).await;
+            if let Err(e) = &served {
+                tracing::error!(error = %e, "the admin server failed; stopping the worker");
+                shutdown.cancel();
+            }
+            served
+        }
+    });
+    let gauges = tokio::spawn({
+        let (health, stop) = (health.clone(), stop_serving.clone());
+        let revokes_enabled = settings.flush.revokes_enabled;
+        async move { admin::metrics::refresh_loop(&health, revokes_enabled, &stop).await }
+    });
+    let result = work(settings, &health, shutdown).await;
+    stop_serving.cancel();
+    let _ = gauges.await;
+    let served = match serving.await {
+        Ok(served) => served,
+        Err(e) => Err(admin::Error::Serve(std::io::Error::other(e))),
+    };
+    result.and(served.map_err(Error::Admin))
+}
+
+async fn work(
+    settings: &WorkerSettings,
+    health: &Health,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let Some(pool) = connect_with_retry(&settings.db, &shutdown).await? else {
         return Ok(());
     };
+    health.set_pool(pool.clone());
     state::migrate(&pool).await?;
     state::align_role_mapping(&pool, &settings.housekeeping.role_mapping, false).await?;
     // Checked before consuming anything, so half-set or unreadable settings stop the start.
@@ -101,7 +159,7 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
     };
     tracing::info!(role_mapping = %settings.housekeeping.role_mapping, "worker starting");
 
-    let metrics = Metrics::default();
+    let metrics = &health.ingest;
     // Either half failing stops the other, and the process with an error: a worker that only
     // ingests, or only flushes, would look alive while doing half its job.
     let ingest = async {
@@ -109,11 +167,12 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
             &settings.broker.amqp_url,
             &settings.ingest,
             pool.clone(),
-            &metrics,
+            metrics,
             shutdown.clone(),
         )
         .await
         .map_err(Error::Ingest);
+        health.stopped(admin::Half::Ingest);
         stop_on_error(&result, "ingest", &shutdown);
         result
     };
@@ -124,6 +183,7 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
         let result = sync::run(pool.clone(), dispatcher, shutdown.clone())
             .await
             .map_err(Error::Flush);
+        health.stopped(admin::Half::Flush);
         stop_on_error(&result, "the flush to Altinn", &shutdown);
         result
     };
@@ -136,7 +196,7 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
                  hand: unacked messages are redelivered, unfinished deliveries retried");
             Ok(())
         }
-        () = housekeeping(&pool, &settings.housekeeping, &metrics) => unreachable!("housekeeping never returns"),
+        () = housekeeping(&pool, &settings.housekeeping, metrics) => unreachable!("housekeeping never returns"),
     };
     // The next holder need not wait for the leases to run out.
     if let Some(dispatcher) = &dispatcher {
@@ -148,7 +208,7 @@ pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Resu
             }
         }
     }
-    report(&metrics, "worker stopped");
+    report(metrics, "worker stopped");
     pool.close().await;
     result
 }

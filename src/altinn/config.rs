@@ -58,6 +58,13 @@ pub const REQUIRED_SCOPES: [&str; 3] = [
 ];
 
 impl AltinnSettings {
+    /// Whether the Altinn settings are given at all (the worker then flushes to Altinn).
+    pub fn is_configured(&self) -> bool {
+        self.altinn_base_url
+            .as_deref()
+            .is_some_and(|s| !s.trim().is_empty())
+    }
+
     /// `Ok(None)` when no Altinn setting is given; an error naming the missing ones when only
     /// some are.
     pub fn validate(&self) -> Result<Option<ValidatedAltinnConfig>> {

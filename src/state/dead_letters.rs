@@ -60,6 +60,34 @@ pub struct DeadLetter {
     pub received_at: DateTime<Utc>,
 }
 
+/// Dead letters, as `dead-letters` prints them.
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct DeadLetters(pub Vec<DeadLetter>);
+
+impl std::fmt::Display for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return writeln!(f, "no dead letters");
+        }
+        for r in &self.0 {
+            writeln!(
+                f,
+                "{} {} {} {} firm={} message_id={} {}: {}",
+                r.id,
+                r.received_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                r.queue,
+                r.routing_key,
+                r.firm.as_deref().unwrap_or("-"),
+                r.message_id.as_deref().unwrap_or("-"),
+                r.reason_code,
+                r.reason
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The newest dead letters first, optionally for one firm.
 pub async fn list_dead_letters(
     pool: &PgPool,

@@ -15,7 +15,9 @@ pub(super) struct RefreshKeys {
     pub employees: Vec<(String, Uuid)>,
 }
 
-/// Recomputes the desired grants for the changed keys and writes only the difference.
+/// Recomputes the desired grants for the changed keys and writes only the difference. A firm
+/// whose grants changed is marked for the automatic sync (`sync::auto`), in the same
+/// transaction; the batch holds its `firms` row already.
 pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys) -> Result<()> {
     if keys.pairs.is_empty() && keys.employees.is_empty() {
         return Ok(());
@@ -32,7 +34,8 @@ pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys)
         });
     let (emp_firms, emp_ids): (Vec<&str>, Vec<Uuid>) =
         keys.employees.iter().map(|(f, e)| (f.as_str(), *e)).unzip();
-    sqlx::query(
+    // Built from constants only; every value is bound.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         // Every lookup here is driven by the changed keys through a primary-key index: scalar
         // subqueries and OFFSET 0 fences keep the planner from hashing whole tables, so a
         // batch costs the same however large the tables grow.
@@ -87,11 +90,16 @@ pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys)
                DELETE FROM desired_grants d USING stale s
                WHERE d.firm = s.firm AND d.employee_id = s.employee_id
                  AND d.client_org_number = s.client_org_number AND d.package = s.package
+               RETURNING d.firm
+           ),
+           added AS (
+               INSERT INTO desired_grants (firm, employee_id, client_org_number, package)
+               SELECT firm, employee_id, client_org_number, package FROM want
+               ON CONFLICT DO NOTHING
+               RETURNING firm
            )
-           INSERT INTO desired_grants (firm, employee_id, client_org_number, package)
-           SELECT firm, employee_id, client_org_number, package FROM want
-           ON CONFLICT DO NOTHING"#,
-    )
+           {MARK} (SELECT firm FROM gone UNION SELECT firm FROM added)"#
+    )))
     // Unprepared, so it is planned for each batch's actual keys: tables grow by orders of
     // magnitude during an initial load, and a plan cached while they were small would stay.
     .persistent(false)
@@ -105,27 +113,45 @@ pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys)
     Ok(())
 }
 
+/// Marks the firms a subquery names as changed, for the automatic sync: the first change since
+/// the last plan, the last one, and a count that lets a plan tell whether it saw them all.
+const MARK: &str = r#"UPDATE firms
+    SET desired_changed_first = coalesce(desired_changed_first, now()),
+        desired_changed_last = now(), desired_changes = desired_changes + 1
+    WHERE org_number IN"#;
+
 /// Makes `desired_grants` equal to what the facts imply, keeping `since` on unchanged rows.
 async fn rebuild(conn: &mut PgConnection) -> Result<(u64, u64)> {
-    let removed = sqlx::query(
-        r#"DELETE FROM desired_grants d
-           WHERE NOT EXISTS (SELECT 1 FROM desired_grants_expected x
-                             WHERE x.firm = d.firm AND x.employee_id = d.employee_id
-                               AND x.client_org_number = d.client_org_number
-                               AND x.package = d.package)"#,
-    )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let added = sqlx::query(
-        r#"INSERT INTO desired_grants (firm, employee_id, client_org_number, package)
-           SELECT firm, employee_id, client_org_number, package FROM desired_grants_expected
-           ON CONFLICT DO NOTHING"#,
-    )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok((added, removed))
+    // Built from constants only.
+    let removed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"WITH gone AS (
+               DELETE FROM desired_grants d
+               WHERE NOT EXISTS (SELECT 1 FROM desired_grants_expected x
+                                 WHERE x.firm = d.firm AND x.employee_id = d.employee_id
+                                   AND x.client_org_number = d.client_org_number
+                                   AND x.package = d.package)
+               RETURNING firm
+           ), marked AS (
+               {MARK} (SELECT firm FROM gone)
+           )
+           SELECT count(*) FROM gone"#
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    let added: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r#"WITH added AS (
+               INSERT INTO desired_grants (firm, employee_id, client_org_number, package)
+               SELECT firm, employee_id, client_org_number, package FROM desired_grants_expected
+               ON CONFLICT DO NOTHING
+               RETURNING firm
+           ), marked AS (
+               {MARK} (SELECT firm FROM added)
+           )
+           SELECT count(*) FROM added"#
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((added.unsigned_abs(), removed.unsigned_abs()))
 }
 
 /// What [`align_role_mapping`] did.
@@ -198,6 +224,28 @@ pub struct DesiredGrant {
     pub employee_id: Uuid,
     pub client_org_number: String,
     pub package: String,
+}
+
+/// A firm's desired grants, as `desired` prints them.
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct DesiredGrants(pub Vec<DesiredGrant>);
+
+impl std::fmt::Display for DesiredGrants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return writeln!(f, "no desired grants");
+        }
+        writeln!(f, "{:<36}  {:<9}  PACKAGE", "EMPLOYEE_ID", "CLIENT")?;
+        for g in &self.0 {
+            writeln!(
+                f,
+                "{}  {:<9}  {}",
+                g.employee_id, g.client_org_number, g.package
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The firm's desired grants, sorted by employee id, client and package.

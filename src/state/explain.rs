@@ -10,11 +10,20 @@ use uuid::Uuid;
 
 use super::Result;
 
+/// What `explain` must know of the worker: whether it flushes, and whether revokes are on.
+#[derive(Debug, Clone, Copy)]
+pub struct ExplainMode {
+    pub flush_on: bool,
+    pub revokes_enabled: bool,
+}
+
 /// One employee's facts and what they imply. Holds no identity number.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Explanation {
     pub firm: String,
     pub employee_id: Uuid,
+    /// The answer in one line of plain words.
+    pub verdict: String,
     /// Whether the firm is held after a sequence regression (its events are not applied).
     pub firm_held_since: Option<DateTime<Utc>>,
     /// Whether Altinn refused the firm's system user and its flush is paused.
@@ -28,7 +37,7 @@ pub struct Explanation {
     pub firm_dead_letters: i64,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct FlushPause {
     pub since: DateTime<Utc>,
     /// The next try; a sync-now or `altinn-sync retry` tries at once.
@@ -36,22 +45,58 @@ pub struct FlushPause {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Identity {
     pub last_name: String,
     pub sequence: i64,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Roles {
     /// Each role with the package it maps to, or `None` for a role that grants nothing.
-    pub roles: Vec<(String, Option<String>)>,
+    pub roles: Vec<RoleMapped>,
     pub sequence: i64,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RoleMapped {
+    pub role: String,
+    /// The Altinn access package the role gives, or null.
+    pub package: Option<String>,
+}
+
+/// Where one package stands for one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PackageState {
+    HasAccess,
+    WaitingForSync,
+    OnItsWay,
+    Refused,
+    RemovalWaitingForSync,
+    RemovalOnItsWay,
+    RemovalHeld,
+    RemovalRefused,
+    FlushOff,
+    None,
+}
+
+/// One package of one client: its state, since when, and why.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PackageFacts {
+    pub package: String,
+    pub state: PackageState,
+    pub since: Option<DateTime<Utc>>,
+    /// Altinn's error code, for a refusal.
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    /// This package's state in plain words.
+    pub verdict: String,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ClientFacts {
     pub client_org_number: String,
     pub client_name: Option<String>,
@@ -67,10 +112,116 @@ pub struct ClientFacts {
     pub pending_changes: Vec<String>,
     /// Changes Altinn refused for good, with the explanation.
     pub parked_changes: Vec<String>,
+    /// Each package wanted, held or on its way, with its state.
+    #[sqlx(skip)]
+    pub packages: Vec<PackageFacts>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PackageRow {
+    client_org_number: String,
+    package: String,
+    wanted: bool,
+    applied_at: Option<DateTime<Utc>>,
+    open_action: Option<String>,
+    open_status: Option<String>,
+    open_since: Option<DateTime<Utc>>,
+    parked_action: Option<String>,
+    parked_at: Option<DateTime<Utc>>,
+    parked_reason: Option<String>,
+    parked_code: Option<String>,
+}
+
+impl PackageRow {
+    fn facts(self, mode: ExplainMode) -> PackageFacts {
+        use PackageState as S;
+        let held = self.applied_at.is_some();
+        let (state, since, code, reason) =
+            match (self.open_action.as_deref(), self.open_status.as_deref()) {
+                _ if !mode.flush_on && (self.wanted || held) => (
+                    S::FlushOff,
+                    None,
+                    None,
+                    Some(
+                        "the worker runs without the Altinn settings: nothing is sent to Altinn"
+                            .to_owned(),
+                    ),
+                ),
+                (Some("grant"), _) => (S::OnItsWay, self.open_since, None, None),
+                (Some(_), Some("staged")) => (
+                    S::RemovalHeld,
+                    self.open_since,
+                    None,
+                    Some(
+                        "staged by the mass-revoke guard: an administrator approves or rejects it"
+                            .to_owned(),
+                    ),
+                ),
+                (Some(_), _) if !mode.revokes_enabled => (
+                    S::RemovalHeld,
+                    self.open_since,
+                    None,
+                    Some("held by the kill switch: REVOKES_ENABLED is false".to_owned()),
+                ),
+                (Some(_), _) => (S::RemovalOnItsWay, self.open_since, None, None),
+                (None, _) => match (self.wanted, held, self.parked_action.as_deref()) {
+                    (true, true, _) => (S::HasAccess, self.applied_at, None, None),
+                    (true, false, Some("grant")) => (
+                        S::Refused,
+                        self.parked_at,
+                        self.parked_code,
+                        self.parked_reason,
+                    ),
+                    (true, false, _) => (S::WaitingForSync, None, None, None),
+                    (false, true, Some("revoke")) => (
+                        S::RemovalRefused,
+                        self.parked_at,
+                        self.parked_code,
+                        self.parked_reason,
+                    ),
+                    (false, true, _) => (S::RemovalWaitingForSync, None, None, None),
+                    (false, false, _) => (S::None, None, None, None),
+                },
+            };
+        let (p, c) = (&self.package, &self.client_org_number);
+        let at = |t: &Option<DateTime<Utc>>| {
+            t.as_ref().map_or_else(String::new, |t| {
+                format!(" since {}", t.format("%Y-%m-%d %H:%M"))
+            })
+        };
+        let why = reason
+            .as_deref()
+            .map_or_else(String::new, |r| format!(": {r}"));
+        let verdict = match state {
+            S::HasAccess => format!("has {p} for {c}{}", at(&since)),
+            S::WaitingForSync => format!("will be granted {p} for {c} at the next sync"),
+            S::OnItsWay => format!("{p} for {c} is on its way to Altinn"),
+            S::Refused => format!("Altinn refused {p} for {c}{why}"),
+            S::RemovalWaitingForSync => format!("{p} for {c} will be removed at the next sync"),
+            S::RemovalOnItsWay => format!("the removal of {p} for {c} is on its way to Altinn"),
+            S::RemovalHeld => format!("the removal of {p} for {c} is held{why}"),
+            S::RemovalRefused => format!("Altinn refused to remove {p} for {c}{why}"),
+            S::FlushOff => format!("{p} for {c} is not sent{why}"),
+            S::None => format!("no {p} for {c}"),
+        };
+        PackageFacts {
+            package: self.package,
+            state,
+            since,
+            code,
+            reason,
+            verdict,
+        }
+    }
 }
 
 /// Gathers the explanation; `None` when the firm has never been seen.
-pub async fn explain(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Option<Explanation>> {
+pub async fn explain(
+    pool: &PgPool,
+    firm: &str,
+    employee: Uuid,
+    mode: ExplainMode,
+) -> Result<Option<Explanation>> {
     type FirmRow = (
         Option<DateTime<Utc>>,
         Option<DateTime<Utc>>,
@@ -124,11 +275,15 @@ pub async fn explain(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Option
     .fetch_optional(pool)
     .await?
     .map(|(names, packages, sequence, updated_at)| Roles {
-        roles: names.into_iter().zip(packages).collect(),
+        roles: names
+            .into_iter()
+            .zip(packages)
+            .map(|(role, package)| RoleMapped { role, package })
+            .collect(),
         sequence,
         updated_at,
     });
-    let clients = sqlx::query_as::<_, ClientFacts>(
+    let mut clients = sqlx::query_as::<_, ClientFacts>(
         r#"WITH keys AS (
                SELECT client_org_number FROM assignments WHERE firm = $1 AND employee_id = $2
                UNION
@@ -172,14 +327,69 @@ pub async fn explain(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Option
     .bind(employee)
     .fetch_all(pool)
     .await?;
+    let packages: Vec<PackageRow> = sqlx::query_as(
+        r#"WITH k AS (
+               SELECT client_org_number, package FROM desired_grants
+               WHERE firm = $1 AND employee_id = $2
+               UNION
+               SELECT client_org_number, package FROM applied_grants
+               WHERE firm = $1 AND employee_id = $2
+               UNION
+               SELECT client_org_number, package FROM outbox
+               WHERE firm = $1 AND employee_id = $2 AND status IN ('pending', 'staged', 'parked')
+           )
+           SELECT k.client_org_number, k.package,
+                  EXISTS (SELECT 1 FROM desired_grants d
+                          WHERE d.firm = $1 AND d.employee_id = $2
+                            AND d.client_org_number = k.client_org_number
+                            AND d.package = k.package) AS wanted,
+                  a.applied_at, o.action AS open_action, o.status AS open_status,
+                  o.created_at AS open_since, p.action AS parked_action,
+                  p.finished_at AS parked_at, p.explanation AS parked_reason,
+                  substring(p.explanation FROM '(AM[.A-Z]*-[0-9]+|MP-[0-9]+)') AS parked_code
+           FROM k
+           LEFT JOIN applied_grants a
+             ON a.firm = $1 AND a.employee_id = $2 AND a.client_org_number = k.client_org_number
+            AND a.package = k.package
+           LEFT JOIN LATERAL (
+               SELECT action, status, created_at FROM outbox
+               WHERE firm = $1 AND employee_id = $2 AND client_org_number = k.client_org_number
+                 AND package = k.package AND status IN ('pending', 'staged')
+               ORDER BY id DESC LIMIT 1) o ON true
+           LEFT JOIN LATERAL (
+               SELECT action, finished_at, explanation FROM outbox
+               WHERE firm = $1 AND employee_id = $2 AND client_org_number = k.client_org_number
+                 AND package = k.package AND status = 'parked'
+               ORDER BY id DESC LIMIT 1) p ON true
+           ORDER BY k.client_org_number, k.package"#,
+    )
+    .bind(firm)
+    .bind(employee)
+    .fetch_all(pool)
+    .await?;
+    for row in packages {
+        if let Some(c) = clients
+            .iter_mut()
+            .find(|c| c.client_org_number == row.client_org_number)
+        {
+            c.packages.push(row.facts(mode));
+        }
+    }
     let firm_dead_letters: i64 =
         sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE firm = $1")
             .bind(firm)
             .fetch_one(pool)
             .await?;
+    let verdict = verdict(
+        firm_held_since.is_some(),
+        flush_pause.as_ref(),
+        roles.as_ref(),
+        &clients,
+    );
     Ok(Some(Explanation {
         firm: firm.to_owned(),
         employee_id: employee,
+        verdict,
         firm_held_since,
         flush_pause,
         agent_lookups_locked_until,
@@ -190,13 +400,77 @@ pub async fn explain(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Option
     }))
 }
 
+/// The whole answer in one line: what blocks everything first, then each package, problems
+/// before what is fine.
+fn verdict(
+    held: bool,
+    pause: Option<&FlushPause>,
+    roles: Option<&Roles>,
+    clients: &[ClientFacts],
+) -> String {
+    use PackageState as S;
+    let mut packages: Vec<&PackageFacts> = clients.iter().flat_map(|c| &c.packages).collect();
+    packages.retain(|p| p.state != S::None);
+    if packages.is_empty() {
+        let why = match roles {
+            _ if held => "the firm's events are on hold after a sequence regression",
+            None => "no role has been received from AdminFlow for this employee",
+            Some(r) if r.roles.iter().all(|m| m.package.is_none()) => {
+                "the employee's roles give no Altinn access package"
+            }
+            Some(_) if clients.is_empty() => "the employee works with no client",
+            Some(_) => "nothing is wanted for the employee's clients",
+        };
+        return format!("has no Altinn access: {why}");
+    }
+    let rank = |s: S| match s {
+        S::Refused | S::RemovalRefused => 0,
+        S::RemovalHeld | S::FlushOff => 1,
+        S::WaitingForSync | S::RemovalWaitingForSync => 2,
+        S::OnItsWay | S::RemovalOnItsWay => 3,
+        S::HasAccess | S::None => 4,
+    };
+    packages.sort_by_key(|p| rank(p.state));
+    let mut line = packages
+        .iter()
+        .map(|p| p.verdict.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Some(p) = pause {
+        line.insert_str(
+            0,
+            &format!(
+                "the firm's flush is paused ({}); ",
+                p.reason
+                    .as_deref()
+                    .unwrap_or("Altinn refused the system user")
+            ),
+        );
+    }
+    if held {
+        line.insert_str(
+            0,
+            "the firm's events are on hold after a sequence regression; ",
+        );
+    }
+    line
+}
+
 fn when(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+fn serde_plain(state: PackageState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Firm {}, employee {}", self.firm, self.employee_id)?;
+        writeln!(f, "  Verdict: {}", self.verdict)?;
         match &self.firm_held_since {
             None => writeln!(f, "  Firm: events are applied normally")?,
             Some(t) => writeln!(
@@ -260,7 +534,7 @@ impl fmt::Display for Explanation {
                     r.sequence,
                     when(&r.updated_at)
                 )?;
-                for (role, package) in &r.roles {
+                for RoleMapped { role, package } in &r.roles {
                     match package {
                         Some(p) => writeln!(f, "    {role} -> {p}")?,
                         None => writeln!(f, "    {role} -> no Altinn package")?,
@@ -305,11 +579,8 @@ impl fmt::Display for Explanation {
             if !c.applied_packages.is_empty() {
                 writeln!(f, "      in Altinn: {}", c.applied_packages.join(", "))?;
             }
-            for change in &c.pending_changes {
-                writeln!(f, "      on its way to Altinn: {change}")?;
-            }
-            for change in &c.parked_changes {
-                writeln!(f, "      refused by Altinn: {change}")?;
+            for p in &c.packages {
+                writeln!(f, "      {}: {}", serde_plain(p.state), p.verdict)?;
             }
         }
         writeln!(

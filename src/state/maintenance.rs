@@ -27,6 +27,23 @@ pub struct PruneOutcome {
     pub audit_rows: u64,
 }
 
+impl std::fmt::Display for PruneOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pruned {} processed event ids, {} tombstones, {} finished outbox rows, {} handled \
+             commands, {} dead letters, {} sequence regressions and {} audit rows",
+            self.processed_events,
+            self.tombstones,
+            self.outbox_rows,
+            self.commands,
+            self.dead_letters,
+            self.sequence_regressions,
+            self.audit_rows
+        )
+    }
+}
+
 /// Deletes what is done and older than its retention: processed event ids, removal
 /// tombstones, delivered and superseded outbox rows, handled commands, dead letters, sequence
 /// regressions, and audit rows. Parked changes stay until they are resolved.
@@ -91,6 +108,19 @@ pub enum Resequenced {
     },
     /// The firm is not on hold and `force` was not given: nothing changed.
     NotHeld,
+}
+
+impl std::fmt::Display for Resequenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done { old_high_water } => write!(
+                f,
+                "high-water mark {old_high_water} cleared and hold lifted; the next event for \
+                 each fact wins. Replay the firm's dead letters in order."
+            ),
+            Self::NotHeld => write!(f, "not on hold; nothing changed"),
+        }
+    }
 }
 
 /// Accepts a firm's new sequence lineage after AdminFlow was restored from a backup: every fact

@@ -11,11 +11,13 @@ mod explain;
 mod maintenance;
 
 pub use apply::{ApplyOptions, ApplyOutcome, apply_events};
-pub use commands::record_commands;
+pub use commands::{record_commands, record_traced_commands};
 pub use database::{DEFAULT_DATABASE_URL, DbSettings, connect, migrate};
-pub use dead_letters::{DeadLetter, DeadLetterRow, list_dead_letters, record_dead_letter};
-pub use desired::{DesiredGrant, Realigned, align_role_mapping, desired_grants};
-pub use explain::{ClientFacts, Explanation, explain};
+pub use dead_letters::{
+    DeadLetter, DeadLetterRow, DeadLetters, list_dead_letters, record_dead_letter,
+};
+pub use desired::{DesiredGrant, DesiredGrants, Realigned, align_role_mapping, desired_grants};
+pub use explain::{ClientFacts, ExplainMode, Explanation, PackageFacts, PackageState, explain};
 pub use maintenance::{PruneOutcome, Resequenced, Retention, prune, resequence};
 
 /// Database failures, sorted by what the caller should do about them.

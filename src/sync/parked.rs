@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::Result;
 use super::plan::{Requeue, lift_pause, requeue_parked};
 
-#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Parked {
     pub id: i64,
     pub firm: String,
@@ -21,7 +21,7 @@ pub struct Parked {
 }
 
 /// A firm whose flush is paused because Altinn refused its system user.
-#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PausedFirm {
     pub firm: String,
     pub since: DateTime<Utc>,

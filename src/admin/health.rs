@@ -1,0 +1,133 @@
+//! `/healthz` (is the process still doing its job?) and `/readyz` (can it do it right now?).
+//!
+//! Liveness stays 200 while the worker waits out a database or broker outage: restarting it
+//! would not bring either back. It turns 503 only once ingest or the flush has stopped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::ingest;
+
+/// How long `/readyz` waits for PostgreSQL before calling it down; below a probe's timeout.
+const DATABASE_PROBE: Duration = Duration::from_secs(2);
+
+/// What the probes read. The worker fills it in as it starts and stops.
+#[derive(Debug, Default)]
+pub struct Health {
+    pool: OnceLock<PgPool>,
+    /// Ingest's counters; `consumers_attached` says whether the broker is up for us.
+    pub ingest: ingest::Metrics,
+    ingest_stopped: AtomicBool,
+    flush_stopped: AtomicBool,
+}
+
+/// A half of the worker, for [`Health::stopped`].
+#[derive(Debug, Clone, Copy)]
+pub enum Half {
+    Ingest,
+    Flush,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// What is down: `postgres`, `broker`.
+    pub down: Vec<&'static str>,
+}
+
+impl Health {
+    /// The pool, once the worker has connected; the probes and the API use it.
+    pub fn set_pool(&self, pool: PgPool) {
+        let _ = self.pool.set(pool);
+    }
+
+    pub fn pool(&self) -> Option<&PgPool> {
+        self.pool.get()
+    }
+
+    pub fn stopped(&self, half: Half) {
+        match half {
+            Half::Ingest => self.ingest_stopped.store(true, Ordering::SeqCst),
+            Half::Flush => self.flush_stopped.store(true, Ordering::SeqCst),
+        }
+    }
+
+    fn halves_stopped(&self) -> Vec<&'static str> {
+        let mut stopped = Vec::new();
+        if self.ingest_stopped.load(Ordering::SeqCst) {
+            stopped.push("ingest");
+        }
+        if self.flush_stopped.load(Ordering::SeqCst) {
+            stopped.push("flush");
+        }
+        stopped
+    }
+
+    /// Asks PostgreSQL and looks at the consumers; also sets `altinn_sync_ready`.
+    pub async fn readiness(&self) -> Readiness {
+        let mut down = Vec::new();
+        if !self.database_answers().await {
+            down.push("postgres");
+        }
+        if !self.ingest.consumers_attached.load(Ordering::SeqCst) {
+            down.push("broker");
+        }
+        let ready = down.is_empty();
+        super::metrics::set_ready(ready);
+        Readiness { ready, down }
+    }
+
+    async fn database_answers(&self) -> bool {
+        let Some(pool) = self.pool() else {
+            return false;
+        };
+        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
+        matches!(tokio::time::timeout(DATABASE_PROBE, probe).await, Ok(Ok(1)))
+    }
+}
+
+pub fn routes(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(health)
+}
+
+#[derive(Debug, Serialize)]
+struct Liveness {
+    status: &'static str,
+    stopped: Vec<&'static str>,
+}
+
+async fn healthz(State(health): State<Arc<Health>>) -> Response {
+    let stopped = health.halves_stopped();
+    let status = if stopped.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Liveness {
+        status: if stopped.is_empty() { "ok" } else { "stopped" },
+        stopped,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> Response {
+    let readiness = health.readiness().await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
+}

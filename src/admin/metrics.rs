@@ -1,0 +1,300 @@
+//! The Prometheus series, through the `metrics` facade and its Prometheus exporter.
+//!
+//! Every series and label value is registered at 0 when the recorder is installed, so a rule
+//! or panel sees it before the first event. Label values never carry a firm, an employee or
+//! an identity number: the cardinality is the same at one firm or ten thousand.
+//!
+//! Gauges computed from PostgreSQL are refreshed every [`REFRESH`] by each replica, not on
+//! every scrape; rules aggregate them with `max()`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub const EVENTS: &str = "altinn_sync_events_total";
+pub const COMMANDS: &str = "altinn_sync_commands_total";
+pub const BATCH_DURATION: &str = "altinn_sync_batch_duration_seconds";
+pub const OUTBOX_ROWS: &str = "altinn_sync_outbox_rows";
+pub const OUTBOX_OLDEST_PENDING: &str = "altinn_sync_outbox_oldest_pending_seconds";
+pub const ALTINN_REQUESTS: &str = "altinn_sync_altinn_requests_total";
+pub const ALTINN_REQUEST_DURATION: &str = "altinn_sync_altinn_request_duration_seconds";
+pub const DELIVERIES: &str = "altinn_sync_deliveries_total";
+pub const FIRMS_PAUSED: &str = "altinn_sync_firms_paused";
+pub const LAST_RECONCILE: &str = "altinn_sync_last_reconcile_timestamp_seconds";
+pub const DRIFT: &str = "altinn_sync_drift_grants_total";
+pub const READY: &str = "altinn_sync_ready";
+pub const OLDEST_PAUSE: &str = "altinn_sync_oldest_pause_seconds";
+pub const SETUP_ERROR: &str = "altinn_sync_setup_error";
+pub const DEAD_LETTERS: &str = "altinn_sync_dead_letters";
+
+/// How often the gauges computed from PostgreSQL are refreshed.
+pub const REFRESH: Duration = Duration::from_secs(15);
+
+/// Seconds, from a fast Altinn answer to a slow ingest batch or a timed-out call.
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+const EVENT_OUTCOMES: [&str; 3] = ["applied", "duplicate", "dead_lettered"];
+const COMMAND_TYPES: [&str; 2] = ["SyncNow", "NightlyReconcile"];
+const COMMAND_OUTCOMES: [&str; 2] = ["handled", "failed"];
+const OUTBOX_STATUSES: [&str; 5] = ["pending", "in_flight", "parked", "staged", "held"];
+const ACTIONS: [&str; 2] = ["grant", "revoke"];
+const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retried", "parked"];
+const DRIFT_KINDS: [&str; 2] = ["missing", "extra"];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and registers every series at 0. Later calls (a
+/// second worker in one test process) return the same handle.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = [BATCH_DURATION, ALTINN_REQUEST_DURATION]
+            .into_iter()
+            .try_fold(PrometheusBuilder::new(), |b, name| {
+                b.set_buckets_for_metric(Matcher::Full(name.to_owned()), BUCKETS)
+            });
+        let handle = match builder {
+            Ok(builder) => {
+                let recorder = builder.build_recorder();
+                let handle = recorder.handle();
+                if metrics::set_global_recorder(recorder).is_err() {
+                    tracing::warn!("another metrics recorder is installed; /metrics stays empty");
+                }
+                handle
+            }
+            // The bucket list is a non-empty constant; this is unreachable in practice.
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics buckets rejected; histograms become summaries");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        };
+        register();
+        handle
+    })
+}
+
+fn register() {
+    describe_counter!(EVENTS, "AdminFlow events by outcome");
+    describe_counter!(COMMANDS, "SyncNow and NightlyReconcile commands by outcome");
+    describe_histogram!(
+        BATCH_DURATION,
+        metrics::Unit::Seconds,
+        "An ingest batch, from its first delivery to its commit"
+    );
+    describe_gauge!(
+        OUTBOX_ROWS,
+        "Outbox rows by status (held: revokes held by REVOKES_ENABLED=false)"
+    );
+    describe_gauge!(
+        OUTBOX_OLDEST_PENDING,
+        metrics::Unit::Seconds,
+        "Age of the oldest change waiting for Altinn"
+    );
+    describe_counter!(
+        ALTINN_REQUESTS,
+        "Calls to Altinn and Maskinporten by endpoint and status"
+    );
+    describe_histogram!(
+        ALTINN_REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Calls to Altinn and Maskinporten by endpoint"
+    );
+    describe_counter!(DELIVERIES, "Delivery attempts by action and outcome");
+    describe_gauge!(
+        FIRMS_PAUSED,
+        "Firms whose flush is paused by Altinn's refusal"
+    );
+    describe_gauge!(
+        LAST_RECONCILE,
+        metrics::Unit::Seconds,
+        "Unix time the last nightly reconcile ended"
+    );
+    describe_counter!(
+        DRIFT,
+        "Grants the reconcile found missing in Altinn, or extra"
+    );
+    describe_gauge!(READY, "1 when /readyz answers 200");
+    describe_gauge!(
+        OLDEST_PAUSE,
+        metrics::Unit::Seconds,
+        "How long the longest-paused firm has been paused"
+    );
+    describe_gauge!(
+        SETUP_ERROR,
+        "1 while deliveries are held because Maskinporten or Altinn refuses the worker itself"
+    );
+    describe_gauge!(DEAD_LETTERS, "Dead letters recorded in the last 24 hours");
+
+    for outcome in EVENT_OUTCOMES {
+        counter!(EVENTS, "outcome" => outcome).increment(0);
+    }
+    for kind in COMMAND_TYPES {
+        for outcome in COMMAND_OUTCOMES {
+            counter!(COMMANDS, "type" => kind, "outcome" => outcome).increment(0);
+        }
+    }
+    let _ = histogram!(BATCH_DURATION);
+    for status in OUTBOX_STATUSES {
+        gauge!(OUTBOX_ROWS, "status" => status).set(0.0);
+    }
+    gauge!(OUTBOX_OLDEST_PENDING).set(0.0);
+    // ALTINN-ENDPOINTS: registered per endpoint once the client lists them.
+    for action in ACTIONS {
+        for outcome in DELIVERY_OUTCOMES {
+            counter!(DELIVERIES, "action" => action, "outcome" => outcome).increment(0);
+        }
+    }
+    gauge!(FIRMS_PAUSED).set(0.0);
+    gauge!(LAST_RECONCILE).set(0.0);
+    for kind in DRIFT_KINDS {
+        counter!(DRIFT, "kind" => kind).increment(0);
+    }
+    gauge!(READY).set(0.0);
+    gauge!(OLDEST_PAUSE).set(0.0);
+    gauge!(SETUP_ERROR).set(0.0);
+    gauge!(DEAD_LETTERS).set(0.0);
+}
+
+pub fn routes() -> Router {
+    Router::new().route("/metrics", get(render))
+}
+
+async fn render() -> impl IntoResponse {
+    let handle = install();
+    handle.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+}
+
+/// An ingest batch was committed: what its events came to, and how long it took.
+pub fn batch(applied: u64, duplicates: u64, dead_lettered: u64, took: Duration) {
+    counter!(EVENTS, "outcome" => "applied").increment(applied);
+    counter!(EVENTS, "outcome" => "duplicate").increment(duplicates);
+    counter!(EVENTS, "outcome" => "dead_lettered").increment(dead_lettered);
+    histogram!(BATCH_DURATION).record(took.as_secs_f64());
+}
+
+/// A command was handled, or failed (and stays unhandled for another try).
+pub fn command(kind: &'static str, handled: bool, n: u64) {
+    let outcome = if handled { "handled" } else { "failed" };
+    counter!(COMMANDS, "type" => kind, "outcome" => outcome).increment(n);
+}
+
+/// A delivery attempt's outcome: `delivered`, `retried` or `parked`.
+pub fn delivery(action: &str, outcome: &'static str) {
+    let action = if action == "revoke" {
+        "revoke"
+    } else {
+        "grant"
+    };
+    counter!(DELIVERIES, "action" => action, "outcome" => outcome).increment(1);
+}
+
+/// What a reconcile found that Altinn had, or lacked, against the recorded state.
+pub fn drift(missing: u64, extra: u64) {
+    counter!(DRIFT, "kind" => "missing").increment(missing);
+    counter!(DRIFT, "kind" => "extra").increment(extra);
+}
+
+pub fn set_ready(ready: bool) {
+    gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+pub fn set_setup_error(held: bool) {
+    gauge!(SETUP_ERROR).set(if held { 1.0 } else { 0.0 });
+}
+
+/// Refreshes the PostgreSQL gauges (and readiness) every [`REFRESH`] until `shutdown`.
+pub async fn refresh_loop(
+    health: &super::Health,
+    revokes_enabled: bool,
+    shutdown: &CancellationToken,
+) {
+    let mut tick = tokio::time::interval(REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        health.readiness().await;
+        if let Some(pool) = health.pool()
+            && let Err(e) = refresh(pool, revokes_enabled).await
+        {
+            tracing::debug!(error = %e, "metrics: PostgreSQL gauges not refreshed");
+        }
+        install().run_upkeep();
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Gauges {
+    pending: i64,
+    in_flight: i64,
+    parked: i64,
+    staged: i64,
+    held: i64,
+    oldest_pending: f64,
+    firms_paused: i64,
+    oldest_pause: f64,
+    last_reconcile: f64,
+    dead_letters: i64,
+}
+
+/// Reads every PostgreSQL gauge in one statement.
+pub async fn refresh(pool: &PgPool, revokes_enabled: bool) -> Result<(), sqlx::Error> {
+    let g: Gauges = sqlx::query_as(
+        r#"WITH o AS (
+               SELECT status, action, created_at, lease_until > now() AS leased
+               FROM outbox WHERE status IN ('pending', 'parked', 'staged'))
+           SELECT
+             (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
+                AND ($1 OR action = 'grant')) AS pending,
+             (SELECT count(*) FROM o WHERE status = 'pending' AND leased) AS in_flight,
+             (SELECT count(*) FROM o WHERE status = 'parked') AS parked,
+             (SELECT count(*) FROM o WHERE status = 'staged') AS staged,
+             (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
+                AND NOT $1 AND action = 'revoke') AS held,
+             coalesce((SELECT extract(epoch FROM now() - min(created_at))::float8 FROM o
+                       WHERE status = 'pending' AND ($1 OR action = 'grant')), 0) AS oldest_pending,
+             (SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL) AS firms_paused,
+             coalesce((SELECT extract(epoch FROM now() - min(flush_paused_at))::float8
+                       FROM firms WHERE flush_paused_at IS NOT NULL), 0) AS oldest_pause,
+             coalesce((SELECT extract(epoch FROM max(handled_at))::float8 FROM commands
+                       WHERE command_type = 'NightlyReconcile' AND handled_at IS NOT NULL), 0)
+               AS last_reconcile,
+             (SELECT count(*) FROM dead_letters WHERE received_at > now() - interval '24 hours')
+               AS dead_letters"#,
+    )
+    .bind(revokes_enabled)
+    .fetch_one(pool)
+    .await?;
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let f = |n: i64| n as f64;
+    for (status, n) in [
+        ("pending", g.pending),
+        ("in_flight", g.in_flight),
+        ("parked", g.parked),
+        ("staged", g.staged),
+        ("held", g.held),
+    ] {
+        gauge!(OUTBOX_ROWS, "status" => status).set(f(n));
+    }
+    gauge!(OUTBOX_OLDEST_PENDING).set(g.oldest_pending);
+    gauge!(FIRMS_PAUSED).set(f(g.firms_paused));
+    gauge!(OLDEST_PAUSE).set(g.oldest_pause);
+    gauge!(LAST_RECONCILE).set(g.last_reconcile);
+    gauge!(DEAD_LETTERS).set(f(g.dead_letters));
+    Ok(())
+}

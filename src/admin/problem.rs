@@ -1,0 +1,91 @@
+//! Errors as `application/problem+json` (RFC 9457), with a title and a detail a person can act
+//! on. Every failure of the API is one of these; none is a 500.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::ops;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank",
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "Bad request", detail)
+    }
+
+    pub fn forbidden(firm: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("this token may not act for firm {firm}"),
+        )
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            detail,
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<ops::Error> for Problem {
+    fn from(e: ops::Error) -> Self {
+        match &e {
+            ops::Error::UnknownFirm(_) | ops::Error::UnknownSync { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "Not found", e.to_string())
+            }
+            ops::Error::Database(_) => {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                    "admin API: PostgreSQL failed");
+                Self::unavailable("PostgreSQL is unavailable; try again shortly")
+            }
+            ops::Error::Publish(_) => {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                    "admin API: RabbitMQ failed");
+                Self::unavailable("RabbitMQ is unavailable; the sync was not requested")
+            }
+        }
+    }
+}
