@@ -77,6 +77,8 @@ pub enum Command {
         #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
         admin_listen: std::net::SocketAddr,
     },
+    /// Print the admin API's OpenAPI document (committed as schemas/admin-api.openapi.json).
+    Openapi,
     /// Make a new admin API token: prints the token once, and the line for ADMIN_TOKENS_FILE.
     AdminToken {
         /// Who holds it: recorded as the actor of what it does. [A-Za-z0-9._-]{1,64}

@@ -116,6 +116,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             };
             output(a.json, &operations(a).await?.audit(&a.firm, &query).await?)?;
         }
+        Command::Openapi => println!("{}", admin::api::openapi_json()),
         Command::Healthcheck { admin_listen } => admin::healthcheck(admin_listen).await?,
         Command::AdminToken { name, firms } => {
             let new = admin::tokens::generate(&name, &firms).map_err(anyhow::Error::msg)?;

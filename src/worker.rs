@@ -118,7 +118,7 @@ pub async fn run_bound(
         let revokes_enabled = settings.flush.revokes_enabled;
         async move { admin::metrics::refresh_loop(&health, revokes_enabled, &stop).await }
     });
-    let result = work(settings, &health, shutdown).await;
+    let result = work(settings, health, shutdown).await;
     stop_serving.cancel();
     let _ = gauges.await;
     let served = match serving.await {
@@ -130,7 +130,7 @@ pub async fn run_bound(
 
 async fn work(
     settings: &WorkerSettings,
-    health: &Health,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let Some(pool) = connect_with_retry(&settings.db, &shutdown).await? else {
@@ -292,4 +292,12 @@ fn report(metrics: &Metrics, message: &str) {
         commands.dead_lettered = c_dead,
         "{message}"
     );
+}
+
+/// Tests and embedders spawn the worker: its future must stay `Send`. Checked when this
+/// compiles; never called.
+#[allow(dead_code)]
+fn the_worker_future_is_send(settings: &WorkerSettings, server: admin::Server) {
+    fn assert_send<T: Send>(_: T) {}
+    assert_send(run_bound(settings, server, CancellationToken::new()));
 }

@@ -87,10 +87,15 @@ impl Health {
     }
 
     async fn database_answers(&self) -> bool {
-        let Some(pool) = self.pool() else {
+        // An owned pool: a borrowed one makes callers' futures not provably `Send`.
+        let Some(pool) = self.pool().cloned() else {
             return false;
         };
-        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
+        let probe = async move {
+            sqlx::query_scalar::<_, i32>("SELECT 1")
+                .fetch_one(&pool)
+                .await
+        };
         matches!(tokio::time::timeout(DATABASE_PROBE, probe).await, Ok(Ok(1)))
     }
 }

@@ -9,6 +9,7 @@ pub mod workload;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use altinn_sync::admin::{self, AdminSettings};
 use altinn_sync::altinn::AltinnSettings;
 use altinn_sync::ingest::{self, BrokerSettings, IngestSettings, Topology};
 use altinn_sync::policy::RoleMapping;
@@ -48,6 +49,8 @@ pub struct TestApp {
     conn: Connection,
     publisher: Channel,
     worker: Option<(CancellationToken, JoinHandle<Result<(), worker::Error>>)>,
+    /// Where the running worker's admin listener is bound.
+    pub admin: Option<std::net::SocketAddr>,
     /// A firm of its own, used only for barrier events.
     barrier: FirmEvents,
     barrier_person: Person,
@@ -101,6 +104,14 @@ impl TestApp {
                 remove_idle_agents: false,
                 flush_concurrency_per_firm: 4,
                 make_before_break_max_secs: 900,
+                revokes_enabled: true,
+                revoke_guard_min: 10,
+                revoke_guard_share: 0.2,
+                auto_sync_after_secs: None,
+            },
+            admin: AdminSettings {
+                admin_listen: ([127, 0, 0, 1], 0).into(),
+                admin_tokens_file: None,
             },
         };
         let pool = state::connect(&settings.db).await.expect("test database");
@@ -123,6 +134,7 @@ impl TestApp {
             conn,
             publisher,
             worker: None,
+            admin: None,
             barrier: FirmEvents::new(workload::org_number(1_999_999)),
             barrier_person: Person::new(424_242),
         }
@@ -133,7 +145,12 @@ impl TestApp {
         let token = CancellationToken::new();
         let settings = self.settings.clone();
         let shutdown = token.clone();
-        let handle = tokio::spawn(async move { worker::run(&settings, shutdown).await });
+        let server = admin::Server::bind(settings.admin.admin_listen)
+            .await
+            .expect("the admin listener binds");
+        self.admin = Some(server.local_addr());
+        let handle =
+            tokio::spawn(async move { worker::run_bound(&settings, server, shutdown).await });
         self.worker = Some((token, handle));
     }
 

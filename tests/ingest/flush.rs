@@ -11,23 +11,23 @@ use uuid::Uuid;
 use crate::common::TestApp;
 
 pub(crate) const FIRM: &str = "912345610";
-const CLIENT: &str = "998877660";
+pub(crate) const CLIENT: &str = "998877660";
 /// A client that has not registered the firm as its accountant.
-const STRANGER: &str = "998877679";
+pub(crate) const STRANGER: &str = "998877679";
 /// A firm whose system user Altinn has not approved.
-const UNAPPROVED: &str = "987654325";
-const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
+pub(crate) const UNAPPROVED: &str = "987654325";
+pub(crate) const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
 const PUBLIC_KEY: &str = include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
 pub(crate) const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
                       altinn:clientdelegations.read altinn:clientdelegations.write";
 pub(crate) const MED: &str = "urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet";
 const LONN: &str = "urn:altinn:accesspackage:regnskapsforer-lonn";
 
-struct Altinn {
-    sim: Simulator,
-    settings: AltinnSettings,
+pub(crate) struct Altinn {
+    pub(crate) sim: Simulator,
+    pub(crate) settings: AltinnSettings,
     client: Uuid,
-    kari: Uuid,
+    pub(crate) kari: Uuid,
     ola: Uuid,
     shutdown: CancellationToken,
 }
@@ -39,7 +39,7 @@ impl Drop for Altinn {
 }
 
 /// The simulator on 127.0.0.1:0 with the demo firm, its two clients and its two employees.
-async fn altinn() -> Altinn {
+pub(crate) async fn altinn() -> Altinn {
     let (client, stranger, kari, ola) = (
         Uuid::new_v4(),
         Uuid::new_v4(),
@@ -163,21 +163,21 @@ pub(crate) fn maskinporten_client() -> MaskinportenClient {
 }
 
 /// A fresh app whose worker flushes to `altinn`.
-async fn flushing_app(altinn: &Altinn) -> TestApp {
+pub(crate) async fn flushing_app(altinn: &Altinn) -> TestApp {
     let mut app = TestApp::without_worker().await;
     app.settings.altinn = altinn.settings.clone();
     app.start_worker().await;
     app
 }
 
-fn demo(file: &str) -> Value {
+pub(crate) fn demo(file: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("schemas/examples/demo")
         .join(file);
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-async fn publish_demo(app: &TestApp, file: &str) -> Value {
+pub(crate) async fn publish_demo(app: &TestApp, file: &str) -> Value {
     let event = demo(file);
     app.publish_event(&event).await;
     event
@@ -229,7 +229,7 @@ async fn kari_on_both_clients_synced(app: &TestApp) {
 }
 
 /// (agent, packages) for the demo client, as the simulator holds them.
-async fn delegations(altinn: &Altinn) -> Vec<(Uuid, Vec<String>)> {
+pub(crate) async fn delegations(altinn: &Altinn) -> Vec<(Uuid, Vec<String>)> {
     let mut rows: Vec<(Uuid, Vec<String>)> = altinn
         .sim
         .delegations()
@@ -512,7 +512,9 @@ async fn rows_claimed_by_a_dead_worker_are_taken_over_when_the_lease_runs_out() 
     app.stop_worker().await;
 
     // A worker planned the flush, claimed the row and died before finishing it.
-    altinn_sync::sync::handle_commands(&app.pool).await.unwrap();
+    altinn_sync::sync::handle_commands(&app.pool, &app.settings.flush)
+        .await
+        .unwrap();
     sqlx::query(
         r#"UPDATE outbox SET leased_by = 'a-dead-worker', attempts = 1,
                              lease_until = now() + interval '1 second'"#,
@@ -842,7 +844,7 @@ async fn a_sync_now_waiting_for_its_events_is_honoured_after_a_plain_one() {
 
 /// Kari, accountant with signing rights, assigned to the demo client and synced: she holds the
 /// package in Altinn.
-async fn kari_granted(app: &TestApp) {
+pub(crate) async fn kari_granted(app: &TestApp) {
     publish_demo(app, "01-kari-role-changed.json").await;
     publish_demo(app, "02-kari-client-assigned.json").await;
     sync_now(app, 1002).await;
@@ -850,7 +852,7 @@ async fn kari_granted(app: &TestApp) {
 }
 
 /// Waits until `commands` commands are recorded and handled (planned), whatever is on its way.
-async fn commands_handled(app: &TestApp, commands: i64) {
+pub(crate) async fn commands_handled(app: &TestApp, commands: i64) {
     app.wait_until("the sync-nows planned", || async {
         app.count("SELECT count(*) FROM commands WHERE handled_at IS NOT NULL")
             .await

@@ -13,11 +13,15 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin_api;
+mod adoption;
+mod auto_sync;
 mod cli;
 mod commands;
 mod faults;
 mod flush;
 mod flush_faults;
+mod guard;
 mod maintenance;
 mod ordering;
 mod poison;

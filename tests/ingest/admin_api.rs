@@ -1,0 +1,523 @@
+//! The admin listener: health, metrics and the /v1 API, over HTTP against a running worker.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::{TestApp, logs};
+use crate::flush::{
+    CLIENT, FIRM, KARI, UNAPPROVED, altinn, commands_handled, flushed, publish_demo, sync_now,
+};
+
+const OPS_TOKEN: &str = "ops-token-for-every-firm";
+const CLIENT_TOKEN: &str = "token-scoped-to-another-firm";
+/// The identity numbers the demo events and the simulator carry.
+const NINS: [&str; 2] = ["15038512363", "02078545642"];
+
+/// A token file (mode 0600) with a token for every firm and one for another firm only.
+fn tokens_file() -> PathBuf {
+    let line =
+        |name: &str, token: &str, scope: &str| format!("{name} {} {scope}\n", sha256_hex(token));
+    let path = std::env::temp_dir().join(format!("admin-tokens-{}", Uuid::new_v4().simple()));
+    let text = format!(
+        "# test tokens\n{}\n{}",
+        line("support", OPS_TOKEN, "*"),
+        line("other-firm", CLIENT_TOKEN, CLIENT)
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+struct Http {
+    base: String,
+    client: reqwest::Client,
+    /// Every body received, to check that no identity number was ever served.
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl Http {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            seen: std::sync::Mutex::default(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, String, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = res.text().await.unwrap();
+        self.seen.lock().unwrap().push(text.clone());
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, content_type, json)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let (status, _, json) = self.call(Method::GET, path, Some(OPS_TOKEN), None).await;
+        (status, json)
+    }
+}
+
+/// An app flushing to the simulator, with the token file, and Kari's access delivered.
+async fn admin_app(altinn: &crate::flush::Altinn) -> (TestApp, Http) {
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.settings.admin.admin_tokens_file = Some(tokens_file());
+    app.start_worker().await;
+    let http = Http::new(app.admin.unwrap());
+    (app, http)
+}
+
+fn assert_problem(what: &str, got: &(StatusCode, String, Value), want: StatusCode) {
+    let (status, content_type, body) = got;
+    assert_eq!(*status, want, "{what}: {body}");
+    assert_eq!(content_type, "application/problem+json", "{what}");
+    assert!(
+        body["title"].is_string() && body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{what}: a problem with a title and a detail: {body}"
+    );
+    assert_eq!(body["status"], want.as_u16(), "{what}");
+}
+
+async fn call_at(
+    http: &Http,
+    method: &Method,
+    route: &str,
+    org: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, String, Value) {
+    let path = format!("/v1/firms/{org}{route}");
+    http.call(method.clone(), &path, token, body).await
+}
+
+#[tokio::test]
+async fn every_route_checks_the_token_the_input_the_scope_and_the_firm_in_that_order() {
+    let altinn = altinn().await;
+    let (app, http) = admin_app(&altinn).await;
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    let command: Uuid = sqlx::query_scalar("SELECT command_id FROM commands")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    let routes: Vec<(Method, String, Option<&str>)> = vec![
+        (Method::GET, "/status".into(), None),
+        (Method::GET, format!("/syncs/{command}"), None),
+        (Method::GET, format!("/employees/{KARI}/explain"), None),
+        (Method::GET, "/plan".into(), None),
+        (Method::POST, "/sync".into(), Some("{}")),
+        (Method::GET, "/parked".into(), None),
+        (Method::POST, "/parked/retry".into(), None),
+        (Method::GET, "/staged".into(), None),
+        (
+            Method::POST,
+            "/staged/approve".into(),
+            Some(r#"{"ids": []}"#),
+        ),
+        (
+            Method::POST,
+            "/staged/reject".into(),
+            Some(r#"{"ids": []}"#),
+        ),
+        (Method::GET, "/audit?limit=10".into(), None),
+    ];
+    for (method, route, body) in &routes {
+        let call = |org: &'static str, token: Option<&'static str>| {
+            call_at(&http, method, route, org, token, *body)
+        };
+        let what = |case: &str| format!("{method} {route}: {case}");
+        assert_problem(
+            &what("no token"),
+            &call(FIRM, None).await,
+            StatusCode::UNAUTHORIZED,
+        );
+        assert_problem(
+            &what("a wrong token"),
+            &call(FIRM, Some("not-a-token")).await,
+            StatusCode::UNAUTHORIZED,
+        );
+        assert_problem(
+            &what("a wrong token and a bad firm: 401 first"),
+            &call("12345678", Some("not-a-token")).await,
+            StatusCode::UNAUTHORIZED,
+        );
+        assert_problem(
+            &what("a malformed organisation number"),
+            &call("12345678", Some(OPS_TOKEN)).await,
+            StatusCode::BAD_REQUEST,
+        );
+        assert_problem(
+            &what("another firm's token and a bad firm: 400 before 403"),
+            &call("98765432X", Some(CLIENT_TOKEN)).await,
+            StatusCode::BAD_REQUEST,
+        );
+        assert_problem(
+            &what("a token of another firm"),
+            &call(FIRM, Some(CLIENT_TOKEN)).await,
+            StatusCode::FORBIDDEN,
+        );
+        assert_problem(
+            &what("a firm never seen"),
+            &call(UNAPPROVED, Some(OPS_TOKEN)).await,
+            StatusCode::NOT_FOUND,
+        );
+        let (status, content_type, json) = call(FIRM, Some(OPS_TOKEN)).await;
+        assert!(
+            status.is_success(),
+            "{}: {status} {json}",
+            what("a good request")
+        );
+        assert_eq!(content_type, "application/json", "{}", what("JSON"));
+    }
+
+    // Bad parameters, route by route.
+    let f = format!("/v1/firms/{FIRM}");
+    for (method, path, body) in [
+        (Method::GET, format!("{f}/syncs/not-a-uuid"), None),
+        (Method::GET, format!("{f}/employees/42/explain"), None),
+        (Method::GET, format!("{f}/audit?limit=0"), None),
+        (Method::GET, format!("{f}/audit?limit=ten"), None),
+        (Method::GET, format!("{f}/audit?client=123"), None),
+        (
+            Method::POST,
+            format!("{f}/sync"),
+            Some(r#"{"after_sequence": "soon"}"#),
+        ),
+        (Method::POST, format!("{f}/sync"), Some("not json")),
+        (
+            Method::POST,
+            format!("{f}/parked/retry"),
+            Some(r#"{"idd": 1}"#),
+        ),
+        (
+            Method::POST,
+            format!("{f}/staged/approve"),
+            Some(r#"{"ids": "all"}"#),
+        ),
+    ] {
+        let got = http
+            .call(method.clone(), &path, Some(OPS_TOKEN), body)
+            .await;
+        assert_problem(
+            &format!("{method} {path} {body:?}"),
+            &got,
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    let unknown_sync = http
+        .call(
+            Method::GET,
+            &format!("{f}/syncs/{}", Uuid::new_v4()),
+            Some(OPS_TOKEN),
+            None,
+        )
+        .await;
+    assert_problem(
+        "a sync never requested",
+        &unknown_sync,
+        StatusCode::NOT_FOUND,
+    );
+
+    // The settings page's story: start a sync, follow it to its outcome.
+    let (status, _, accepted) = http
+        .call(Method::POST, &format!("{f}/sync"), Some(OPS_TOKEN), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let id = accepted["command_id"].as_str().unwrap().to_owned();
+    commands_handled(&app, 3).await;
+    let (status, summary) = http.get(&format!("{f}/syncs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        summary["requested_by"], "support",
+        "the token's name is who asked"
+    );
+    assert!(summary["handled_at"].is_string(), "{summary}");
+    let (_, first) = http.get(&format!("{f}/syncs/{command}")).await;
+    assert_eq!(
+        (first["planned"].as_i64(), first["delivered"].as_i64()),
+        (Some(1), Some(1)),
+        "the first sync planned and delivered Kari's grant: {first}"
+    );
+    let (_, status_now) = http.get(&format!("{f}/status")).await;
+    for count in [
+        "pending",
+        "in_flight",
+        "parked",
+        "staged_revokes",
+        "held_revokes",
+        "dead_letters",
+    ] {
+        assert!(
+            status_now[count].is_i64(),
+            "{count} is a number: {status_now}"
+        );
+    }
+    assert!(status_now["paused"].is_null() && status_now["on_hold"].is_null());
+    assert_eq!(status_now["last_sync"]["command_type"], "SyncNow");
+
+    let (_, audit) = http.get(&format!("{f}/audit?limit=1")).await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(audit["entries"][0]["outcome"], "delivered");
+    assert!(audit["next_before"].is_null(), "one entry in all: {audit}");
+
+    let served = http.seen.lock().unwrap().join("\n");
+    for nin in NINS {
+        assert!(
+            !served.contains(nin),
+            "the API never serves an identity number"
+        );
+    }
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn explain_says_where_each_package_is_in_plain_words() {
+    let mut logs = logs::subscribe();
+    let altinn = altinn().await;
+    let (app, http) = admin_app(&altinn).await;
+    let explain = format!("/v1/firms/{FIRM}/employees/{KARI}/explain");
+    let package = |e: &Value| e["clients"][0]["packages"][0].clone();
+
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    app.wait_until("Kari's grant is desired", || async {
+        app.count("SELECT count(*) FROM desired_grants").await == 1
+    })
+    .await;
+    let (_, e) = http.get(&explain).await;
+    assert_eq!(package(&e)["state"], "waiting_for_sync", "{e}");
+    assert_eq!(
+        e["verdict"],
+        format!(
+            "will be granted regnskapsforer-med-signeringsrettighet for {CLIENT} at the next sync"
+        )
+    );
+    assert_eq!(
+        e["roles"]["roles"][0]["package"],
+        "regnskapsforer-med-signeringsrettighet"
+    );
+
+    altinn.sim.close_gate();
+    sync_now(&app, 1002).await;
+    altinn.sim.held_at_gate(1).await;
+    let (_, e) = http.get(&explain).await;
+    assert_eq!(package(&e)["state"], "on_its_way", "{e}");
+
+    altinn.sim.open_gate();
+    flushed(&app, 1).await;
+    let (_, e) = http.get(&explain).await;
+    assert_eq!(package(&e)["state"], "has_access", "{e}");
+    let verdict = e["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with(&format!(
+            "has regnskapsforer-med-signeringsrettighet for {CLIENT} since 20"
+        )),
+        "{verdict}"
+    );
+
+    publish_demo(&app, "05-kari-client-removed.json").await;
+    app.wait_until("Kari's grant is no longer desired", || async {
+        app.count("SELECT count(*) FROM desired_grants").await == 0
+    })
+    .await;
+    let (_, e) = http.get(&explain).await;
+    assert_eq!(package(&e)["state"], "removal_waiting_for_sync", "{e}");
+
+    sync_now(&app, 1005).await;
+    flushed(&app, 2).await;
+    let (_, e) = http.get(&explain).await;
+    assert_eq!(
+        e["verdict"], "has no Altinn access: nothing is wanted for the employee's clients",
+        "{e}"
+    );
+
+    // Not one log line of the whole test process carried an identity number.
+    let served = http.seen.lock().unwrap().join("\n");
+    for nin in NINS {
+        assert!(
+            !served.contains(nin),
+            "the API never serves an identity number"
+        );
+    }
+    let mut lines = 0;
+    while let Ok(line) = logs.try_recv() {
+        lines += 1;
+        for nin in NINS {
+            assert!(
+                !line.contains(nin),
+                "a log line carried an identity number: {line}"
+            );
+        }
+    }
+    assert!(lines > 0, "the worker logged while it ran");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_kill_switch_holds_revokes_and_explain_says_so() {
+    let altinn = altinn().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.settings.admin.admin_tokens_file = Some(tokens_file());
+    app.settings.flush.revokes_enabled = false;
+    app.start_worker().await;
+    let http = Http::new(app.admin.unwrap());
+    crate::flush::kari_granted(&app).await;
+    publish_demo(&app, "05-kari-client-removed.json").await;
+    sync_now(&app, 1005).await;
+    commands_handled(&app, 2).await;
+
+    let (_, status) = http.get(&format!("/v1/firms/{FIRM}/status")).await;
+    assert_eq!(status["held_revokes"], 1, "{status}");
+    assert_eq!(
+        status["pending"], 0,
+        "a held revoke is not pending: {status}"
+    );
+    let (_, e) = http
+        .get(&format!("/v1/firms/{FIRM}/employees/{KARI}/explain"))
+        .await;
+    let p = &e["clients"][0]["packages"][0];
+    assert_eq!(p["state"], "removal_held", "{e}");
+    assert!(
+        p["reason"].as_str().unwrap().contains("REVOKES_ENABLED"),
+        "{p}"
+    );
+    assert_eq!(
+        crate::flush::delegations(&altinn).await.len(),
+        1,
+        "Kari still holds her access in Altinn"
+    );
+
+    // Switched back on, the held revoke goes out with no further command.
+    app.stop_worker().await;
+    app.settings.flush.revokes_enabled = true;
+    app.start_worker().await;
+    flushed(&app, 2).await;
+    assert!(crate::flush::delegations(&altinn).await.is_empty());
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer_without_a_token() {
+    let mut app = TestApp::spawn().await;
+    app.barrier().await;
+    let http = Http::new(app.admin.unwrap());
+    let (status, _, live) = http.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!((status, &live["status"]), (StatusCode::OK, &json!("ok")));
+    // The barrier went through the consumers, so they are attached.
+    let (status, _, ready) = http.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["down"], json!([]));
+
+    let text = reqwest::get(format!("{}/metrics", http.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "altinn_sync_events_total{outcome=\"applied\"}",
+        "altinn_sync_events_total{outcome=\"duplicate\"}",
+        "altinn_sync_events_total{outcome=\"dead_lettered\"}",
+        "altinn_sync_commands_total{type=\"SyncNow\",outcome=\"handled\"}",
+        "altinn_sync_commands_total{type=\"NightlyReconcile\",outcome=\"failed\"}",
+        "altinn_sync_batch_duration_seconds_bucket",
+        "altinn_sync_outbox_rows{status=\"pending\"}",
+        "altinn_sync_outbox_rows{status=\"in_flight\"}",
+        "altinn_sync_outbox_rows{status=\"parked\"}",
+        "altinn_sync_outbox_rows{status=\"staged\"}",
+        "altinn_sync_outbox_oldest_pending_seconds",
+        "altinn_sync_deliveries_total{action=\"revoke\",outcome=\"parked\"}",
+        "altinn_sync_firms_paused",
+        "altinn_sync_last_reconcile_timestamp_seconds",
+        "altinn_sync_drift_grants_total{kind=\"missing\"}",
+        "altinn_sync_drift_grants_total{kind=\"extra\"}",
+        "altinn_sync_ready",
+        "altinn_sync_oldest_pause_seconds",
+        "altinn_sync_setup_error",
+        "altinn_sync_dead_letters",
+    ] {
+        assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
+    }
+    let applied: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("altinn_sync_events_total{outcome=\"applied\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(applied >= 1.0, "the barrier event was counted");
+    assert!(!text.contains("quantile="), "histograms, not summaries");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn without_a_token_file_every_v1_route_answers_401_and_the_document_is_committed() {
+    let mut app = TestApp::spawn().await;
+    app.barrier().await;
+    let http = Http::new(app.admin.unwrap());
+    let got = http
+        .call(
+            Method::GET,
+            &format!("/v1/firms/{FIRM}/status"),
+            Some(OPS_TOKEN),
+            None,
+        )
+        .await;
+    assert_problem("no ADMIN_TOKENS_FILE", &got, StatusCode::UNAUTHORIZED);
+
+    let served = reqwest::get(format!("{}/openapi.json", http.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/admin-api.openapi.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        served.trim(),
+        committed.trim(),
+        "schemas/admin-api.openapi.json is out of date: run \
+         `cargo run -- openapi > schemas/admin-api.openapi.json`"
+    );
+    let doc: Value = serde_json::from_str(&served).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(doc["paths"].as_object().unwrap().len(), 11);
+    app.teardown().await;
+}
