@@ -9,9 +9,13 @@
 //! grants there are.
 //!
 //! # Guarantees
-//! - Only packages in the role mapping, on persons this worker made agents for the firm, are
-//!   compared and repaired. Packages outside the mapping are never touched; mapped packages on
-//!   persons AdminFlow does not know are reported, not revoked.
+//! - Only packages in the role mapping, on the firm's agents this worker manages, are compared
+//!   and repaired. Packages outside the mapping are never touched.
+//! - Adoption (midPoint calls it correlation): an agent given access by hand whose
+//!   `personIdentifier` is a known employee of the firm is adopted, and their mapped packages
+//!   are managed like those of the agents this worker added itself. Persons AdminFlow does not
+//!   know are left alone and reported by party id and name, never by identity number.
+//! - Every firm's plan goes through the mass-revoke guard, the first reconcile of a firm too.
 //! - A key a dispatcher is delivering, or delivered after the firm was read, keeps its
 //!   `applied_grants` state: the read may predate the delivery.
 //! - Parked changes are tried again, as the help page promises.
@@ -24,17 +28,21 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use sqlx::PgPool;
+use tracing::Instrument;
 use uuid::Uuid;
 
-use super::Result;
 use super::dispatch::{Dispatcher, PACKAGE_URN};
 use super::plan::{Planned, Requeue, plan_flush, requeue_parked};
+use super::{FlushSettings, Result, guard};
 use crate::altinn;
+use crate::altinn::wire::CompactEntity;
 
 /// Firms planned at once: the work is PostgreSQL's, and two transactions keep two cores busy.
 const APPLY_PARALLELISM: usize = 2;
 /// Progress is logged at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Persons left alone named in a reconcile's outcome; the rest are counted.
+const LEFT_ALONE_LISTED: usize = 20;
 
 /// What one reconcile found and planned, summed over its firms.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +54,23 @@ pub struct Reconciled {
     pub extra: u64,
     /// Mapped packages on agents this worker does not know.
     pub unknown: u64,
+    /// Agents given access by hand who are known employees, now managed by this worker.
+    pub adopted: u64,
     /// Parked changes put back in the queue.
     pub retried: u64,
     pub planned: Planned,
+}
+
+/// An agent holding mapped packages whom AdminFlow does not know: left alone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeftAlone {
+    pub firm: String,
+    /// The person's party in Altinn.
+    pub party: Uuid,
+    /// The name Altinn shows.
+    pub name: Option<String>,
+    /// Mapped packages they hold.
+    pub packages: u64,
 }
 
 /// One reconcile's outcome, with how long each phase took.
@@ -57,6 +79,8 @@ pub struct Report {
     pub reconciled: Reconciled,
     /// Firms whose state could not be read from Altinn, with why; they are left as they were.
     pub unread: Vec<(String, String)>,
+    /// Persons AdminFlow does not know who hold mapped packages, left alone.
+    pub left_alone: Vec<LeftAlone>,
     pub read: Duration,
     pub apply: Duration,
 }
@@ -79,9 +103,48 @@ impl std::fmt::Display for Report {
             self.read.as_secs_f64(),
             self.apply.as_secs_f64()
         )?;
+        if r.adopted > 0 {
+            write!(
+                f,
+                "; adopted {} agents given access by hand who are known employees",
+                r.adopted
+            )?;
+        }
+        if r.planned.staged > 0 {
+            write!(
+                f,
+                "; {} revokes staged by the mass-revoke guard, waiting for approval",
+                r.planned.staged
+            )?;
+        }
         if !self.unread.is_empty() {
             let names: Vec<&str> = self.unread.iter().map(|(f, _)| f.as_str()).collect();
             write!(f, "; not read: {}", names.join(", "))?;
+        }
+        if !self.left_alone.is_empty() {
+            let listed: Vec<String> = self
+                .left_alone
+                .iter()
+                .take(LEFT_ALONE_LISTED)
+                .map(|p| {
+                    format!(
+                        "party {} ({}) for firm {}",
+                        p.party,
+                        p.name.as_deref().unwrap_or("no name"),
+                        p.firm
+                    )
+                })
+                .collect();
+            write!(
+                f,
+                "; persons AdminFlow does not know, left alone: {}",
+                listed.join(", ")
+            )?;
+            if let Some(more) = self.left_alone.len().checked_sub(LEFT_ALONE_LISTED)
+                && more > 0
+            {
+                write!(f, " and {more} more")?;
+            }
         }
         Ok(())
     }
@@ -107,18 +170,45 @@ pub async fn reconcile(
 
     let started = Instant::now();
     let mut progress = Progress::new("reading Altinn", firms.len());
-    let mut read: Vec<(String, DateTime<Utc>, u64)> = Vec::with_capacity(firms.len());
+    let mut read: Vec<(String, DateTime<Utc>)> = Vec::with_capacity(firms.len());
     let mut unread = Vec::new();
+    let mut left_alone = Vec::new();
+    let mut total = Reconciled::default();
     let managed = &managed;
+    let phase = tracing::info_span!("reconcile.read", firms = firms.len());
     let mut reads = futures_util::stream::iter(firms.iter().cloned())
-        .map(|firm| async move {
-            let outcome = read_firm(pool, dispatcher, &firm, cause, managed).await;
-            (firm, outcome)
+        .map(|firm| {
+            async move {
+                let outcome = read_firm(pool, dispatcher, &firm, cause, managed).await;
+                (firm, outcome)
+            }
+            .instrument(phase.clone())
         })
         .buffer_unordered(dispatcher.settings().flush_concurrency.max(1));
     while let Some((firm, outcome)) = reads.next().await {
         match outcome {
-            Ok(Ok((read_at, unknown))) => read.push((firm, read_at, unknown)),
+            Ok(Ok(firm_read)) => {
+                let persons = firm_read.left_alone.len();
+                if firm_read.unknown > 0 {
+                    tracing::warn!(
+                        firm,
+                        packages = firm_read.unknown,
+                        persons,
+                        "Altinn shows mapped packages on persons AdminFlow does not know; left alone"
+                    );
+                }
+                if firm_read.adopted > 0 {
+                    tracing::info!(
+                        firm,
+                        agents = firm_read.adopted,
+                        "adopted agents given access by hand who are known employees"
+                    );
+                }
+                total.unknown += firm_read.unknown;
+                total.adopted += firm_read.adopted;
+                left_alone.extend(firm_read.left_alone);
+                read.push((firm, firm_read.at));
+            }
             Ok(Err(e)) => {
                 tracing::warn!(firm, error = %e, "could not read Altinn; firm not reconciled");
                 unread.push((firm, e.to_string()));
@@ -128,6 +218,7 @@ pub async fn reconcile(
         progress.tick();
     }
     drop(reads);
+    drop(phase);
     let read_time = started.elapsed();
 
     let started = Instant::now();
@@ -139,22 +230,21 @@ pub async fn reconcile(
         .execute(pool)
         .await?;
     let mut progress = Progress::new("planning", read.len());
-    let mut total = Reconciled::default();
+    let settings = dispatcher.settings();
+    let phase = tracing::info_span!("reconcile.apply", firms = read.len());
     let mut applied = futures_util::stream::iter(read)
-        .map(|(firm, read_at, unknown)| async move {
-            let r = apply_firm(pool, &firm, cause, read_at).await;
-            (firm, unknown, r)
+        .map(|(firm, read_at)| {
+            async move {
+                let r = apply_firm(pool, &firm, cause, read_at, settings).await;
+                (firm, r)
+            }
+            .instrument(phase.clone())
         })
         .buffer_unordered(APPLY_PARALLELISM);
-    while let Some((firm, unknown, r)) = applied.next().await {
+    while let Some((firm, r)) = applied.next().await {
         let r = r?;
-        if unknown > 0 {
-            tracing::warn!(
-                firm,
-                packages = unknown,
-                "Altinn shows mapped packages on persons AdminFlow does not know; left alone"
-            );
-        }
+        guard::log_staged(&firm, &r.planned);
+        crate::admin::metrics::drift(r.missing, r.extra);
         if r.missing + r.extra > 0 {
             tracing::info!(
                 firm,
@@ -166,32 +256,43 @@ pub async fn reconcile(
         total.firms += 1;
         total.missing += r.missing;
         total.extra += r.extra;
-        total.unknown += unknown;
         total.retried += r.retried;
         total.planned.grants += r.planned.grants;
         total.planned.revokes += r.planned.revokes;
         total.planned.superseded += r.planned.superseded;
         total.planned.requeued += r.planned.requeued;
+        total.planned.staged += r.planned.staged;
         progress.tick();
     }
     Ok(Report {
         reconciled: total,
         unread,
+        left_alone,
         read: read_time,
         apply: started.elapsed(),
     })
 }
 
+/// What reading one firm found, besides the grants written to `reconcile_actual`.
+struct FirmRead {
+    /// When it was read, by the database's clock.
+    at: DateTime<Utc>,
+    /// Mapped packages on persons AdminFlow does not know.
+    unknown: u64,
+    adopted: u64,
+    left_alone: Vec<LeftAlone>,
+}
+
 /// Reads one firm's actual delegations into `reconcile_actual`, as (employee, client, package)
-/// for the mapped packages on agents this worker knows. Returns when it was read and how many
-/// mapped packages sit on persons it does not know. The outer error is our database's.
+/// for the mapped packages on the agents this worker manages, adopting the known employees
+/// among the agents given access by hand. The outer error is our database's.
 async fn read_firm(
     pool: &PgPool,
     dispatcher: &Dispatcher,
     org: &str,
     cause: Uuid,
     managed: &HashSet<String>,
-) -> Result<altinn::Result<(DateTime<Utc>, u64)>> {
+) -> Result<altinn::Result<FirmRead>> {
     // By the database's clock, which also stamps deliveries (`finished_at`) and agents
     // (`added_at`): a delivery recorded after this may not show in the reading.
     let read_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
@@ -201,7 +302,7 @@ async fn read_firm(
         Ok(actual) => actual,
         Err(e) => return Ok(Err(e)),
     };
-    let agents: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
+    let mut agents: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
         "SELECT agent_party, employee_id FROM altinn_agents WHERE firm = $1",
     )
     .bind(org)
@@ -211,30 +312,55 @@ async fn read_firm(
     .collect();
     // Agents removed in Altinn (by hand, or a simulator that started empty) are forgotten, so
     // the next grant adds the person again. One added since the read began is kept.
+    let listed: Vec<Uuid> = actual.agents.iter().map(|a| a.id).collect();
     let gone: Vec<Uuid> = sqlx::query_scalar(
         r#"DELETE FROM altinn_agents
            WHERE firm = $1 AND agent_party <> ALL($2) AND added_at < $3
            RETURNING employee_id"#,
     )
     .bind(org)
-    .bind(&actual.agents)
+    .bind(&listed)
     .bind(read_at)
     .fetch_all(pool)
     .await?;
     for employee in gone {
         dispatcher.forget_agent(org, employee);
     }
+    // The agents Altinn lists that this worker does not manage, with their identities.
+    let (parties, identities): (Vec<Uuid>, Vec<String>) = actual
+        .agents
+        .iter()
+        .filter(|a| !agents.contains_key(&a.id))
+        .filter_map(|a| Some((a.id, a.person_identifier.clone()?)))
+        .unzip();
+    let adopted = adopt(pool, org, parties, identities).await?;
+    let adopted_count = adopted.len() as u64;
+    agents.extend(adopted);
     let mut held = Vec::with_capacity(actual.packages.len());
-    let mut unknown = 0;
+    let mut strangers: HashMap<Uuid, u64> = HashMap::new();
     for (agent, client, package) in actual.packages {
         if !managed.contains(&package) {
             continue;
         }
         match agents.get(&agent) {
             Some(employee) => held.push((*employee, client, package)),
-            None => unknown += 1,
+            None => *strangers.entry(agent).or_default() += 1,
         }
     }
+    let unknown = strangers.values().sum();
+    let mut left_alone: Vec<LeftAlone> = actual
+        .agents
+        .iter()
+        .filter_map(|a| {
+            strangers.get(&a.id).map(|&packages| LeftAlone {
+                firm: org.to_owned(),
+                party: a.id,
+                name: a.name.clone(),
+                packages,
+            })
+        })
+        .collect();
+    left_alone.sort_by_key(|p| p.party);
     // A package Altinn lists twice (under two roles, say) is held once.
     held.sort_unstable();
     held.dedup();
@@ -259,11 +385,48 @@ async fn read_firm(
     .bind(&packages)
     .execute(pool)
     .await?;
-    Ok(Ok((read_at, unknown)))
+    Ok(Ok(FirmRead {
+        at: read_at,
+        unknown,
+        adopted: adopted_count,
+        left_alone,
+    }))
+}
+
+/// Adopts the agents Altinn lists (`parties`, with their `identities`) that this worker does
+/// not manage yet and whose `personIdentifier` is a known employee of the firm: they join
+/// `altinn_agents`, as if this worker had added them. Returns (agent party, employee) of each.
+async fn adopt(
+    pool: &PgPool,
+    org: &str,
+    parties: Vec<Uuid>,
+    identities: Vec<String>,
+) -> Result<Vec<(Uuid, Uuid)>> {
+    if parties.is_empty() {
+        return Ok(Vec::new());
+    }
+    // An employee already managed under another party keeps it (ON CONFLICT): Altinn lists
+    // one party per person, so that row is the newer one, added since the read.
+    let adopted = sqlx::query_as(
+        r#"INSERT INTO altinn_agents (firm, employee_id, agent_party)
+           SELECT DISTINCT ON (a.party) $1, e.employee_id, a.party
+           FROM unnest($2::uuid[], $3::text[]) AS a(party, identity)
+           JOIN employee_identities e
+             ON e.firm = $1 AND e.national_identity_number = a.identity
+           ORDER BY a.party, e.employee_id
+           ON CONFLICT (firm, employee_id) DO NOTHING
+           RETURNING agent_party, employee_id"#,
+    )
+    .bind(org)
+    .bind(&parties)
+    .bind(&identities)
+    .fetch_all(pool)
+    .await?;
+    Ok(adopted)
 }
 
 struct Actual {
-    agents: Vec<Uuid>,
+    agents: Vec<CompactEntity>,
     /// (agent party, client org number, package without its URN prefix).
     packages: Vec<(Uuid, String, String)>,
 }
@@ -272,14 +435,17 @@ struct Actual {
 /// flush's limits.
 async fn actual(dispatcher: &Dispatcher, org: &str) -> altinn::Result<Actual> {
     let firm = dispatcher.firm(org).await?;
-    let agents: Vec<Uuid> = {
+    let agents: Vec<CompactEntity> = {
         let _permits = dispatcher.call_permits(org).await;
         dispatcher.altinn().agents(&firm).await?
     }
     .into_iter()
-    .map(|a| a.agent.id)
+    .map(|a| a.agent)
     .collect();
-    let held: Vec<Vec<(Uuid, String, String)>> = futures_util::stream::iter(agents.iter().copied())
+    // A plain list: a stream over a mapping iterator is a closure held across the awaits, which
+    // trips up the compiler's proof that the future is `Send` (rust-lang/rust#102211).
+    let ids: Vec<Uuid> = agents.iter().map(|a| a.id).collect();
+    let held: Vec<Vec<(Uuid, String, String)>> = futures_util::stream::iter(ids)
         .map(|agent| {
             let firm = &firm;
             async move {
@@ -324,6 +490,7 @@ async fn apply_firm(
     firm: &str,
     cause: Uuid,
     read_at: DateTime<Utc>,
+    settings: &FlushSettings,
 ) -> Result<Applied> {
     let mut tx = pool.begin().await?;
     // Everything here is planned again by the next reconcile or sync-now, so a crash may lose
@@ -376,7 +543,8 @@ async fn apply_firm(
     .await?;
     // The help page promises that the nightly run tries refused changes again.
     let retried = requeue_parked(&mut tx, firm, Requeue::All).await?;
-    let planned = plan_flush(&mut tx, firm, cause).await?;
+    super::trace_planning(&mut tx).await?;
+    let planned = plan_flush(&mut tx, firm, cause, settings).await?;
     sqlx::query("DELETE FROM reconcile_actual WHERE command_id = $1 AND firm = $2")
         .bind(cause)
         .bind(firm)

@@ -290,6 +290,25 @@ async fn every_route_checks_the_token_the_input_the_scope_and_the_firm_in_that_o
     assert!(status_now["paused"].is_null() && status_now["on_hold"].is_null());
     assert_eq!(status_now["last_sync"]["command_type"], "SyncNow");
 
+    let metrics = reqwest::get(format!("{}/metrics", http.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "altinn_sync_deliveries_total{action=\"grant\",outcome=\"delivered\"}",
+        "altinn_sync_commands_total{type=\"SyncNow\",outcome=\"handled\"}",
+    ] {
+        let n: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .unwrap_or_else(|| panic!("{series} in /metrics"))
+            .parse()
+            .unwrap();
+        assert!(n >= 1.0, "{series} counted Kari's delivery and its sync");
+    }
+
     let (_, audit) = http.get(&format!("{f}/audit?limit=1")).await;
     assert_eq!(audit["entries"].as_array().unwrap().len(), 1);
     assert_eq!(audit["entries"][0]["outcome"], "delivered");
@@ -519,5 +538,74 @@ async fn without_a_token_file_every_v1_route_answers_401_and_the_document_is_com
     let doc: Value = serde_json::from_str(&served).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(doc["paths"].as_object().unwrap().len(), 11);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn run_refuses_a_world_readable_or_malformed_token_file() {
+    let mut app = TestApp::without_worker().await;
+    let path = tokens_file();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    app.settings.admin.admin_tokens_file = Some(path.clone());
+    app.start_worker().await;
+    let refused = app.worker_ended().await.unwrap_err();
+    let message = format!("{:#}", anyhow::Error::from(refused));
+    assert!(message.contains("readable by every user"), "{message}");
+
+    // Group-readable, as a Kubernetes secret mounted 0440, is fine; a bad line is named.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("broken-line-without-a-hash *\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::write(&path, text).unwrap();
+    app.start_worker().await;
+    let refused = app.worker_ended().await.unwrap_err();
+    let message = format!("{:#}", anyhow::Error::from(refused));
+    assert!(message.contains("line 5"), "{message}");
+    assert!(message.contains("2 fields instead of 3"), "{message}");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn with_postgres_and_the_broker_down_the_api_answers_503_and_readyz_names_both() {
+    use altinn_sync::admin::{self, Health};
+    // A port nothing listens on: PostgreSQL is down for real, not mocked.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_secs(1))
+        .connect_lazy(&format!("postgres://postgres@127.0.0.1:{port}/none"))
+        .unwrap();
+    let health = std::sync::Arc::new(Health::default());
+    health.set_pool(pool);
+    let app = TestApp::without_worker().await;
+    let mut settings = app.settings.clone();
+    settings.admin.admin_tokens_file = Some(tokens_file());
+    let tokens = admin::Tokens::load(settings.admin.admin_tokens_file.as_deref()).unwrap();
+    let api = admin::api::Api::new(health.clone(), tokens, &settings);
+    let server = admin::Server::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let http = Http::new(server.local_addr());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let served = tokio::spawn(server.serve(admin::router(health, Some(api)), stop.clone()));
+
+    let got = http
+        .call(
+            Method::GET,
+            &format!("/v1/firms/{FIRM}/status"),
+            Some(OPS_TOKEN),
+            None,
+        )
+        .await;
+    assert_problem("PostgreSQL down", &got, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, ready) = http.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready["down"], json!(["postgres", "broker"]));
+    let (status, _, _) = http.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "waiting out an outage is alive");
+    stop.cancel();
+    served.await.unwrap().unwrap();
     app.teardown().await;
 }

@@ -101,6 +101,15 @@ impl Dispatcher {
             self.unsaved_agents.locked().extend(agents);
             return Err(e.into());
         }
+        // Counted once recorded; rows another holder took over are counted by it, roughly.
+        for ((row, _), outcome) in verdicts.iter().zip(&outcomes) {
+            let outcome = match *outcome {
+                "delivered" => "delivered",
+                "parked" => "parked",
+                _ => "retried",
+            };
+            crate::admin::metrics::delivery(&row.action, outcome);
+        }
         Ok(())
     }
 }

@@ -46,6 +46,7 @@ impl Dispatcher {
                     reason,
                     waits,
                 });
+                crate::admin::metrics::set_setup_error(true);
             }
             (Some(reason), Some(h)) => {
                 let wait = h.waits.next_wait();
@@ -56,6 +57,7 @@ impl Dispatcher {
             (None, Some(h)) if reached => {
                 tracing::info!(was = %h.reason, "the setup error is resolved; deliveries resume");
                 *hold = None;
+                crate::admin::metrics::set_setup_error(false);
             }
             (None, _) => {}
         }
