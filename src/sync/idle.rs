@@ -19,9 +19,10 @@ const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
 const BATCH: i64 = 100;
 
 impl Dispatcher {
-    /// Removes idle agents, when the policy is on. Returns how many were removed.
+    /// Removes idle agents, when the policy is on and the kill switch lets revokes out.
+    /// Returns how many were removed.
     pub async fn remove_idle_agents(&self) -> Result<usize> {
-        if !self.settings().remove_idle_agents {
+        if !self.settings().remove_idle_agents || !self.settings().revokes_enabled {
             return Ok(0);
         }
         // Claimed by pushing the next attempt ahead, so replicas do not both remove one person.

@@ -7,11 +7,16 @@
 //!   desired state changed back) is superseded, unless a dispatcher holds it right now.
 //! - A parked change is not planned again in a loop; it is retried when its desired state
 //!   changes, at the nightly reconcile, or when an operator asks.
+//! - Every plan goes through the mass-revoke guard (`guard`); a staged revoke is not planned
+//!   twice, and is superseded once its grant is wanted again.
+//! - A plan that saw every change of the firm's desired grants clears the automatic sync's
+//!   marks (`auto`).
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::Result;
+use super::guard::{Tripped, guard};
+use super::{FlushSettings, Result};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Planned {
@@ -20,22 +25,38 @@ pub struct Planned {
     pub superseded: u64,
     /// Parked grants retried because their desired state changed.
     pub requeued: u64,
+    /// Revokes the mass-revoke guard staged in this plan.
+    pub staged: u64,
+    /// The guard's figures, when its threshold tripped.
+    pub guard: Option<Tripped>,
 }
 
 /// Writes the firm's delta to the outbox, in the caller's transaction.
-pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Result<Planned> {
+pub async fn plan_flush(
+    conn: &mut PgConnection,
+    firm: &str,
+    cause: Uuid,
+    settings: &FlushSettings,
+) -> Result<Planned> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('altinn-sync.flush:' || $1, 0))")
         .bind(firm)
         .execute(&mut *conn)
         .await?;
+    // Read before the delta: a change ingested after this keeps the firm due for a sync.
+    let changes: Option<i64> =
+        sqlx::query_scalar("SELECT desired_changes FROM firms WHERE org_number = $1")
+            .bind(firm)
+            .fetch_optional(&mut *conn)
+            .await?;
     lift_pause(conn, firm).await?;
     // An open change no longer needed (the desired state changed back) is dropped, and so is a
-    // parked one: a parked grant for a grant no longer wanted is moot.
+    // parked one (a parked grant for a grant no longer wanted is moot) or a staged revoke whose
+    // grant is wanted again.
     let superseded = sqlx::query(
         r#"UPDATE outbox o SET status = 'superseded', finished_at = now()
            WHERE o.firm = $1
              AND ((o.status = 'pending' AND (o.lease_until IS NULL OR o.lease_until < now()))
-                  OR o.status = 'parked')
+                  OR o.status IN ('parked', 'staged'))
              AND (o.action = 'grant') <> EXISTS (
                  SELECT 1 FROM desired_grants d
                  WHERE d.firm = o.firm AND d.employee_id = o.employee_id
@@ -99,11 +120,17 @@ pub async fn plan_flush(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
         ),
     )
     .await?;
+    let (staged, tripped) = guard(conn, firm, cause, settings).await?;
+    if let Some(changes) = changes {
+        super::auto::planned(conn, firm, changes).await?;
+    }
     Ok(Planned {
         grants,
         revokes,
         superseded,
         requeued,
+        staged,
+        guard: tripped,
     })
 }
 
@@ -188,7 +215,8 @@ const LAST_OPEN: &str = r#"last_open AS MATERIALIZED (
     ORDER BY employee_id, client_org_number, package, generation DESC)"#;
 
 /// Inserts an outbox row of `action` for each key `delta` selects, unless a change of the same
-/// action is parked for it (a parked change is retried on its own terms, never re-planned).
+/// action is parked for it (a parked change is retried on its own terms, never re-planned) or
+/// staged (it waits for an operator).
 async fn insert_changes(
     conn: &mut PgConnection,
     firm: &str,
@@ -213,7 +241,7 @@ async fn insert_changes(
                SELECT 1 FROM outbox o
                WHERE o.firm = $1 AND o.employee_id = k.employee_id
                  AND o.client_org_number = k.client_org_number AND o.package = k.package
-                 AND o.status = 'parked' AND o.action = $3)
+                 AND o.status IN ('parked', 'staged') AND o.action = $3)
            ON CONFLICT DO NOTHING"#
     );
     // `delta` is one of this module's own constant queries; every value is bound.

@@ -91,6 +91,7 @@ impl Dispatcher {
                                  WHERE o.firm = f.org_number
                                    AND NOT (o.revoke_waits
                                             AND o.created_at > now() - make_interval(secs => $7))
+                                 AND ($8 OR o.action <> 'revoke')
                                  ORDER BY o.next_attempt_at, o.id
                                  LIMIT 1) d
                              WHERE (f.flush_paused_until IS NULL OR f.flush_paused_until <= now())
@@ -102,6 +103,8 @@ impl Dispatcher {
                            WHERE o.firm = due.org_number
                              AND NOT (o.revoke_waits
                                       AND o.created_at > now() - make_interval(secs => $7))
+                             -- The kill switch (REVOKES_ENABLED=false) holds every revoke.
+                             AND ($8 OR o.action <> 'revoke')
                            ORDER BY o.next_attempt_at, o.id
                            LIMIT $4) c
                        ORDER BY c.next_attempt_at, c.id
@@ -119,6 +122,7 @@ impl Dispatcher {
         .bind(firms)
         .bind(&busy)
         .bind(self.settings.make_before_break_max_secs as f64)
+        .bind(self.settings.revokes_enabled)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)

@@ -1,0 +1,331 @@
+//! The mass-revoke guard: a plan that would remove much of a firm's access at once stages the
+//! firm's revokes for an operator to approve or reject, instead of sending them. Entra ID calls
+//! this accidental-deletion prevention; a wrong export from AdminFlow, or a first reconcile that
+//! adopts access given by hand, must not strip a firm's accountants of their clients overnight.
+//!
+//! # Guarantees
+//! - H is the firm's mapped grants in `applied_grants` (what Altinn holds as far as the worker
+//!   knows, after the reading for a reconcile). R is the firm's revokes not approved that are
+//!   open (this plan's, and earlier ones not sent yet) or were delivered in the last 24 hours,
+//!   so a mass removal cut into slices is caught too. When R ≥ `REVOKE_GUARD_MIN` and
+//!   R > `REVOKE_GUARD_SHARE` × H, every unsent, unapproved revoke of the firm is staged.
+//! - Grants are never staged; a revoke a dispatcher holds right now is left to it.
+//! - An approved revoke is not staged again. A revoke planned again after a rejection is staged
+//!   again, whatever the threshold says: the operator asked for it not to go out.
+//! - A staged revoke whose grant is wanted again is superseded by the next plan (`plan`).
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::plan::{Planned, plan_flush};
+use super::{FlushSettings, Result};
+
+/// Whether `revokes` (R) against `grants` (H) trips the guard: R ≥ `min` and R > `share` × H.
+pub fn guard_trips(revokes: u64, grants: u64, min: u64, share: f64) -> bool {
+    // share × H to a millionth, so that 0.29 × 100 is 29 and not 28.999999999999996.
+    #[allow(clippy::cast_precision_loss)]
+    let limit = (share * grants as f64 * 1e6).round() / 1e6;
+    #[allow(clippy::cast_precision_loss)]
+    let r = revokes as f64;
+    revokes >= min && r > limit
+}
+
+/// The figures the guard judged a plan by, when it tripped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tripped {
+    /// R: open revokes not approved, plus those sent without approval in the last 24 hours.
+    pub revokes: u64,
+    /// Of which sent in the last 24 hours.
+    pub recent: u64,
+    /// H: the firm's mapped grants in Altinn as far as the worker knows.
+    pub grants: u64,
+}
+
+/// Stages what the guard holds back, in the plan's transaction. Returns how many revokes it
+/// staged now, and the figures when the threshold tripped.
+pub(super) async fn guard(
+    conn: &mut PgConnection,
+    firm: &str,
+    cause: Uuid,
+    settings: &FlushSettings,
+) -> Result<(u64, Option<Tripped>)> {
+    // A key whose last revoke an operator rejected: its new revoke waits for them again.
+    let restaged = stage(
+        conn,
+        firm,
+        cause,
+        "planned again after a rejection",
+        r#"AND EXISTS (SELECT 1 FROM outbox r
+                       WHERE r.firm = o.firm AND r.employee_id = o.employee_id
+                         AND r.client_org_number = o.client_org_number
+                         AND r.package = o.package AND r.generation = o.generation - 1
+                         AND r.action = 'revoke' AND r.rejected_by IS NOT NULL)"#,
+    )
+    .await?;
+    let (grants, open, recent): (i64, i64, i64) = sqlx::query_as(
+        r#"SELECT (SELECT count(*) FROM applied_grants a
+                   WHERE a.firm = $1 AND a.package IN (SELECT package FROM role_mapping)),
+                  (SELECT count(*) FROM outbox o
+                   WHERE o.firm = $1 AND o.action = 'revoke' AND o.approved_by IS NULL
+                     AND o.status IN ('pending', 'staged')),
+                  (SELECT count(*) FROM outbox o
+                   WHERE o.firm = $1 AND o.action = 'revoke' AND o.approved_by IS NULL
+                     AND o.status = 'delivered' AND o.finished_at > now() - interval '24 hours')"#,
+    )
+    .bind(firm)
+    .fetch_one(&mut *conn)
+    .await?;
+    let tripped = Tripped {
+        revokes: (open + recent).unsigned_abs(),
+        recent: recent.unsigned_abs(),
+        grants: grants.unsigned_abs(),
+    };
+    if !guard_trips(
+        tripped.revokes,
+        tripped.grants,
+        settings.revoke_guard_min,
+        settings.revoke_guard_share,
+    ) {
+        return Ok((restaged, None));
+    }
+    let detail = format!(
+        "held by the mass-revoke guard: {} revokes ({} of them sent in the last 24 hours) \
+         against {} grants in Altinn",
+        tripped.revokes, tripped.recent, tripped.grants
+    );
+    let staged = stage(conn, firm, cause, &detail, "").await?;
+    Ok((restaged + staged, Some(tripped)))
+}
+
+/// Stages the firm's unsent, unapproved revokes that `filter` (a constant) selects, with an
+/// audit row each. Returns how many.
+async fn stage(
+    conn: &mut PgConnection,
+    firm: &str,
+    cause: Uuid,
+    detail: &str,
+    filter: &'static str,
+) -> Result<u64> {
+    let sql = format!(
+        r#"WITH staged AS (
+               UPDATE outbox o SET status = 'staged', staged_at = now()
+               WHERE o.firm = $1 AND o.status = 'pending' AND o.action = 'revoke'
+                 AND o.approved_by IS NULL
+                 AND (o.lease_until IS NULL OR o.lease_until < now())
+                 {filter}
+               RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package
+           ), audited AS (
+               INSERT INTO audit (firm, employee_id, client_org_number, package, action,
+                                  outcome, cause, outbox_id, detail, actor)
+               SELECT firm, employee_id, client_org_number, package, 'revoke', 'staged', $2,
+                      id, $3, 'worker'
+               FROM staged
+           )
+           SELECT count(*) FROM staged"#
+    );
+    // `filter` is one of this module's constants; every value is bound.
+    let staged: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(firm)
+        .bind(cause)
+        .bind(detail)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(staged.unsigned_abs())
+}
+
+/// Logs, once per plan, that the guard staged revokes. Counts only: no person is named.
+pub(super) fn log_staged(firm: &str, planned: &Planned) {
+    if planned.staged == 0 {
+        return;
+    }
+    let t = planned.guard.unwrap_or_default();
+    tracing::warn!(
+        firm,
+        revokes.staged = planned.staged,
+        revokes.counted = t.revokes,
+        revokes.recent = t.recent,
+        grants.applied = t.grants,
+        "mass-revoke guard: revokes staged; they wait for an operator to approve or reject them"
+    );
+}
+
+/// A revoke the guard holds back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct StagedRevoke {
+    /// The outbox id, for approving or rejecting this one.
+    pub id: i64,
+    pub employee_id: Uuid,
+    pub client_org_number: String,
+    pub package: String,
+    pub staged_at: Option<DateTime<Utc>>,
+    /// The command whose plan staged it.
+    pub cause: Uuid,
+}
+
+/// The firm's staged revokes, oldest first.
+pub async fn staged(pool: &PgPool, firm: &str) -> Result<Vec<StagedRevoke>> {
+    let rows = sqlx::query_as(
+        r#"SELECT id, employee_id, client_org_number, package, staged_at, cause FROM outbox
+           WHERE firm = $1 AND status = 'staged'
+           ORDER BY id"#,
+    )
+    .bind(firm)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Releases the firm's staged revokes (those of `ids`, or all): they are sent as soon as a
+/// dispatcher claims them, and the guard never stages them again. Each gets an audit row with
+/// `actor`. Returns how many.
+pub async fn approve_staged(
+    pool: &PgPool,
+    firm: &str,
+    ids: Option<&[i64]>,
+    actor: &str,
+) -> Result<u64> {
+    decide(
+        pool,
+        firm,
+        ids,
+        actor,
+        "approved",
+        r#"UPDATE outbox o SET status = 'pending', approved_by = $3, approved_at = now(),
+                               next_attempt_at = now(), lease_until = NULL
+           WHERE o.firm = $1 AND o.status = 'staged' AND ($2::bigint[] IS NULL OR o.id = ANY($2))
+             AND NOT EXISTS (SELECT 1 FROM outbox p
+                             WHERE p.firm = o.firm AND p.employee_id = o.employee_id
+                               AND p.client_org_number = o.client_org_number
+                               AND p.package = o.package AND p.action = o.action
+                               AND p.status = 'pending')"#,
+    )
+    .await
+}
+
+/// Drops the firm's staged revokes (those of `ids`, or all): they are superseded, with an
+/// audit row each naming `actor`. A plan that still finds the grant unwanted stages its revoke
+/// again. Returns how many.
+pub async fn reject_staged(
+    pool: &PgPool,
+    firm: &str,
+    ids: Option<&[i64]>,
+    actor: &str,
+) -> Result<u64> {
+    decide(
+        pool,
+        firm,
+        ids,
+        actor,
+        "rejected",
+        r#"UPDATE outbox o SET status = 'superseded', finished_at = now(), rejected_by = $3
+           WHERE o.firm = $1 AND o.status = 'staged' AND ($2::bigint[] IS NULL OR o.id = ANY($2))"#,
+    )
+    .await
+}
+
+/// Runs `update` (a constant that returns nothing yet) and audits each row it changed.
+async fn decide(
+    pool: &PgPool,
+    firm: &str,
+    ids: Option<&[i64]>,
+    actor: &str,
+    outcome: &str,
+    update: &'static str,
+) -> Result<u64> {
+    let sql = format!(
+        r#"WITH decided AS (
+               {update}
+               RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package, o.cause
+           ), audited AS (
+               INSERT INTO audit (firm, employee_id, client_org_number, package, action,
+                                  outcome, cause, outbox_id, actor)
+               SELECT firm, employee_id, client_org_number, package, 'revoke', $4, cause, id,
+                      $3
+               FROM decided
+           )
+           SELECT count(*) FROM decided"#
+    );
+    let mut tx = pool.begin().await?;
+    // `update` is one of this module's constants; every value is bound.
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(firm)
+        .bind(ids)
+        .bind(actor)
+        .bind(outcome)
+        .fetch_one(&mut *tx)
+        .await?;
+    // Wakes whoever follows the firm's flush.
+    sqlx::query("SELECT pg_notify('altinn_sync_flushed', $1)")
+        .bind(firm)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if n > 0 {
+        tracing::info!(firm, revokes = n, actor, outcome, "staged revokes decided");
+    }
+    Ok(n.unsigned_abs())
+}
+
+/// Revokes the kill switch holds: with `revokes_enabled` false, every open revoke (of `firm`,
+/// or of every firm); with it true, none.
+pub async fn held_revokes(pool: &PgPool, firm: Option<&str>, revokes_enabled: bool) -> Result<i64> {
+    if revokes_enabled {
+        return Ok(0);
+    }
+    let n = sqlx::query_scalar(
+        r#"SELECT count(*) FROM outbox
+           WHERE status = 'pending' AND action = 'revoke' AND ($1::text IS NULL OR firm = $1)"#,
+    )
+    .bind(firm)
+    .fetch_one(pool)
+    .await?;
+    Ok(n)
+}
+
+/// One change of a dry run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Change {
+    pub employee_id: Uuid,
+    pub client_org_number: String,
+    pub package: String,
+}
+
+/// What a sync of the firm would leave on its way now: the open grants and revokes, and the
+/// revokes the guard holds back.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    pub grants: Vec<Change>,
+    pub revokes: Vec<Change>,
+    pub staged_revokes: Vec<Change>,
+}
+
+/// A dry run: plans the firm exactly as a `SyncNow` would, reads the outcome and rolls it all
+/// back. It changes nothing, and waits while the firm is being planned.
+pub async fn preview(pool: &PgPool, firm: &str, settings: &FlushSettings) -> Result<Preview> {
+    let mut tx = pool.begin().await?;
+    plan_flush(&mut tx, firm, Uuid::nil(), settings).await?;
+    let rows: Vec<(String, String, Uuid, String, String)> = sqlx::query_as(
+        r#"SELECT status, action, employee_id, client_org_number, package FROM outbox
+           WHERE firm = $1 AND status IN ('pending', 'staged')
+           ORDER BY employee_id, client_org_number, package, generation"#,
+    )
+    .bind(firm)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.rollback().await?;
+    let mut preview = Preview::default();
+    for (status, action, employee_id, client_org_number, package) in rows {
+        let change = Change {
+            employee_id,
+            client_org_number,
+            package,
+        };
+        match (status.as_str(), action.as_str()) {
+            ("staged", _) => preview.staged_revokes.push(change),
+            (_, "grant") => preview.grants.push(change),
+            _ => preview.revokes.push(change),
+        }
+    }
+    Ok(preview)
+}

@@ -1,0 +1,548 @@
+//! Guard rails end to end: the mass-revoke guard (its threshold on both sides, approve,
+//! reject) and the kill switch, against the simulator.
+
+use altinn_sync::altinn::{AltinnClient, AltinnSettings};
+use altinn_sync::sim::{self, Client, FirmRole, Simulator, World};
+use altinn_sync::sync::{self, Dispatcher, FlushSettings};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::common::TestApp;
+use crate::common::workload::{FirmEvents, Person, org_number};
+use crate::flush::{FIRM, flushed, maskinporten_client, serve, sync_now};
+
+pub(crate) const MED: &str = "regnskapsforer-med-signeringsrettighet";
+pub(crate) const SIGNING: &str = "AccountantWithSigningRights";
+
+/// The simulator with the demo firm, `clients` clients that registered it as their accountant,
+/// and `persons` (with the delegations in `held`, made by hand before the worker came).
+pub(crate) struct Altinn {
+    pub sim: Simulator,
+    pub settings: AltinnSettings,
+    /// (party, organisation number) of each client.
+    pub clients: Vec<(Uuid, String)>,
+    /// The party of each person, in the order given.
+    pub parties: Vec<Uuid>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Altinn {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Altinn {
+    /// `held`: (person, package, clients) given by hand.
+    pub(crate) async fn start(
+        clients: usize,
+        persons: &[&Person],
+        held: &[(usize, &str, &[usize])],
+    ) -> Self {
+        let clients: Vec<(Uuid, String)> = (0..clients)
+            .map(|i| (Uuid::new_v4(), org_number(1_500_000 + i as u32)))
+            .collect();
+        let parties: Vec<Uuid> = persons.iter().map(|_| Uuid::new_v4()).collect();
+        let world = World {
+            maskinporten_clients: vec![maskinporten_client()],
+            maskinporten_issuer: None,
+            firms: vec![sim::Firm {
+                org_number: FIRM.into(),
+                party_uuid: Uuid::new_v4(),
+                name: "Demo Regnskap AS".into(),
+                system_user_approved: true,
+            }],
+            clients: clients
+                .iter()
+                .map(|(party, org)| Client {
+                    party_uuid: *party,
+                    org_number: org.clone(),
+                    name: format!("Client {org} AS"),
+                    firm_roles: vec![FirmRole {
+                        firm_org_number: FIRM.into(),
+                        role: "regnskapsforer".into(),
+                        packages: Vec::new(),
+                    }],
+                })
+                .collect(),
+            persons: persons
+                .iter()
+                .zip(&parties)
+                .map(|(p, party)| sim::Person {
+                    party_uuid: *party,
+                    national_identity_number: p.nin.clone(),
+                    last_name: p.last_name.clone(),
+                    name: format!("Test {}", p.last_name),
+                })
+                .collect(),
+            altinn_token_lifetime_secs: None,
+            // The simulator's bulk load of delegations made by hand.
+            held: held
+                .iter()
+                .map(|(person, package, on)| {
+                    let on: Vec<Uuid> = on.iter().map(|&c| clients[c].0).collect();
+                    serde_json::from_value(json!({
+                        "firmOrgNumber": FIRM, "agentParty": parties[*person],
+                        "role": "regnskapsforer", "package": package, "clientParties": on
+                    }))
+                    .unwrap()
+                })
+                .collect(),
+        };
+        let sim = Simulator::new();
+        let (settings, shutdown) = serve(world, sim.clone(), 5_000).await;
+        Self {
+            sim,
+            settings,
+            clients,
+            parties,
+            shutdown,
+        }
+    }
+
+    /// The clients (by index) on which the person `party` holds `package`.
+    pub(crate) async fn holds(&self, party: Uuid, package: &str) -> Vec<usize> {
+        let urn = format!("urn:altinn:accesspackage:{package}");
+        let rows = self.sim.delegations().await;
+        let mut on: Vec<usize> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, (client, _))| {
+                rows.iter().any(|d| {
+                    d.agent_party == party && d.client_party == *client && d.packages.contains(&urn)
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        on.sort_unstable();
+        on
+    }
+
+    pub(crate) fn client(&self) -> AltinnClient {
+        AltinnClient::new(self.settings.validate().unwrap().unwrap()).unwrap()
+    }
+}
+
+/// A fresh app whose worker flushes to `altinn` with `flush` adjusted first.
+pub(crate) async fn app_with(altinn: &Altinn, flush: impl FnOnce(&mut FlushSettings)) -> TestApp {
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    flush(&mut app.settings.flush);
+    app.start_worker().await;
+    app
+}
+
+/// Publishes `events` and returns the last one's sequence.
+pub(crate) async fn publish(app: &TestApp, events: Vec<Value>) -> i64 {
+    let mut last = 0;
+    for e in events {
+        last = e["sequence"].as_i64().unwrap();
+        app.publish_event(&e).await;
+    }
+    last
+}
+
+/// Kari with signing rights on clients `0..h`, synced: H = h.
+async fn kari_granted(app: &TestApp, altinn: &Altinn, kari: &Person, h: usize) -> FirmEvents {
+    let mut events = FirmEvents::new(FIRM);
+    let mut batch = vec![events.role_changed(kari, &[SIGNING])];
+    for (_, org) in &altinn.clients[..h] {
+        batch.push(events.client_assigned(kari, org));
+    }
+    let last = publish(app, batch).await;
+    sync_now(app, last).await;
+    flushed(app, 1).await;
+    assert_eq!(applied(app).await, h as i64);
+    events
+}
+
+/// Removes Kari from clients `range` and syncs, as the `commands`th command.
+async fn remove(
+    app: &TestApp,
+    altinn: &Altinn,
+    events: &mut FirmEvents,
+    kari: &Person,
+    range: std::ops::Range<usize>,
+    commands: i64,
+) {
+    let batch = altinn.clients[range]
+        .iter()
+        .map(|(_, org)| events.client_removed(kari, org))
+        .collect();
+    let last = publish(app, batch).await;
+    sync_now(app, last).await;
+    flushed(app, commands).await;
+}
+
+async fn applied(app: &TestApp) -> i64 {
+    app.count("SELECT count(*) FROM applied_grants").await
+}
+
+async fn staged_count(app: &TestApp) -> i64 {
+    app.count("SELECT count(*) FROM outbox WHERE status = 'staged'")
+        .await
+}
+
+async fn last_outcome(app: &TestApp) -> String {
+    sqlx::query_scalar("SELECT outcome FROM commands ORDER BY received_at DESC LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[test]
+fn the_threshold_is_r_at_least_min_and_more_than_the_share_of_h() {
+    let trips = |r, h| sync::guard_trips(r, h, 10, 0.2);
+    // R = min − 1 and R = min, where the share does not decide.
+    assert!(!trips(9, 20));
+    assert!(trips(10, 20));
+    // R = share × H exactly, and one more, where the minimum does not decide.
+    assert!(!trips(20, 100));
+    assert!(trips(21, 100));
+    assert!(!trips(10, 50));
+    assert!(trips(11, 50));
+    // share × H in binary floating point is a hair off: 0.29 × 100 = 28.999999999999996.
+    assert!(!sync::guard_trips(29, 100, 10, 0.29));
+    assert!(sync::guard_trips(30, 100, 10, 0.29));
+}
+
+/// H = `h` grants delivered, then `r` removed in one sync: how many revokes were staged, and
+/// how many clients Kari still holds in Altinn. A grant on a new client joins the second sync.
+async fn one_removal(h: usize, r: usize) -> (i64, usize) {
+    let kari = Person::new(1);
+    let altinn = Altinn::start(h + 1, &[&kari], &[]).await;
+    let app = app_with(&altinn, |_| {}).await;
+    let mut events = kari_granted(&app, &altinn, &kari, h).await;
+    let mut batch: Vec<Value> = altinn.clients[..r]
+        .iter()
+        .map(|(_, org)| events.client_removed(&kari, org))
+        .collect();
+    batch.push(events.client_assigned(&kari, &altinn.clients[h].1));
+    let last = publish(&app, batch).await;
+    sync_now(&app, last).await;
+    flushed(&app, 2).await;
+    let staged = staged_count(&app).await;
+    let holds = altinn.holds(altinn.parties[0], MED).await;
+    // The grant goes out whatever the guard decides.
+    assert!(holds.contains(&h), "{holds:?}");
+    let outcome = last_outcome(&app).await;
+    assert_eq!(
+        outcome.contains(&format!("{staged} revokes staged by the mass-revoke guard")),
+        staged > 0,
+        "{outcome}"
+    );
+    app.teardown().await;
+    (staged, holds.len() - 1)
+}
+
+#[tokio::test]
+async fn nine_revokes_of_twenty_grants_go_out() {
+    assert_eq!(one_removal(20, 9).await, (0, 11));
+}
+
+#[tokio::test]
+async fn ten_revokes_of_twenty_grants_are_staged_and_the_grant_goes_out() {
+    assert_eq!(one_removal(20, 10).await, (10, 20));
+}
+
+#[tokio::test]
+async fn ten_revokes_of_fifty_grants_are_exactly_the_share_and_go_out() {
+    assert_eq!(one_removal(50, 10).await, (0, 40));
+}
+
+#[tokio::test]
+async fn eleven_revokes_of_fifty_grants_are_staged() {
+    assert_eq!(one_removal(50, 11).await, (11, 50));
+}
+
+#[tokio::test]
+async fn revokes_sent_in_slices_count_towards_the_guard_for_24_hours() {
+    let kari = Person::new(1);
+    let altinn = Altinn::start(20, &[&kari], &[]).await;
+    let app = app_with(&altinn, |_| {}).await;
+    let mut events = kari_granted(&app, &altinn, &kari, 20).await;
+    remove(&app, &altinn, &mut events, &kari, 0..9, 2).await;
+    assert_eq!(staged_count(&app).await, 0);
+    assert_eq!(altinn.holds(altinn.parties[0], MED).await.len(), 11);
+    // One more: R = 1 + the 9 sent without approval today = 10, against H = 11.
+    remove(&app, &altinn, &mut events, &kari, 9..10, 3).await;
+    assert_eq!(staged_count(&app).await, 1);
+    assert_eq!(altinn.holds(altinn.parties[0], MED).await.len(), 11);
+    let detail: String = sqlx::query_scalar(
+        "SELECT detail FROM audit WHERE outcome = 'staged' AND actor = 'worker'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        detail.contains("10 revokes (9 of them sent in the last 24 hours) against 11 grants"),
+        "{detail}"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn approved_revokes_go_out_and_are_not_staged_again() {
+    let kari = Person::new(1);
+    let altinn = Altinn::start(20, &[&kari], &[]).await;
+    let mut app = app_with(&altinn, |_| {}).await;
+    let mut events = kari_granted(&app, &altinn, &kari, 20).await;
+    remove(&app, &altinn, &mut events, &kari, 0..12, 2).await;
+    let staged = sync::staged(&app.pool, FIRM).await.unwrap();
+    assert_eq!(staged.len(), 12);
+    assert!(
+        staged
+            .iter()
+            .all(|s| s.package == MED && s.staged_at.is_some())
+    );
+
+    // The dry run shows them held back, and changes nothing.
+    let preview = sync::preview(&app.pool, FIRM, &app.settings.flush)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            preview.grants.len(),
+            preview.revokes.len(),
+            preview.staged_revokes.len()
+        ),
+        (0, 0, 12)
+    );
+    assert_eq!(staged_count(&app).await, 12);
+
+    // Two approved while no worker runs, then a plan before their delivery: the guard still
+    // trips on the ten others, and leaves the two pending.
+    app.stop_worker().await;
+    let two = [staged[0].id, staged[1].id];
+    let approved = sync::approve_staged(&app.pool, FIRM, Some(&two), "support-kari")
+        .await
+        .unwrap();
+    assert_eq!(approved, 2);
+    sqlx::query(
+        r#"INSERT INTO commands (command_id, command_type, firm, requested_at, requested_by)
+           VALUES (gen_random_uuid(), 'SyncNow', $1, now(), 'test')"#,
+    )
+    .bind(FIRM)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        sync::handle_commands(&app.pool, &app.settings.flush)
+            .await
+            .unwrap(),
+        1
+    );
+    let pool = app.pool.clone();
+    let statuses = || async {
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT status, approved_by FROM outbox WHERE id = ANY($1) ORDER BY id",
+        )
+        .bind(&two[..])
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        statuses().await,
+        vec![("pending".to_owned(), Some("support-kari".to_owned())); 2]
+    );
+    assert_eq!(staged_count(&app).await, 10);
+    app.start_worker().await;
+    flushed(&app, 3).await;
+    assert_eq!(
+        statuses().await,
+        vec![("delivered".to_owned(), Some("support-kari".to_owned())); 2]
+    );
+    assert_eq!(staged_count(&app).await, 10);
+    assert_eq!(altinn.holds(altinn.parties[0], MED).await.len(), 18);
+
+    // The rest, all at once.
+    let approved = sync::approve_staged(&app.pool, FIRM, None, "support-ola")
+        .await
+        .unwrap();
+    assert_eq!(approved, 10);
+    flushed(&app, 3).await;
+    assert_eq!(
+        altinn.holds(altinn.parties[0], MED).await,
+        (12..20).collect::<Vec<_>>()
+    );
+    let audit: Vec<(String, String)> = sqlx::query_as(
+        r#"SELECT actor, outcome FROM audit WHERE outcome IN ('approved', 'delivered')
+             AND action = 'revoke' ORDER BY actor, outcome"#,
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let count = |actor: &str, outcome: &str| {
+        audit
+            .iter()
+            .filter(|(a, o)| a == actor && o == outcome)
+            .count()
+    };
+    assert_eq!(
+        (
+            count("support-kari", "approved"),
+            count("support-ola", "approved"),
+            count("worker", "delivered")
+        ),
+        (2, 10, 12)
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn rejected_revokes_are_staged_again_and_a_grant_wanted_again_supersedes_its_revoke() {
+    let kari = Person::new(1);
+    let altinn = Altinn::start(20, &[&kari], &[]).await;
+    let app = app_with(&altinn, |_| {}).await;
+    let mut events = kari_granted(&app, &altinn, &kari, 20).await;
+    remove(&app, &altinn, &mut events, &kari, 0..12, 2).await;
+    let staged = sync::staged(&app.pool, FIRM).await.unwrap();
+    assert_eq!(staged.len(), 12);
+
+    // The revokes of clients 0 and 1 rejected: superseded, with the actor in the audit.
+    let two: Vec<i64> = staged
+        .iter()
+        .filter(|s| {
+            altinn.clients[..2]
+                .iter()
+                .any(|(_, org)| *org == s.client_org_number)
+        })
+        .map(|s| s.id)
+        .collect();
+    let rejected = sync::reject_staged(&app.pool, FIRM, Some(&two), "support-kari")
+        .await
+        .unwrap();
+    assert_eq!(rejected, 2);
+    assert_eq!(staged_count(&app).await, 10);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM audit WHERE outcome = 'rejected' AND actor = 'support-kari'"
+        )
+        .await,
+        2
+    );
+    // AdminFlow still removes them: the next plan stages them again, and nothing goes out.
+    sync_now(&app, events.next_sequence - 1).await;
+    flushed(&app, 3).await;
+    assert_eq!(staged_count(&app).await, 12);
+    assert_eq!(altinn.holds(altinn.parties[0], MED).await.len(), 20);
+
+    // Kari is given client 0 back: its staged revoke is superseded.
+    let back = events.client_assigned(&kari, &altinn.clients[0].1);
+    let last = publish(&app, vec![back]).await;
+    sync_now(&app, last).await;
+    flushed(&app, 4).await;
+    assert_eq!(staged_count(&app).await, 11);
+    let client_0: Vec<String> = sqlx::query_scalar(
+        r#"SELECT status FROM outbox WHERE client_org_number = $1 AND action = 'revoke'
+           ORDER BY id"#,
+    )
+    .bind(&altinn.clients[0].1)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(client_0, ["superseded", "superseded"]);
+
+    // All the rest rejected; nothing was ever revoked in Altinn.
+    let rejected = sync::reject_staged(&app.pool, FIRM, None, "support-ola")
+        .await
+        .unwrap();
+    assert_eq!(rejected, 11);
+    assert_eq!(staged_count(&app).await, 0);
+    assert_eq!(altinn.holds(altinn.parties[0], MED).await.len(), 20);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_kill_switch_holds_revokes_and_idle_agent_removal_until_turned_back() {
+    let kari = Person::new(1);
+    let altinn = Altinn::start(4, &[&kari], &[]).await;
+    let mut app = app_with(&altinn, |f| f.revokes_enabled = false).await;
+    let mut events = kari_granted(&app, &altinn, &kari, 3).await;
+
+    // Removed from two clients and given a fourth, in one sync: the grant goes out; the
+    // revokes, planned with it and due as early, are never claimed.
+    let mut batch: Vec<Value> = altinn.clients[..2]
+        .iter()
+        .map(|(_, org)| events.client_removed(&kari, org))
+        .collect();
+    batch.push(events.client_assigned(&kari, &altinn.clients[3].1));
+    let last = publish(&app, batch).await;
+    sync_now(&app, last).await;
+    let pool = app.pool.clone();
+    app.wait_until("the grant delivered", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM outbox WHERE action = 'grant' AND status = 'delivered'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                == 4
+        }
+    })
+    .await;
+    assert_eq!(altinn.holds(altinn.parties[0], MED).await, [0, 1, 2, 3]);
+    let held: Vec<(String, i32, Option<String>)> =
+        sqlx::query_as("SELECT status, attempts, leased_by FROM outbox WHERE action = 'revoke'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(held, vec![("pending".to_owned(), 0, None); 2]);
+    assert_eq!(
+        sync::held_revokes(&app.pool, Some(FIRM), false)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(sync::held_revokes(&app.pool, None, false).await.unwrap(), 2);
+    assert_eq!(
+        sync::held_revokes(&app.pool, Some(FIRM), true)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Turned back on: they go out.
+    app.stop_worker().await;
+    app.settings.flush.revokes_enabled = true;
+    app.start_worker().await;
+    flushed(&app, 2).await;
+    assert_eq!(altinn.holds(altinn.parties[0], MED).await, [2, 3]);
+
+    // Kari leaves the firm's last clients: an idle agent. Removing her is a revoke too.
+    let batch = altinn.clients[2..]
+        .iter()
+        .map(|(_, org)| events.client_removed(&kari, org))
+        .collect();
+    let last = publish(&app, batch).await;
+    sync_now(&app, last).await;
+    flushed(&app, 3).await;
+    let altinn_client = altinn.client();
+    let firm = altinn_client.firm_party(FIRM).await.unwrap();
+    let agents = || async {
+        altinn_client
+            .agents(&firm)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.agent.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(agents().await, [altinn.parties[0]]);
+    let dispatcher = |revokes_enabled| {
+        let mut settings = app.settings.flush.clone();
+        settings.remove_idle_agents = true;
+        settings.revokes_enabled = revokes_enabled;
+        Dispatcher::new(app.pool.clone(), altinn.client(), settings)
+    };
+    assert_eq!(dispatcher(false).remove_idle_agents().await.unwrap(), 0);
+    assert_eq!(agents().await, [altinn.parties[0]]);
+    assert_eq!(dispatcher(true).remove_idle_agents().await.unwrap(), 1);
+    assert!(agents().await.is_empty());
+    app.teardown().await;
+}
