@@ -226,18 +226,28 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         .env("EVENTS_EXCHANGE", &app.settings.ingest.events_exchange)
         // A free port: the guide names the one taken.
         .env("ALTINN_SIM_LISTEN", "127.0.0.1:0")
+        .env("ADMIN_LISTEN", "127.0.0.1:0")
         // A user's settings for the real Altinn, which dev must not use.
         .env("ALTINN_BASE_URL", "https://platform.altinn.no")
         .env("MASKINPORTEN_KEY_FILE", "/nonexistent/prod-key.pem")
         .env("RUST_LOG", "warn")
         .current_dir(std::env::temp_dir())
         .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(dev.stderr.take().unwrap()).lines();
+    // The admin token dev made, on standard output only.
+    let token = BufReader::new(dev.stdout.take().unwrap())
+        .lines()
+        .next_line()
+        .await
+        .unwrap()
+        .and_then(|l| l.strip_prefix("ADMIN_TOKEN=").map(str::to_owned))
+        .expect("dev prints ADMIN_TOKEN=... on standard output");
     let mut stderr = Vec::new();
-    let (mut sim, mut exported) = (None, None);
+    let (mut sim, mut exported, mut admin) = (None, None, None);
     // The guide: the simulator's address, and the `export` line the other commands need.
     while exported.is_none() {
         let line = lines
@@ -252,6 +262,13 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         {
             sim = Some(addr.to_owned());
         }
+        if let Some(addr) = line
+            .split("admin API (health, metrics and /v1) is at ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            admin = Some(addr.trim_end_matches('.').to_owned());
+        }
         if let Some(vars) = line.trim().strip_prefix("export ") {
             let vars: Vec<(String, String)> = vars
                 .split_whitespace()
@@ -265,6 +282,39 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         stderr.push(line);
     }
     let (sim, exported) = (sim.expect("the simulator's address"), exported.unwrap());
+    // The admin lines follow the export line in the guide.
+    while admin.is_none() {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the guide names the admin API");
+        if let Some(addr) = line
+            .split("admin API (health, metrics and /v1) is at ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            admin = Some(addr.trim_end_matches('.').to_owned());
+        }
+        stderr.push(line);
+    }
+    let admin = admin.unwrap();
+    let api_bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let api = |path: String| {
+        let (admin, token, bodies) = (admin.clone(), token.clone(), api_bodies.clone());
+        async move {
+            let res = reqwest::Client::new()
+                .get(format!("{admin}/v1/firms/{FIRM}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "GET {path}: {}", res.status());
+            let text = res.text().await.unwrap();
+            bodies.lock().unwrap().push(text.clone());
+            serde_json::from_str::<Value>(&text).unwrap()
+        }
+    };
     assert_eq!(
         exported.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         ["DATABASE_URL", "TOPOLOGY_PREFIX", "PUBLISH_EXCHANGE"]
@@ -333,6 +383,15 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
         held[0]["packages"],
         json!(["urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet"])
     );
+    // The README's curl walk-through: the same answers through the admin API.
+    let status = api("/status".into()).await;
+    assert!(status["last_sync"]["handled_at"].is_string(), "{status}");
+    let explained = api(format!("/employees/{KARI}/explain")).await;
+    let verdict = explained["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with("has regnskapsforer-med-signeringsrettighet for 998877660 since "),
+        "{verdict}"
+    );
 
     readme(&[
         "publish",
@@ -348,6 +407,39 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
     .await;
     let explained = readme(&["explain", "--firm", FIRM, "--employee", KARI]).await;
     let explained = String::from_utf8(explained.stdout).unwrap();
+    // The CLI mirror prints what the API serves.
+    let printed = |out: Output| String::from_utf8(out.stdout).unwrap();
+    let status = printed(readme(&["status", "--firm", FIRM]).await);
+    assert!(
+        status.contains("0 waiting, 0 in flight, 0 parked"),
+        "{status}"
+    );
+    let plan = printed(readme(&["plan", "--firm", FIRM]).await);
+    assert!(
+        plan.contains("0 grants, 0 revokes, 0 staged revokes"),
+        "{plan}"
+    );
+    let audit = printed(readme(&["audit", "--firm", FIRM]).await);
+    assert_eq!(
+        audit.matches(" delivered ").count(),
+        2,
+        "a grant and a revoke: {audit}"
+    );
+    let audit_json: Value =
+        serde_json::from_str(&printed(readme(&["audit", "--firm", FIRM, "--json"]).await)).unwrap();
+    assert_eq!(
+        audit_json,
+        api("/audit".into()).await,
+        "the CLI and the API agree"
+    );
+    for text in api_bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .chain([&status, &plan, &audit])
+    {
+        assert!(!text.contains("15038512363"), "no identity number: {text}");
+    }
     assert!(
         explained.contains("998877660") && explained.contains("removed"),
         "{explained}"
@@ -371,6 +463,13 @@ async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
     assert!(exit.success(), "dev exits 0 on SIGTERM, got {exit}");
 
     let stderr = rest.await.unwrap().join("\n");
+    for nin in ["15038512363", "02078545642"] {
+        assert!(
+            !stderr.contains(nin),
+            "dev's whole log carries no identity number"
+        );
+    }
+    assert!(!stderr.contains(&token), "the admin token is never logged");
     assert!(
         stderr.contains("ALTINN_BASE_URL, MASKINPORTEN_KEY_FILE"),
         "dev says which settings it ignores: {stderr}"
