@@ -1,10 +1,13 @@
-//! `altinn-sync publish`: put one JSON message on an exchange, with a publisher confirm.
+//! `altinn-sync publish`: put one JSON message on an exchange, with a publisher confirm and the
+//! W3C `traceparent` of its span, so the worker's handling joins the trace (`sync` and
+//! `reconcile` publish through here too).
 
 use lapin::BasicProperties;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use tracing::Instrument;
 
-use crate::ingest;
+use crate::{ingest, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,7 +38,8 @@ pub fn json_properties(message_id: Option<&str>) -> BasicProperties {
 }
 
 /// Publishes `body` as a persistent JSON message and waits for the broker's confirm.
-/// The message id is the body's `event_id` or `command_id` when it has one.
+/// The message id is the body's `event_id` or `command_id` when it has one; the message
+/// carries the `traceparent` of its producer span.
 pub async fn publish(
     amqp_url: &str,
     exchange: &str,
@@ -47,6 +51,29 @@ pub async fn publish(
         .iter()
         .find_map(|k| json.get(k).and_then(|v| v.as_str()))
         .map(str::to_owned);
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {routing_key}"),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = exchange,
+        messaging.rabbitmq.destination.routing_key = routing_key,
+        messaging.message.id = message_id.as_deref(),
+    );
+    let properties =
+        json_properties(message_id.as_deref()).with_headers(telemetry::amqp_headers(&span));
+    send(amqp_url, exchange, routing_key, body, properties)
+        .instrument(span)
+        .await
+}
+
+async fn send(
+    amqp_url: &str,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), Error> {
     let conn = ingest::connect(amqp_url).await?;
     let channel = conn.create_channel().await?;
     channel
@@ -61,7 +88,7 @@ pub async fn publish(
                 ..Default::default()
             },
             body,
-            json_properties(message_id.as_deref()),
+            properties,
         )
         .await?
         .await?;

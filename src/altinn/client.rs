@@ -4,12 +4,13 @@
 //! Every call refreshes the token once on 401 and retries; other failures come back
 //! classified (see [`super::error`]) and retrying them is the caller's policy.
 
-use reqwest::{Method, RequestBuilder};
+use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::config::ValidatedAltinnConfig;
 use super::error::{Error, Result, classify};
+use super::http::{self, Endpoint};
 use super::maskinporten::{SigningKey, TokenSource};
 use super::wire::{
     AgentAccess, Assignment, AuthorizedParty, ClientAccess, Delegation, DelegationBatch, Paginated,
@@ -68,9 +69,12 @@ impl AltinnClient {
     /// The firm's party UUID, from the parties its system user may act for.
     pub async fn firm_party(&self, org_number: &str) -> Result<Firm> {
         let parties: Vec<AuthorizedParty> = self
-            .list(org_number, "authorizedparties", |c| {
-                c.request(Method::GET, AUTHORIZED_PARTIES_PATH)
-            })
+            .list(
+                org_number,
+                "authorizedparties",
+                http::AUTHORIZED_PARTIES,
+                |c, e| c.request(e),
+            )
             .await?;
         let party = parties
             .iter()
@@ -86,18 +90,16 @@ impl AltinnClient {
 
     /// The firm's clients and the packages each role lets it delegate.
     pub async fn clients(&self, firm: &Firm) -> Result<Vec<ClientAccess>> {
-        self.list(&firm.org_number, "clients", |c| {
-            c.request(Method::GET, CLIENTS_PATH)
-                .query(&[("party", firm.party)])
+        self.list(&firm.org_number, "clients", http::CLIENTS, |c, e| {
+            c.request(e).query(&[("party", firm.party)])
         })
         .await
     }
 
     /// The firm's agents (employees who may receive client packages).
     pub async fn agents(&self, firm: &Firm) -> Result<Vec<AgentAccess>> {
-        self.list(&firm.org_number, "agents", |c| {
-            c.request(Method::GET, AGENTS_PATH)
-                .query(&[("party", firm.party)])
+        self.list(&firm.org_number, "agents", http::AGENTS, |c, e| {
+            c.request(e).query(&[("party", firm.party)])
         })
         .await
     }
@@ -107,10 +109,8 @@ impl AltinnClient {
     /// Call it only for persons not already among [`Self::agents`]: each failed lookup counts
     /// towards Altinn's hour-long lock-out.
     pub async fn add_agent(&self, firm: &Firm, person: &PersonInput) -> Result<Assignment> {
-        self.call(&firm.org_number, "add agent", |c| {
-            c.request(Method::POST, AGENTS_PATH)
-                .query(&[("party", firm.party)])
-                .json(person)
+        self.call(&firm.org_number, "add agent", http::AGENTS_POST, |c, e| {
+            c.request(e).query(&[("party", firm.party)]).json(person)
         })
         .await
     }
@@ -119,23 +119,30 @@ impl AltinnClient {
     /// always sent, as Altinn's code and documentation disagree on its default; with `false`
     /// Altinn refuses while the person still holds any package from the firm.
     pub async fn remove_agent(&self, firm: &Firm, agent: Uuid, cascade: bool) -> Result<()> {
-        self.send(&firm.org_number, "remove agent", |c| {
-            c.request(Method::DELETE, AGENTS_PATH).query(&[
-                ("party", firm.party.to_string()),
-                ("to", agent.to_string()),
-                ("cascade", cascade.to_string()),
-            ])
-        })
+        self.send(
+            &firm.org_number,
+            "remove agent",
+            http::AGENTS_DELETE,
+            |c, e| {
+                c.request(e).query(&[
+                    ("party", firm.party.to_string()),
+                    ("to", agent.to_string()),
+                    ("cascade", cascade.to_string()),
+                ])
+            },
+        )
         .await
         .map(drop)
     }
 
     /// The clients and packages the agent holds from the firm.
     pub async fn agent_packages(&self, firm: &Firm, agent: Uuid) -> Result<Vec<ClientAccess>> {
-        self.list(&firm.org_number, "agent packages", |c| {
-            c.request(Method::GET, AGENT_PACKAGES_PATH)
-                .query(&[("party", firm.party), ("to", agent)])
-        })
+        self.list(
+            &firm.org_number,
+            "agent packages",
+            http::DELEGATIONS,
+            |c, e| c.request(e).query(&[("party", firm.party), ("to", agent)]),
+        )
         .await
     }
 
@@ -147,8 +154,15 @@ impl AltinnClient {
         agent: Uuid,
         batch: &DelegationBatch,
     ) -> Result<Vec<Delegation>> {
-        self.packages(Method::POST, "delegate", firm, client, agent, batch)
-            .await
+        self.packages(
+            http::DELEGATIONS_POST,
+            "delegate",
+            firm,
+            client,
+            agent,
+            batch,
+        )
+        .await
     }
 
     /// Revokes packages; already absent ones come back with `changed = false`.
@@ -159,30 +173,39 @@ impl AltinnClient {
         agent: Uuid,
         batch: &DelegationBatch,
     ) -> Result<Vec<Delegation>> {
-        self.packages(Method::DELETE, "revoke", firm, client, agent, batch)
-            .await
+        self.packages(
+            http::DELEGATIONS_DELETE,
+            "revoke",
+            firm,
+            client,
+            agent,
+            batch,
+        )
+        .await
     }
 
     async fn packages(
         &self,
-        method: Method,
+        endpoint: Endpoint,
         operation: &'static str,
         firm: &Firm,
         client: Uuid,
         agent: Uuid,
         batch: &DelegationBatch,
     ) -> Result<Vec<Delegation>> {
-        self.call(&firm.org_number, operation, |c| {
-            c.request(method.clone(), AGENT_PACKAGES_PATH)
+        self.call(&firm.org_number, operation, endpoint, |c, e| {
+            c.request(e)
                 .query(&[("party", firm.party), ("from", client), ("to", agent)])
                 .json(batch)
         })
         .await
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base_url))
+    fn request(&self, endpoint: Endpoint) -> RequestBuilder {
+        self.http.request(
+            endpoint.http_method(),
+            format!("{}{}", self.base_url, endpoint.route),
+        )
     }
 
     /// Every page of a list, following `links.next`. A page that fails fails the whole list:
@@ -191,13 +214,14 @@ impl AltinnClient {
         &self,
         org_number: &str,
         operation: &'static str,
+        endpoint: Endpoint,
         first: F,
     ) -> Result<Vec<T>>
     where
         T: DeserializeOwned,
-        F: Fn(&Self) -> RequestBuilder,
+        F: Fn(&Self, Endpoint) -> RequestBuilder,
     {
-        let mut page: Paginated<T> = self.call(org_number, operation, first).await?;
+        let mut page: Paginated<T> = self.call(org_number, operation, endpoint, first).await?;
         let mut all = std::mem::take(&mut page.data);
         let mut pages = 1;
         while let Some(next) = page.links.next.take().filter(|n| !n.is_empty()) {
@@ -215,7 +239,9 @@ impl AltinnClient {
                 format!("{}{next}", self.base_url)
             };
             page = self
-                .call(org_number, operation, |c| c.http.get(url.as_str()))
+                .call(org_number, operation, endpoint, |c, _| {
+                    c.http.get(url.as_str())
+                })
                 .await?;
             all.append(&mut page.data);
         }
@@ -223,31 +249,38 @@ impl AltinnClient {
     }
 
     /// [`Self::send`], then reads the answer as JSON.
-    async fn call<T, F>(&self, org_number: &str, operation: &'static str, build: F) -> Result<T>
+    async fn call<T, F>(
+        &self,
+        org_number: &str,
+        operation: &'static str,
+        endpoint: Endpoint,
+        build: F,
+    ) -> Result<T>
     where
         T: DeserializeOwned,
-        F: Fn(&Self) -> RequestBuilder,
+        F: Fn(&Self, Endpoint) -> RequestBuilder,
     {
-        let body = self.send(org_number, operation, build).await?;
+        let body = self.send(org_number, operation, endpoint, build).await?;
         serde_json::from_slice(&body).map_err(|source| Error::Decode { operation, source })
     }
 
     /// Sends with the firm's token; on 401 refreshes the token once and sends again.
-    async fn send<F>(&self, org_number: &str, operation: &'static str, build: F) -> Result<Vec<u8>>
+    async fn send<F>(
+        &self,
+        org_number: &str,
+        operation: &'static str,
+        endpoint: Endpoint,
+        build: F,
+    ) -> Result<Vec<u8>>
     where
-        F: Fn(&Self) -> RequestBuilder,
+        F: Fn(&Self, Endpoint) -> RequestBuilder,
     {
         let mut refreshed = false;
         loop {
             let token = self.tokens.token(org_number).await?;
-            let response = build(self)
-                .bearer_auth(token.expose())
-                .send()
-                .await
-                .map_err(Error::transport)?;
-            let (status, headers) = (response.status(), response.headers().clone());
-            let body = response.bytes().await.map_err(Error::transport)?;
-            match classify(status, &headers, &body) {
+            let request = build(self, endpoint).bearer_auth(token.expose());
+            let answer = http::send(endpoint, Some(org_number), request).await?;
+            match classify(answer.status, &answer.headers, &answer.body) {
                 Err(Error::Token) if !refreshed => {
                     tracing::info!(
                         firm = org_number,
@@ -258,7 +291,7 @@ impl AltinnClient {
                     refreshed = true;
                 }
                 Err(err) => return Err(err),
-                Ok(()) => return Ok(body.to_vec()),
+                Ok(()) => return Ok(answer.body),
             }
         }
     }

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 
 use super::config::ValidatedAltinnConfig;
 use super::error::{Error, Result, classify, classify_maskinporten};
+use super::http;
 use super::wire::MaskinportenToken;
 
 /// Maskinporten accepts grants whose `exp` is at most 120 s after `iat`; stay well inside.
@@ -228,18 +229,11 @@ impl TokenSource {
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", grant.expose().as_str()),
         ];
-        let response = self
-            .http
-            .post(url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(Error::transport)?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let body = response.bytes().await.map_err(Error::transport)?;
-        classify_maskinporten(status, &headers, &body)?;
+        let request = self.http.post(url).form(&form);
+        let answer = http::send(http::MASKINPORTEN_TOKEN, None, request).await?;
+        classify_maskinporten(answer.status, &answer.headers, &answer.body)?;
         let token: MaskinportenToken =
-            serde_json::from_slice(&body).map_err(|source| Error::Decode {
+            serde_json::from_slice(&answer.body).map_err(|source| Error::Decode {
                 operation: "maskinporten token",
                 source,
             })?;
@@ -249,16 +243,9 @@ impl TokenSource {
     /// Exchanges a Maskinporten token for an Altinn token.
     pub async fn exchange(&self, mp: &Secret<String>) -> Result<Secret<String>> {
         let url = format!("{}{EXCHANGE_PATH}", self.config.altinn_base_url);
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(mp.expose())
-            .send()
-            .await
-            .map_err(Error::transport)?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        let body = response.bytes().await.map_err(Error::transport)?;
-        match classify(status, &headers, &body) {
+        let request = self.http.get(url).bearer_auth(mp.expose());
+        let answer = http::send(http::TOKEN_EXCHANGE, None, request).await?;
+        match classify(answer.status, &answer.headers, &answer.body) {
             // A 401 here means Maskinporten's token was refused, not ours: no refresh helps.
             Err(Error::Token) => {
                 return Err(Error::FirmLevel {
@@ -267,7 +254,7 @@ impl TokenSource {
             }
             other => other?,
         }
-        let text = String::from_utf8_lossy(&body);
+        let text = String::from_utf8_lossy(&answer.body);
         // Some clients get the token JSON-quoted.
         Ok(Secret(text.trim().trim_matches('"').to_owned()))
     }

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use crate::contract::{self, Command, ContractError, Event, Rules};
 use crate::state::{self, ApplyOptions, DeadLetterRow};
+use crate::telemetry;
 
 /// Which queue a batch came from, and so how its messages are decoded and applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +205,8 @@ async fn commit_range(
     let mut events = Vec::new();
     let mut event_index = Vec::new();
     let mut commands = Vec::new();
+    // The `traceparent` each command arrived with, so its handling continues the sender's trace.
+    let mut traceparents = Vec::new();
     for &i in &pending {
         match (&items[i].decoded, &refused) {
             (_, Some(p)) => poisons.push((i, p.clone())),
@@ -212,7 +215,12 @@ async fn commit_range(
                 events.push(e);
                 event_index.push(i);
             }
-            (Ok(Message::Command(c)), None) => commands.push(c),
+            (Ok(Message::Command(c)), None) => {
+                commands.push(c);
+                traceparents.push(telemetry::amqp_traceparent(
+                    items[i].delivery.properties.headers().as_ref(),
+                ));
+            }
         }
     }
 
@@ -241,7 +249,7 @@ async fn commit_range(
             },
         ));
     }
-    let new_commands = state::record_commands(&mut tx, &commands).await?;
+    let new_commands = state::record_traced_commands(&mut tx, &commands, &traceparents).await?;
     for (i, p) in &poisons {
         let item = &items[*i];
         let row = DeadLetterRow {

@@ -81,12 +81,16 @@ impl QueueWorker<'_> {
                 () = shutdown.cancelled() => return Ok(()),
                 batch = self.next_batch(consumer.as_mut(), &mut backlog) => batch?,
             };
+            // A root span linked to each message's trace: a batch serves many traces.
             let span = tracing::info_span!(
+                parent: None,
                 "ingest.batch",
+                otel.kind = "consumer",
                 queue = %self.queue,
                 batch.size = deliveries.len(),
                 batch.applied = tracing::field::Empty,
                 batch.dead_lettered = tracing::field::Empty,
+                outcome = tracing::field::Empty,
             );
             for d in &deliveries {
                 telemetry::link_traceparent(&span, d.properties.headers().as_ref());
@@ -231,6 +235,7 @@ impl QueueWorker<'_> {
         let span = tracing::Span::current();
         span.record("batch.applied", tally.applied);
         span.record("batch.dead_lettered", tally.dead_lettered);
+        span.record("outcome", "acked");
         self.metrics.record(self.stream, items.len() as u64, tally);
         Ok(Handled::Acked)
     }

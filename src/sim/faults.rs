@@ -57,6 +57,9 @@ pub struct JournalEntry {
     pub at: chrono::DateTime<chrono::Utc>,
     /// The injected fault: `"503"`, `"429"`, `"drop"`, or `"hang"` (carried out, answered late).
     pub fault: Option<String>,
+    /// The W3C `traceparent` header the request came with, for the tracing tests.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// Put into each request by [`inject`] for [`record`].
@@ -123,6 +126,11 @@ async fn wait_at_gate(sim: &Simulator) {
         .send_modify(|n| *n = n.saturating_sub(1));
 }
 
+fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    Some(value.to_owned())
+}
+
 fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
     uri.query()
         .map(|q| {
@@ -155,6 +163,7 @@ fn journal_fault(
         received_at,
         at: chrono::Utc::now(),
         fault: Some(fault.to_owned()),
+        traceparent: traceparent(request.headers()),
     };
     journal
         .lock()
@@ -173,6 +182,7 @@ pub async fn record(State(sim): State<Simulator>, request: Request, next: Next) 
     let query = query_pairs(&parts.uri);
     let arrival = parts.extensions.get::<Arrival>().copied();
     let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
+    let traceparent = traceparent(&parts.headers);
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -188,6 +198,7 @@ pub async fn record(State(sim): State<Simulator>, request: Request, next: Next) 
         received_at: arrival.map_or_else(chrono::Utc::now, |a| a.at),
         at: chrono::Utc::now(),
         fault: arrival.filter(|a| a.hang).map(|_| "hang".to_owned()),
+        traceparent,
     };
     journal
         .lock()

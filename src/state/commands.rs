@@ -8,6 +8,16 @@ use crate::contract::{Command, CommandKind};
 /// Records `commands`; a command id seen before is kept as first recorded.
 /// Returns how many were new.
 pub async fn record_commands(conn: &mut PgConnection, commands: &[&Command]) -> Result<u64> {
+    record_traced_commands(conn, commands, &[]).await
+}
+
+/// [`record_commands`], each with the W3C `traceparent` it arrived with (by position; none
+/// past the end), so that handling it continues the sender's trace.
+pub async fn record_traced_commands(
+    conn: &mut PgConnection,
+    commands: &[&Command],
+    traceparents: &[Option<String>],
+) -> Result<u64> {
     if commands.is_empty() {
         return Ok(0);
     }
@@ -26,11 +36,15 @@ pub async fn record_commands(conn: &mut PgConnection, commands: &[&Command]) -> 
             CommandKind::NightlyReconcile { .. } => None,
         })
         .collect();
+    let traceparents: Vec<Option<&str>> = (0..commands.len())
+        .map(|i| traceparents.get(i).and_then(|t| t.as_deref()))
+        .collect();
     let inserted = sqlx::query(
         r#"INSERT INTO commands
-               (command_id, command_type, firm, requested_at, requested_by, after_sequence)
+               (command_id, command_type, firm, requested_at, requested_by, after_sequence,
+                traceparent)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
-                                $5::text[], $6::bigint[])
+                                $5::text[], $6::bigint[], $7::text[])
            ON CONFLICT (command_id) DO NOTHING"#,
     )
     .bind(ids)
@@ -39,6 +53,7 @@ pub async fn record_commands(conn: &mut PgConnection, commands: &[&Command]) -> 
     .bind(at)
     .bind(by)
     .bind(after)
+    .bind(traceparents)
     .execute(&mut *conn)
     .await?
     .rows_affected();

@@ -113,7 +113,8 @@ impl Dispatcher {
                    -- committed after this statement's snapshot is not taken twice.
                    AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())
                    FOR UPDATE SKIP LOCKED)
-               RETURNING id, firm, employee_id, client_org_number, package, action, attempts"#,
+               RETURNING id, firm, employee_id, client_org_number, package, action, attempts,
+                         cause, traceparent"#,
         )
         .bind(limit)
         .bind(self.settings.flush_lease_secs as f64)

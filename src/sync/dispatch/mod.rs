@@ -29,6 +29,7 @@ use futures_util::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use claim::InFlight;
@@ -40,6 +41,7 @@ use super::{FlushSettings, Result};
 use crate::altinn::wire::PersonInput;
 use crate::altinn::{self, AltinnClient};
 use crate::retry::RetryPolicy;
+use crate::telemetry;
 
 /// Altinn's prefix for access-package URNs.
 pub(super) const PACKAGE_URN: &str = "urn:altinn:accesspackage:";
@@ -68,6 +70,9 @@ struct Row {
     package: String,
     action: String,
     attempts: i32,
+    /// The command that planned the change, and its trace, which the delivery joins.
+    cause: Uuid,
+    traceparent: Option<String>,
 }
 
 /// What becomes of one delivered row.
@@ -263,6 +268,26 @@ impl Dispatcher {
         if rows.is_empty() {
             return Ok(Step::Idle);
         }
+        let step = tracing::info_span!(
+            "flush.step",
+            rows = rows.len(),
+            outcome = tracing::field::Empty
+        );
+        for row in &rows {
+            telemetry::link(&step, row.traceparent.as_deref());
+        }
+        self.deliver_claimed(rows, &lease, claimed_at)
+            .instrument(step)
+            .await
+    }
+
+    /// Delivers a step's claimed rows and records the outcomes.
+    async fn deliver_claimed(
+        &self,
+        rows: Vec<Row>,
+        lease: &str,
+        claimed_at: Instant,
+    ) -> Result<Step> {
         let n = rows.len();
         let _in_flight = InFlight::new(&self.in_flight, &rows);
         let people = self.people(&rows).await?;
@@ -279,7 +304,7 @@ impl Dispatcher {
         let delivered: Vec<Vec<(Row, Verdict)>> = futures_util::stream::iter(groups)
             .map(|((firm, client, employee, action), rows)| {
                 let people = &people;
-                let lease = &lease;
+                let span = delivery_span(&firm, &action, &rows);
                 async move {
                     let key = GroupKey {
                         firm: &firm,
@@ -294,10 +319,14 @@ impl Dispatcher {
                     let _call = self.calls.acquire().await.map_err(|_| closed())?;
                     // Rows whose lease ran out while they waited are another holder's now.
                     if !self.hold_lease(lease, claimed_at, &rows).await? {
+                        tracing::Span::current().record("outcome", "lease lost");
                         return Ok(Vec::new());
                     }
-                    Ok::<_, crate::state::Error>(self.deliver_group(key, rows, agent, people).await)
+                    let verdicts = self.deliver_group(key, rows, agent, people).await;
+                    record_outcome(&tracing::Span::current(), &verdicts);
+                    Ok::<_, crate::state::Error>(verdicts)
                 }
+                .instrument(span)
             })
             // Every group waits on the shared limits, so none is held back by this width.
             .buffer_unordered(n)
@@ -307,7 +336,8 @@ impl Dispatcher {
             .collect::<Result<_>>()?;
         let verdicts: Vec<(Row, Verdict)> = delivered.into_iter().flatten().collect();
         self.note_setup(&verdicts);
-        self.record(&lease, &verdicts).await?;
+        record_outcome(&tracing::Span::current(), &verdicts);
+        self.record(lease, &verdicts).await?;
         Ok(Step::Processed(n))
     }
 
@@ -359,6 +389,54 @@ pub(super) struct ReconcileHold<'a>(&'a AtomicUsize);
 impl Drop for ReconcileHold<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The span of one group's delivery: a child of the trace of the command that planned its
+/// first row (read from the row, so a delivery later or on another replica joins it), linked to
+/// the step and to the other rows' traces. Firm, outbox ids and outcome; never the person.
+fn delivery_span(firm: &str, action: &str, rows: &[Row]) -> tracing::Span {
+    let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+    let span = tracing::info_span!(
+        "deliver",
+        otel.name = %format_args!("deliver {action}"),
+        firm,
+        action,
+        outbox.id = %ids.join(","),
+        command.id = %rows.first().map(|r| r.cause).unwrap_or_default(),
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let mut traces = rows.iter().filter_map(|r| r.traceparent.as_deref());
+    if let Some(first) = traces.next() {
+        telemetry::link(
+            &span,
+            telemetry::traceparent(&tracing::Span::current()).as_deref(),
+        );
+        telemetry::continue_trace(&span, Some(first));
+        for other in traces.filter(|t| *t != first) {
+            telemetry::link(&span, Some(other));
+        }
+    }
+    span
+}
+
+/// Records on `span` what became of the rows: `delivered`, `parked`, `retry`, or several of
+/// them joined with commas.
+fn record_outcome(span: &tracing::Span, verdicts: &[(Row, Verdict)]) {
+    let mut outcomes: Vec<&str> = verdicts
+        .iter()
+        .map(|(_, v)| match v {
+            Verdict::Delivered(_) => "delivered",
+            Verdict::Parked { .. } => "parked",
+            Verdict::Retry { .. } => "retry",
+        })
+        .collect();
+    outcomes.sort_unstable();
+    outcomes.dedup();
+    span.record("outcome", outcomes.join(","));
+    if outcomes.iter().any(|o| *o != "delivered") {
+        span.record("otel.status_code", "ERROR");
     }
 }
 
