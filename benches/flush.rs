@@ -318,6 +318,8 @@ async fn insert_employee(
 fn worker(database_url: &str, id: &str, port: u16, concurrency: usize, per_firm: usize) -> Child {
     Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
         .arg("run")
+        // A free port: several workers run side by side.
+        .env("ADMIN_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", database_url)
         .env("TOPOLOGY_PREFIX", format!("bench-{id}"))
         .env("EVENTS_EXCHANGE", format!("bench-{id}.adminflow.events"))

@@ -246,6 +246,8 @@ impl Bench {
     fn spawn_worker(&self) -> Child {
         Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
             .arg("run")
+            // A free port: several workers run side by side.
+            .env("ADMIN_LISTEN", "127.0.0.1:0")
             .env("DATABASE_URL", &self.database_url)
             .env("AMQP_URL", &self.amqp_url)
             .env("TOPOLOGY_PREFIX", format!("bench-{}", self.id))

@@ -226,11 +226,11 @@ fn output<T: serde::Serialize + std::fmt::Display>(json: bool, value: &T) -> any
     Ok(())
 }
 
+/// The operations, with the running workers' mode (the CLI's own settings when none runs).
 async fn operations(args: &altinn_sync::cli::OpsArgs) -> anyhow::Result<ops::Ops> {
-    Ok(ops::Ops::new(
-        connect_migrated(&args.db).await?,
-        args.mode(),
-    ))
+    let pool = connect_migrated(&args.db).await?;
+    let mode = args.mode().observed(&pool).await?;
+    Ok(ops::Ops::new(pool, mode))
 }
 
 async fn connect_migrated(db: &state::DbSettings) -> anyhow::Result<sqlx::PgPool> {

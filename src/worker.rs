@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminSettings, Health};
 use crate::altinn::{self, AltinnClient, AltinnSettings};
 use crate::ingest::{self, BrokerSettings, IngestSettings, Metrics};
+use crate::ops;
 use crate::policy::{DEFAULT_ROLE_MAPPING, RoleMapping};
 use crate::retry::RetryPolicy;
 use crate::state::{self, DbSettings};
@@ -113,12 +114,22 @@ pub async fn run_bound(
             served
         }
     });
+    // What this worker does, for the CLI run elsewhere without its settings.
+    let mode = ops::Mode {
+        flush_on: settings.altinn.is_configured(),
+        flush: settings.flush.clone(),
+    };
+    let worker = format!(
+        "pid-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
     let gauges = tokio::spawn({
         let (health, stop) = (health.clone(), stop_serving.clone());
-        let revokes_enabled = settings.flush.revokes_enabled;
-        async move { admin::metrics::refresh_loop(&health, revokes_enabled, &stop).await }
+        let (mode, worker) = (mode.clone(), worker.clone());
+        async move { admin::metrics::refresh_loop(&health, &mode, &worker, &stop).await }
     });
-    let result = work(settings, health, shutdown).await;
+    let result = work(settings, health, (&mode, &worker), shutdown).await;
     stop_serving.cancel();
     let _ = gauges.await;
     let served = match serving.await {
@@ -131,6 +142,7 @@ pub async fn run_bound(
 async fn work(
     settings: &WorkerSettings,
     health: Arc<Health>,
+    (mode, worker): (&ops::Mode, &str),
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let Some(pool) = connect_with_retry(&settings.db, &shutdown).await? else {
@@ -138,6 +150,9 @@ async fn work(
     };
     health.set_pool(pool.clone());
     state::migrate(&pool).await?;
+    if let Err(e) = mode.record(&pool, worker).await {
+        tracing::warn!(error = %e, "could not record the worker's mode for the CLI");
+    }
     state::align_role_mapping(&pool, &settings.housekeeping.role_mapping, false).await?;
     // Checked before consuming anything, so half-set or unreadable settings stop the start.
     let dispatcher = match settings.altinn.validate()? {
@@ -209,6 +224,7 @@ async fn work(
         }
     }
     report(metrics, "worker stopped");
+    let _ = ops::Mode::forget(&pool, worker).await;
     pool.close().await;
     result
 }

@@ -147,7 +147,11 @@ fn register() {
         gauge!(OUTBOX_ROWS, "status" => status).set(0.0);
     }
     gauge!(OUTBOX_OLDEST_PENDING).set(0.0);
-    // ALTINN-ENDPOINTS: registered per endpoint once the client lists them.
+    for endpoint in crate::altinn::ENDPOINTS {
+        let _ = histogram!(ALTINN_REQUEST_DURATION, "endpoint" => *endpoint);
+        // The status label is Altinn's answer, so only the happy one is known in advance.
+        counter!(ALTINN_REQUESTS, "endpoint" => *endpoint, "status" => "200").increment(0);
+    }
     for action in ACTIONS {
         for outcome in DELIVERY_OUTCOMES {
             counter!(DELIVERIES, "action" => action, "outcome" => outcome).increment(0);
@@ -216,23 +220,28 @@ pub fn set_setup_error(held: bool) {
 }
 
 /// Refreshes the PostgreSQL gauges (and readiness) every [`REFRESH`] until `shutdown`.
+/// Also records the worker's mode for the CLI (see [`crate::ops::Mode::record`]).
 pub async fn refresh_loop(
     health: &super::Health,
-    revokes_enabled: bool,
+    mode: &crate::ops::Mode,
+    worker: &str,
     shutdown: &CancellationToken,
 ) {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
         health.readiness().await;
-        if let Some(pool) = health.pool()
-            && let Err(e) = refresh(pool, revokes_enabled).await
-        {
-            tracing::debug!(error = %e, "metrics: PostgreSQL gauges not refreshed");
+        if let Some(pool) = health.pool() {
+            if let Err(e) = refresh(pool, mode.flush.revokes_enabled).await {
+                tracing::debug!(error = %e, "metrics: PostgreSQL gauges not refreshed");
+            }
+            if let Err(e) = mode.record(pool, worker).await {
+                tracing::debug!(error = %e, "the worker's mode was not recorded");
+            }
         }
         install().run_upkeep();
     }

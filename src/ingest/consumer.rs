@@ -236,7 +236,8 @@ impl QueueWorker<'_> {
         span.record("batch.applied", tally.applied);
         span.record("batch.dead_lettered", tally.dead_lettered);
         span.record("outcome", "acked");
-        self.metrics.record(self.stream, items.len() as u64, tally);
+        self.metrics
+            .record(self.stream, items.len() as u64, tally, committed - started);
         Ok(Handled::Acked)
     }
 
@@ -297,9 +298,17 @@ impl QueueWorker<'_> {
 }
 
 impl Metrics {
-    fn record(&self, stream: Stream, deliveries: u64, tally: batch::Tally) {
+    fn record(&self, stream: Stream, deliveries: u64, tally: batch::Tally, took: Duration) {
         let counters = match stream {
-            Stream::Events => &self.events,
+            Stream::Events => {
+                crate::admin::metrics::batch(
+                    tally.applied,
+                    tally.duplicates,
+                    tally.dead_lettered,
+                    took,
+                );
+                &self.events
+            }
             Stream::Commands => &self.commands,
         };
         counters.acked.fetch_add(deliveries, Ordering::Relaxed);

@@ -5,7 +5,7 @@ mod consumer;
 mod dead_letter;
 mod topology;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
@@ -150,6 +150,8 @@ impl Error {
 pub struct Metrics {
     pub events: Counters,
     pub commands: Counters,
+    /// Both consumers are attached to a live connection (readiness).
+    pub consumers_attached: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -266,7 +268,9 @@ async fn connect_and_consume(
     let commands = worker(Stream::Commands, topology.commands_queue.clone()).await?;
     // If one loop fails, the other is dropped; closing the connection then requeues whatever
     // either had in hand. Transactions in flight roll back when dropped.
+    metrics.consumers_attached.store(true, Ordering::SeqCst);
     let result = tokio::try_join!(events.run(shutdown.clone()), commands.run(shutdown.clone()));
+    metrics.consumers_attached.store(false, Ordering::SeqCst);
     let _ = conn.close(200, "worker stopping".into()).await;
     result.map(|_| ())
 }

@@ -345,8 +345,9 @@ pub async fn explain(
                             AND d.package = k.package) AS wanted,
                   a.applied_at, o.action AS open_action, o.status AS open_status,
                   o.created_at AS open_since, p.action AS parked_action,
-                  p.finished_at AS parked_at, p.explanation AS parked_reason,
-                  substring(p.explanation FROM '(AM[.A-Z]*-[0-9]+|MP-[0-9]+)') AS parked_code
+                  p.finished_at AS parked_at,
+                  regexp_replace(p.explanation, '^[A-Z][A-Z.]*-[0-9]+: ', '') AS parked_reason,
+                  substring(p.explanation FROM '^([A-Z][A-Z.]*-[0-9]+): ') AS parked_code
            FROM k
            LEFT JOIN applied_grants a
              ON a.firm = $1 AND a.employee_id = $2 AND a.client_org_number = k.client_org_number

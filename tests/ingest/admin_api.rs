@@ -609,3 +609,123 @@ async fn with_postgres_and_the_broker_down_the_api_answers_503_and_readyz_names_
     served.await.unwrap().unwrap();
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn explain_names_a_refusal_with_altinns_code_and_a_retry_records_who() {
+    let altinn = altinn().await;
+    let (app, http) = admin_app(&altinn).await;
+    crate::flush::kari_on_both_clients_synced(&app).await;
+    let (_, e) = http
+        .get(&format!("/v1/firms/{FIRM}/employees/{KARI}/explain"))
+        .await;
+    let stranger = e["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_org_number"] == crate::flush::STRANGER)
+        .unwrap()["packages"][0]
+        .clone();
+    assert_eq!(stranger["state"], "refused", "{e}");
+    // The worker refused it itself (the client is not the firm's in Altinn): no Altinn code.
+    assert!(stranger["code"].is_null(), "{stranger}");
+    assert!(
+        stranger["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Register of Legal Entities"),
+        "{stranger}"
+    );
+    let verdict = e["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with(&format!(
+            "Altinn refused regnskapsforer-med-signeringsrettighet for {}",
+            crate::flush::STRANGER
+        )),
+        "a refusal comes first in the verdict: {verdict}"
+    );
+    assert!(verdict.contains(&format!(
+        "; has regnskapsforer-med-signeringsrettighet for {CLIENT}"
+    )));
+
+    let (_, parked) = http.get(&format!("/v1/firms/{FIRM}/parked")).await;
+    let id = parked["parked_changes"][0]["id"].as_i64().unwrap();
+    let (status, _, count) = http
+        .call(
+            Method::POST,
+            &format!("/v1/firms/{FIRM}/parked/retry"),
+            Some(OPS_TOKEN),
+            Some(&format!(r#"{{"id": {id}}}"#)),
+        )
+        .await;
+    assert_eq!((status, count), (StatusCode::OK, json!({"count": 1})));
+    let actor: String =
+        sqlx::query_scalar("SELECT actor FROM audit WHERE outcome = 'requeued' AND outbox_id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        actor, "support",
+        "the retry is audited with the token's name"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn explain_gives_altinns_code_for_a_refusal_by_altinn() {
+    let altinn = altinn().await;
+    let (app, http) = admin_app(&altinn).await;
+    // Altinn compares the first four letters of the last name: it cannot match the person.
+    for file in ["01-kari-role-changed.json", "02-kari-client-assigned.json"] {
+        let mut event = crate::flush::demo(file);
+        event["data"]["employee"]["last_name"] = json!("Normann");
+        app.publish_event(&event).await;
+    }
+    sync_now(&app, 1002).await;
+    flushed(&app, 1).await;
+    let (_, e) = http
+        .get(&format!("/v1/firms/{FIRM}/employees/{KARI}/explain"))
+        .await;
+    let p = &e["clients"][0]["packages"][0];
+    assert_eq!(p["state"], "refused", "{e}");
+    assert_eq!(p["code"], "AM.VLD-00034", "{p}");
+    assert!(
+        p["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the national identity number and last name do not match"),
+        "{p}"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn explain_says_when_the_worker_sends_nothing_to_altinn() {
+    let mut app = TestApp::without_worker().await;
+    app.settings.admin.admin_tokens_file = Some(tokens_file());
+    app.start_worker().await;
+    let http = Http::new(app.admin.unwrap());
+    publish_demo(&app, "01-kari-role-changed.json").await;
+    publish_demo(&app, "02-kari-client-assigned.json").await;
+    app.barrier().await;
+    let (_, e) = http
+        .get(&format!("/v1/firms/{FIRM}/employees/{KARI}/explain"))
+        .await;
+    let p = &e["clients"][0]["packages"][0];
+    assert_eq!(p["state"], "flush_off", "{e}");
+    assert!(
+        e["verdict"].as_str().unwrap().contains("is not sent"),
+        "{e}"
+    );
+    let (_, unknown) = http
+        .get(&format!(
+            "/v1/firms/{FIRM}/employees/{}/explain",
+            Uuid::new_v4()
+        ))
+        .await;
+    assert_eq!(
+        unknown["verdict"],
+        "has no Altinn access: no role has been received from AdminFlow for this employee"
+    );
+    app.teardown().await;
+}

@@ -165,7 +165,7 @@ async fn explain_tells_support_why_access_is_there_or_missing() {
     );
     assert_eq!(
         ola["roles"]["roles"],
-        json!([["PayrollAccountant", "regnskapsforer-lonn"]])
+        json!([{"role": "PayrollAccountant", "package": "regnskapsforer-lonn"}])
     );
     assert!(!ola.to_string().contains("national_identity_number"));
 

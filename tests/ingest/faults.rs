@@ -13,6 +13,8 @@ fn worker_process(app: &TestApp) -> Child {
     let s = &app.settings;
     Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
         .arg("run")
+        // A free port: several workers run side by side.
+        .env("ADMIN_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", &s.db.database_url)
         .env("AMQP_URL", &s.broker.amqp_url)
         .env("TOPOLOGY_PREFIX", &s.ingest.topology_prefix)

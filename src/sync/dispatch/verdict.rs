@@ -112,8 +112,12 @@ impl Dispatcher {
             "Altinn change not delivered"
         );
         match e {
+            // Altinn's code leads, so support can look it up and `explain` can show it apart.
             altinn::Error::Permanent(r) => Verdict::Parked {
-                explanation: r.explanation.clone(),
+                explanation: match &r.code {
+                    Some(code) => format!("{code}: {}", r.explanation),
+                    None => r.explanation.clone(),
+                },
                 trace: r.trace_id.clone(),
             },
             e if e.class() == Class::Permanent => Verdict::Parked {
