@@ -456,6 +456,7 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:8090".parse().unwrap();
         let text = guide(
             addr,
+            addr,
             &chosen,
             &Known {
                 firms: 0,
@@ -471,6 +472,7 @@ mod tests {
         );
         chosen.db.database_url = "postgres://u:secret@db/x".into();
         let text = guide(
+            addr,
             addr,
             &chosen,
             &Known {
@@ -498,7 +500,7 @@ mod tests {
 
     #[test]
     fn the_demo_key_file_is_private_and_removed() {
-        let key = DemoKey::write().unwrap();
+        let key = DemoFile::write("pem", DEMO_KEY).unwrap();
         let path = key.path().to_owned();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), DEMO_KEY);
         #[cfg(unix)]

@@ -729,3 +729,98 @@ async fn explain_says_when_the_worker_sends_nothing_to_altinn() {
     );
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_staged_mass_revoke_shows_everywhere_and_is_approved_or_rejected_by_name() {
+    use crate::common::workload::Person;
+    use crate::guard::{Altinn, kari_granted, remove};
+    let kari = Person::new(1);
+    let altinn = Altinn::start(12, &[&kari], &[]).await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.settings.admin.admin_tokens_file = Some(tokens_file());
+    app.start_worker().await;
+    let http = Http::new(app.admin.unwrap());
+    let mut events = kari_granted(&app, &altinn, &kari, 12).await;
+    // 11 of 12 grants removed at once: at least REVOKE_GUARD_MIN and more than 20 %.
+    remove(&app, &altinn, &mut events, &kari, 0..11, 2).await;
+
+    let f = format!("/v1/firms/{FIRM}");
+    let (_, status) = http.get(&format!("{f}/status")).await;
+    assert_eq!(status["staged_revokes"], 11, "{status}");
+    assert_eq!(status["pending"], 0, "{status}");
+    let (_, staged) = http.get(&format!("{f}/staged")).await;
+    let ids: Vec<i64> = staged["staged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 11);
+    let (_, plan) = http.get(&format!("{f}/plan")).await;
+    assert_eq!(
+        plan["staged_revokes"].as_array().unwrap().len(),
+        11,
+        "{plan}"
+    );
+    assert_eq!(plan["revokes"], json!([]), "{plan}");
+    let (_, e) = http
+        .get(&format!("{f}/employees/{}/explain", kari.id))
+        .await;
+    let held: Vec<&Value> = e["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["packages"].as_array().unwrap())
+        .filter(|p| p["state"] == "removal_held")
+        .collect();
+    assert_eq!(held.len(), 11, "{e}");
+    assert!(
+        held[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("mass-revoke guard")
+    );
+
+    let approve = |ids: &[i64]| {
+        let body = json!({"ids": ids}).to_string();
+        let http = &http;
+        let path = format!("{f}/staged/approve");
+        async move {
+            http.call(Method::POST, &path, Some(OPS_TOKEN), Some(&body))
+                .await
+        }
+    };
+    let (status, _, count) = approve(&ids[..2]).await;
+    assert_eq!((status, count), (StatusCode::OK, json!({"count": 2})));
+    let (status, _, count) = http
+        .call(
+            Method::POST,
+            &format!("{f}/staged/reject"),
+            Some(OPS_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!((status, count), (StatusCode::OK, json!({"count": 9})));
+    crate::flush::flushed(&app, 2).await;
+    assert_eq!(
+        altinn
+            .holds(altinn.parties[0], crate::guard::MED)
+            .await
+            .len(),
+        10,
+        "the two approved revokes went out; the nine rejected did not"
+    );
+    let actors: Vec<(String, String)> = sqlx::query_as(
+        "SELECT outcome, actor FROM audit WHERE outcome IN ('approved', 'rejected') ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(actors.len(), 11);
+    assert!(
+        actors.iter().all(|(_, actor)| actor == "support"),
+        "{actors:?}"
+    );
+    app.teardown().await;
+}

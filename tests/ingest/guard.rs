@@ -145,7 +145,12 @@ pub(crate) async fn publish(app: &TestApp, events: Vec<Value>) -> i64 {
 }
 
 /// Kari with signing rights on clients `0..h`, synced: H = h.
-async fn kari_granted(app: &TestApp, altinn: &Altinn, kari: &Person, h: usize) -> FirmEvents {
+pub(crate) async fn kari_granted(
+    app: &TestApp,
+    altinn: &Altinn,
+    kari: &Person,
+    h: usize,
+) -> FirmEvents {
     let mut events = FirmEvents::new(FIRM);
     let mut batch = vec![events.role_changed(kari, &[SIGNING])];
     for (_, org) in &altinn.clients[..h] {
@@ -159,7 +164,7 @@ async fn kari_granted(app: &TestApp, altinn: &Altinn, kari: &Person, h: usize) -
 }
 
 /// Removes Kari from clients `range` and syncs, as the `commands`th command.
-async fn remove(
+pub(crate) async fn remove(
     app: &TestApp,
     altinn: &Altinn,
     events: &mut FirmEvents,

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::common::{TestApp, WAIT};
 
 /// One request the receiver got: its path and body.
-type Received = (String, Bytes);
+pub(crate) type Received = (String, Bytes);
 
 /// An OTLP/HTTP receiver on 127.0.0.1:0 that answers every POST with 200 and hands it over.
-async fn receiver() -> (String, mpsc::UnboundedReceiver<Received>, CancellationToken) {
+pub(crate) async fn receiver() -> (String, mpsc::UnboundedReceiver<Received>, CancellationToken) {
     async fn receive(
         State(tx): State<mpsc::UnboundedSender<Received>>,
         uri: Uri,

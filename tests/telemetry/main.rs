@@ -11,5 +11,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod dev_run;
 mod export;
 mod propagation;
