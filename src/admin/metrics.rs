@@ -168,11 +168,17 @@ fn register() {
     gauge!(DEAD_LETTERS).set(0.0);
 }
 
-pub fn routes() -> Router {
-    Router::new().route("/metrics", get(render))
+pub fn routes(health: std::sync::Arc<super::Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(health)
 }
 
-async fn render() -> impl IntoResponse {
+async fn render(
+    axum::extract::State(health): axum::extract::State<std::sync::Arc<super::Health>>,
+) -> impl IntoResponse {
+    // `altinn_sync_ready` as `/readyz` would answer now: one `SELECT 1` per scrape.
+    health.readiness().await;
     let handle = install();
     handle.run_upkeep();
     (
@@ -227,14 +233,19 @@ pub async fn refresh_loop(
     worker: &str,
     shutdown: &CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(REFRESH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Every second until the worker is first ready, so the gauges do not lag its start.
+    let mut ready_once = false;
     loop {
+        let wait = if ready_once {
+            REFRESH
+        } else {
+            Duration::from_secs(1)
+        };
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
         }
-        health.readiness().await;
+        ready_once |= health.readiness().await.ready;
         if let Some(pool) = health.pool() {
             if let Err(e) = refresh(pool, mode.flush.revokes_enabled).await {
                 tracing::debug!(error = %e, "metrics: PostgreSQL gauges not refreshed");

@@ -231,6 +231,10 @@ async fn a_dev_run_shows_one_sync_from_adminflow_to_altinn_and_its_metrics() {
         excerpt.contains(&"altinn_sync_deliveries_total{action=\"grant\",outcome=\"delivered\"} 1"),
         "{metrics}"
     );
+    assert!(
+        excerpt.contains(&"altinn_sync_ready 1"),
+        "ready as /readyz would say: {metrics}"
+    );
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(dev.id().unwrap().to_string())
