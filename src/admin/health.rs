@@ -136,3 +136,42 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
     };
     (status, Json(readiness)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::{Half, Health, routes};
+
+    async fn get(health: &Arc<Health>, path: &str) -> (StatusCode, serde_json::Value) {
+        let answer = routes(health.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = answer.status();
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn liveness_turns_503_once_a_half_has_stopped() {
+        let health = Arc::new(Health::default());
+        // Not connected yet, as while waiting out an outage: alive, not ready.
+        assert_eq!(get(&health, "/healthz").await.0, StatusCode::OK);
+        let (status, ready) = get(&health, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready["down"], serde_json::json!(["postgres", "broker"]));
+
+        health.stopped(Half::Flush);
+        let (status, live) = get(&health, "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(live["stopped"], serde_json::json!(["flush"]));
+    }
+}

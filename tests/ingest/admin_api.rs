@@ -377,7 +377,12 @@ async fn explain_says_where_each_package_is_in_plain_words() {
     let (_, e) = http.get(&explain).await;
     assert_eq!(package(&e)["state"], "removal_waiting_for_sync", "{e}");
 
+    altinn.sim.close_gate();
     sync_now(&app, 1005).await;
+    altinn.sim.held_at_gate(1).await;
+    let (_, e) = http.get(&explain).await;
+    assert_eq!(package(&e)["state"], "removal_on_its_way", "{e}");
+    altinn.sim.open_gate();
     flushed(&app, 2).await;
     let (_, e) = http.get(&explain).await;
     assert_eq!(
