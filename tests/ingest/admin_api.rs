@@ -612,6 +612,48 @@ async fn with_postgres_and_the_broker_down_the_api_answers_503_and_readyz_names_
     assert_eq!(status, StatusCode::OK, "waiting out an outage is alive");
     stop.cancel();
     served.await.unwrap().unwrap();
+
+    // PostgreSQL up, RabbitMQ down: a sync cannot be requested, and says so.
+    sqlx::query("INSERT INTO firms (org_number, high_water_sequence) VALUES ($1, 0)")
+        .bind(FIRM)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let health = std::sync::Arc::new(Health::default());
+    health.set_pool(app.pool.clone());
+    settings.broker.amqp_url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let tokens = admin::Tokens::load(settings.admin.admin_tokens_file.as_deref()).unwrap();
+    let api = admin::api::Api::new(health.clone(), tokens, &settings);
+    let server = admin::Server::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let http = Http::new(server.local_addr());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let served = tokio::spawn(server.serve(admin::router(health, Some(api)), stop.clone()));
+    let got = http
+        .call(
+            Method::POST,
+            &format!("/v1/firms/{FIRM}/sync"),
+            Some(OPS_TOKEN),
+            None,
+        )
+        .await;
+    assert_problem("RabbitMQ down", &got, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, status_now) = http
+        .call(
+            Method::GET,
+            &format!("/v1/firms/{FIRM}/status"),
+            Some(OPS_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "reads need only PostgreSQL: {status_now}"
+    );
+    stop.cancel();
+    served.await.unwrap().unwrap();
     app.teardown().await;
 }
 
