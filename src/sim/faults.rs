@@ -34,6 +34,9 @@ pub struct Faults {
     /// Lists come in pages of this many entries, each linking the next in `links.next` (Altinn
     /// sends one page today, but its wrapper has the link). 0: one page.
     pub page_size: usize,
+    /// Altinn acts as if the Maskinporten client had not been granted this scope: every
+    /// endpoint that needs it answers 403, for every firm (a setup error, not one firm's).
+    pub missing_scope: Option<String>,
 }
 
 /// Put into each request by [`super::serve`] so a fault can close the connection.

@@ -18,7 +18,7 @@
 //!   last name). Replaces all agents and delegations.
 //! - `GET /_sim/delegations`: the current delegations as [`DelegationRow`]s.
 //! - `PUT /_sim/faults`: set [`Faults`] (shares of 503, 429 with `Retry-After`, latency, hangs,
-//!   dropped connections); `{}` clears them.
+//!   dropped connections, a scope withheld so every firm gets 403); `{}` clears them.
 //! - `POST /_sim/tokens/revoke`: every token issued so far now gets 401.
 //!
 //! # Rules enforced

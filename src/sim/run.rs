@@ -42,6 +42,10 @@ pub struct SimArgs {
     /// Serve lists in pages of this many entries, linked by `links.next` (0: one page).
     #[arg(long, env = "ALTINN_SIM_PAGE_SIZE", default_value_t = 0)]
     pub page_size: usize,
+    /// Answer 403 on every endpoint that needs this scope, for every firm, as Altinn does when
+    /// the Maskinporten client was not granted it.
+    #[arg(long, env = "ALTINN_SIM_MISSING_SCOPE")]
+    pub missing_scope: Option<String>,
 }
 
 impl SimArgs {
@@ -55,6 +59,7 @@ impl SimArgs {
             hang_ms: self.hang_ms,
             drop_share: self.drop_share,
             page_size: self.page_size,
+            missing_scope: self.missing_scope.clone(),
         }
     }
 }

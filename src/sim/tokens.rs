@@ -243,7 +243,7 @@ pub async fn exchange(
 }
 
 /// Checks the Altinn bearer token: 401 if missing, invalid, expired or revoked; 403 if it lacks
-/// `scope`, names no known firm, or `party` is not that firm.
+/// `scope` (or the faults withhold it), names no known firm, or `party` is not that firm.
 pub fn authorize(
     sim: &Simulator,
     state: &super::world::State,
@@ -252,7 +252,9 @@ pub fn authorize(
     party: Option<Uuid>,
 ) -> Result<Caller, Error> {
     let claims = verify(headers, &sim.inner.altinn_secret, state.token_generation)?;
-    if !claims.scope.split(' ').any(|s| s == scope) {
+    if !claims.scope.split(' ').any(|s| s == scope)
+        || state.faults.missing_scope.as_deref() == Some(scope)
+    {
         return Err(Error::Forbidden("the token lacks the scope"));
     }
     let firm = state

@@ -16,6 +16,8 @@ pub(crate) const CLIENT: &str = "998877660";
 pub(crate) const STRANGER: &str = "998877679";
 /// A firm whose system user Altinn has not approved.
 pub(crate) const UNAPPROVED: &str = "987654325";
+/// Another approved firm, which the demo client registered too.
+pub(crate) const SECOND: &str = "912345637";
 pub(crate) const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
 const PUBLIC_KEY: &str = include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
 pub(crate) const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
@@ -63,6 +65,12 @@ pub(crate) async fn altinn() -> Altinn {
                 system_user_approved: true,
             },
             sim::Firm {
+                org_number: SECOND.into(),
+                party_uuid: Uuid::new_v4(),
+                name: "Andre Regnskap AS".into(),
+                system_user_approved: true,
+            },
+            sim::Firm {
                 org_number: UNAPPROVED.into(),
                 party_uuid: Uuid::new_v4(),
                 name: "Ikke Godkjent Regnskap AS".into(),
@@ -74,11 +82,18 @@ pub(crate) async fn altinn() -> Altinn {
                 party_uuid: client,
                 org_number: CLIENT.into(),
                 name: "Fjordkraft Regnskap AS".into(),
-                firm_roles: vec![FirmRole {
-                    firm_org_number: FIRM.into(),
-                    role: "regnskapsforer".into(),
-                    packages: Vec::new(),
-                }],
+                firm_roles: vec![
+                    FirmRole {
+                        firm_org_number: FIRM.into(),
+                        role: "regnskapsforer".into(),
+                        packages: Vec::new(),
+                    },
+                    FirmRole {
+                        firm_org_number: SECOND.into(),
+                        role: "regnskapsforer".into(),
+                        packages: Vec::new(),
+                    },
+                ],
             },
             Client {
                 party_uuid: stranger,
@@ -1113,6 +1128,83 @@ async fn a_setup_error_holds_every_delivery_parks_nothing_and_clears_by_itself()
     assert_eq!(
         delegations(&altinn).await,
         vec![(altinn.kari, vec![MED.to_owned()])]
+    );
+    app.teardown().await;
+}
+
+/// Kari's demo story (role, then the demo client) in `firm`.
+async fn kari_story_in(app: &TestApp, firm: &str) {
+    for file in ["01-kari-role-changed.json", "02-kari-client-assigned.json"] {
+        let mut event = demo(file);
+        event["event_id"] = json!(Uuid::new_v4());
+        event["firm"]["org_number"] = json!(firm);
+        app.publish_event(&event).await;
+    }
+}
+
+#[tokio::test]
+async fn a_403_on_every_firm_holds_every_delivery_pauses_no_firm_and_clears_by_itself() {
+    let altinn = altinn().await;
+    // The Maskinporten client was not granted the write scope: Altinn answers every change,
+    // for every firm, with 403.
+    let write = "altinn:clientdelegations.write";
+    altinn
+        .sim
+        .set_faults(sim::Faults {
+            missing_scope: Some(write.into()),
+            ..sim::Faults::default()
+        })
+        .await;
+    let app = flushing_app(&altinn).await;
+    kari_story_in(&app, FIRM).await;
+    kari_story_in(&app, SECOND).await;
+    sync_now(&app, 1002).await;
+    sync_now_for(&app, SECOND, 1002).await;
+    let held = || async {
+        let told = app
+            .count(&format!(
+                "SELECT count(DISTINCT firm) FROM audit WHERE outcome = 'retry' AND detail LIKE \
+                 '%{write}%' AND detail LIKE '%altinn:accessmanagement/authorizedparties%'"
+            ))
+            .await;
+        let paused = app
+            .count("SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL")
+            .await;
+        told == 2 && paused == 0
+    };
+    app.wait_until(
+        "both firms held by the setup error, told the missing scope, neither paused",
+        held,
+    )
+    .await;
+    // Probed again, and still held: nothing parked, no firm paused.
+    app.wait_until("a probe after the hold", || async {
+        app.count("SELECT count(*) FROM outbox WHERE attempts >= 3")
+            .await
+            > 0
+    })
+    .await;
+    assert!(held().await, "still held after a probe, and no firm paused");
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE status <> 'pending'")
+            .await,
+        0,
+        "a setup error parks nothing"
+    );
+    // The scope is granted: the worker resumes by itself.
+    altinn.sim.set_faults(sim::Faults::default()).await;
+    flushed(&app, 2).await;
+    assert_eq!(
+        delegations(&altinn).await,
+        vec![
+            (altinn.kari, vec![MED.to_owned()]),
+            (altinn.kari, vec![MED.to_owned()])
+        ]
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL")
+            .await,
+        0
     );
     app.teardown().await;
 }
