@@ -19,6 +19,10 @@ pub const LOCKOUT: Duration = Duration::from_secs(3600);
 /// Altinn's code for "too many failed person lookups" (HTTP 429).
 pub const LOOKUP_LOCKOUT_CODE: &str = "AM-00026";
 
+/// What a 403 from Altinn means for one firm.
+pub const FORBIDDEN_REASON: &str = "Altinn answered 403: the system user lacks the scope or the \
+     client administration right for this firm";
+
 /// Maskinporten's error when the firm has not approved the system user (MP-303).
 pub const CUSTOMER_CONFIGURATION_ERROR: &str = "invalid_altinn_customer_configuration";
 
@@ -33,9 +37,13 @@ pub enum Error {
     /// 401 even after one token refresh.
     #[error("Altinn rejected the access token")]
     Token,
-    /// 403, or a system user Maskinporten will not issue tokens for: pause this firm only.
+    /// A system user Maskinporten will not issue tokens for: pause this firm only.
     #[error("the firm's system user may not do this: {reason}")]
     FirmLevel { reason: String },
+    /// 403 from Altinn: this firm's system user lacks a right (pause the firm), or, when every
+    /// firm gets it, the worker lacks a scope (a setup error; the flush tells the two apart).
+    #[error("the firm's system user may not do this: {reason}")]
+    Forbidden { reason: String },
     /// Any other 4xx: retrying the same request cannot help.
     #[error("Altinn rejected the request: {}", .0.explanation)]
     Permanent(Box<Rejection>),
@@ -94,7 +102,7 @@ impl Error {
         match self {
             Error::Transient { .. } | Error::Paging { .. } => Class::Transient,
             Error::Token => Class::Token,
-            Error::FirmLevel { .. } => Class::FirmLevel,
+            Error::FirmLevel { .. } | Error::Forbidden { .. } => Class::FirmLevel,
             // A 2xx we cannot read will not read better next time.
             Error::Permanent(_) | Error::Decode { .. } => Class::Permanent,
             Error::LockedOut { .. } => Class::LockedOut,
@@ -178,10 +186,8 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
                      production, with no path)"
                 .into(),
         }),
-        StatusCode::FORBIDDEN => Err(Error::FirmLevel {
-            reason: "Altinn answered 403: the system user lacks the scope or the client \
-                     administration right for this firm"
-                .into(),
+        StatusCode::FORBIDDEN => Err(Error::Forbidden {
+            reason: FORBIDDEN_REASON.into(),
         }),
         StatusCode::TOO_MANY_REQUESTS if code.as_deref() == Some(LOOKUP_LOCKOUT_CODE) => {
             // Altinn's lock-out lasts an hour; whatever the header says, the hour is kept.

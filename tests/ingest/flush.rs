@@ -1156,9 +1156,18 @@ async fn a_403_on_every_firm_holds_every_delivery_pauses_no_firm_and_clears_by_i
         })
         .await;
     let app = flushing_app(&altinn).await;
+    // One firm refused is that firm's refusal: it is paused, as before.
     kari_story_in(&app, FIRM).await;
-    kari_story_in(&app, SECOND).await;
     sync_now(&app, 1002).await;
+    app.wait_until("the first firm paused", || async {
+        app.count("SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL")
+            .await
+            == 1
+    })
+    .await;
+    // A second firm refused, and none let through: the worker itself lacks the scope. The
+    // first firm's pause is lifted, and both wait for the hold.
+    kari_story_in(&app, SECOND).await;
     sync_now_for(&app, SECOND, 1002).await;
     let held = || async {
         let told = app

@@ -20,7 +20,7 @@ mod deliver;
 mod record;
 mod verdict;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -87,9 +87,20 @@ enum Verdict {
     Retry {
         error: String,
         wait: Duration,
-        /// A setup error: the row waits for the hold, not for its own backoff.
-        setup: bool,
+        hold: Hold,
     },
+}
+
+/// What a retried row waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Its own backoff (and its firm's pause, where the firm is paused).
+    Row,
+    /// Altinn answered 403: one firm's refusal, or a setup error if every firm gets it; the
+    /// step tells which (see [`Dispatcher::judge_forbidden`]) before anything is recorded.
+    Forbidden,
+    /// A setup error: the row waits for the hold, not for its own backoff.
+    Setup,
 }
 
 /// Held while one person is made an agent.
@@ -160,6 +171,9 @@ pub struct Dispatcher {
     /// Set while a setup error (Maskinporten or Altinn refusing the worker itself, whatever the
     /// firm) holds every delivery back: nothing is parked, a probe step runs when it runs out.
     setup_hold: std::sync::Mutex<Option<SetupHold>>,
+    /// Firms Altinn refused with 403 since it last let a change through, for any firm: two or
+    /// more mean the worker itself lacks a right (see [`Self::judge_forbidden`]).
+    forbidden: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Dispatcher {
@@ -180,6 +194,7 @@ impl Dispatcher {
             lookup_locks: std::sync::Mutex::default(),
             parties: Parties::default(),
             setup_hold: std::sync::Mutex::default(),
+            forbidden: std::sync::Mutex::default(),
         }
     }
 
@@ -257,6 +272,7 @@ impl Dispatcher {
         if self.reconciling.load(Ordering::SeqCst) > 0 || self.held_by_setup() {
             return Ok(Step::Idle);
         }
+        self.unpause_forbidden().await;
         // Each claim has its own lease, so a lane never finishes rows another lane re-claimed.
         let lease = format!(
             "{}/{}",
@@ -334,7 +350,8 @@ impl Dispatcher {
             .await
             .into_iter()
             .collect::<Result<_>>()?;
-        let verdicts: Vec<(Row, Verdict)> = delivered.into_iter().flatten().collect();
+        let mut verdicts: Vec<(Row, Verdict)> = delivered.into_iter().flatten().collect();
+        self.judge_forbidden(&mut verdicts).await;
         self.note_setup(&verdicts);
         record_outcome(&tracing::Span::current(), &verdicts);
         self.record(lease, &verdicts).await?;

@@ -1,9 +1,11 @@
 //! What a delivery's outcome means for its row and its firm: delivered, parked with Altinn's
 //! explanation, or retried after a backoff; a setup error holds every delivery instead.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::{Dispatcher, FlushSettings, GroupKey, Locked, Row, Verdict};
+use super::{Dispatcher, FlushSettings, GroupKey, Hold, Locked, Row, Verdict};
+use crate::altinn::error::FORBIDDEN_REASON;
 use crate::altinn::{self, Class};
 use crate::retry::{RetryPolicy, Waits};
 
@@ -17,20 +19,26 @@ impl Dispatcher {
     }
 
     /// Holds every delivery after a setup error, saying once what is wrong; lifts the hold
-    /// after a step that reached Altinn.
+    /// after a step that reached Altinn (after a 403 on every firm: that Altinn let through).
     pub(super) fn note_setup(&self, verdicts: &[(Row, Verdict)]) {
         let setup = verdicts.iter().find_map(|(_, v)| match v {
             Verdict::Retry {
-                error, setup: true, ..
+                error,
+                hold: Hold::Setup,
+                ..
             } => Some(error.clone()),
             _ => None,
         });
-        let reached = verdicts.iter().any(|(_, v)| {
+        let let_through = verdicts
+            .iter()
+            .any(|(_, v)| matches!(v, Verdict::Delivered(_) | Verdict::Parked { .. }));
+        let answered = verdicts.iter().any(|(_, v)| {
             matches!(
                 v,
-                Verdict::Delivered(_)
-                    | Verdict::Parked { .. }
-                    | Verdict::Retry { setup: false, .. }
+                Verdict::Retry {
+                    hold: Hold::Row | Hold::Forbidden,
+                    ..
+                }
             )
         });
         let mut hold = self.setup_hold.locked();
@@ -43,6 +51,7 @@ impl Dispatcher {
                      every firm; fix the setting named, and they resume by themselves");
                 *hold = Some(SetupHold {
                     until: Instant::now() + wait,
+                    forbidden: reason == EVERY_FIRM_FORBIDDEN,
                     reason,
                     waits,
                 });
@@ -50,11 +59,18 @@ impl Dispatcher {
             }
             (Some(reason), Some(h)) => {
                 let wait = h.waits.next_wait();
-                tracing::debug!(reason, retry_in = ?wait, "still held by a setup error");
+                if reason == h.reason {
+                    tracing::debug!(reason, retry_in = ?wait, "still held by a setup error");
+                } else {
+                    tracing::error!(reason, was = %h.reason, retry_in = ?wait,
+                        "deliveries still held, now by another setup error");
+                }
                 h.until = Instant::now() + wait;
+                h.forbidden = reason == EVERY_FIRM_FORBIDDEN;
                 h.reason = reason;
             }
-            (None, Some(h)) if reached => {
+            // A 503 says nothing of a missing scope; only a change Altinn let through does.
+            (None, Some(h)) if let_through || (answered && !h.forbidden) => {
                 tracing::info!(was = %h.reason, "the setup error is resolved; deliveries resume");
                 *hold = None;
                 crate::admin::metrics::set_setup_error(false);
@@ -127,7 +143,13 @@ impl Dispatcher {
             e if e.class() == Class::Setup => Verdict::Retry {
                 error: e.to_string(),
                 wait: Duration::from_secs(1),
-                setup: true,
+                hold: Hold::Setup,
+            },
+            // The firm is paused, or every delivery held, once the step has seen the others.
+            e @ altinn::Error::Forbidden { .. } => Verdict::Retry {
+                error: e.to_string(),
+                wait: retry_delay(&self.settings, e, row.attempts),
+                hold: Hold::Forbidden,
             },
             e => {
                 let wait = retry_delay(&self.settings, e, row.attempts);
@@ -137,9 +159,113 @@ impl Dispatcher {
                 Verdict::Retry {
                     error: e.to_string(),
                     wait,
-                    setup: false,
+                    hold: Hold::Row,
                 }
             }
+        }
+    }
+
+    /// Tells one firm's 403 from a setup error, for the step's 403s (`Hold::Forbidden`), before
+    /// anything is recorded: the firm's refusal pauses that firm; a 403 on every firm holds
+    /// every delivery, parks nothing and pauses no firm.
+    ///
+    /// The rule: a setup error once Altinn refused at least two distinct firms with 403 and let
+    /// no change through, for any firm, in between (in this step or since earlier ones). One
+    /// firm's genuine refusal never makes it, however often it comes: it takes a second firm.
+    /// Nor do refusals in a step where another firm's change went through. Two firms refused
+    /// one after the other while no other firm has work look like a setup error too; then
+    /// their rows wait for the probe instead of their firms' pauses, and the first probe that
+    /// carries another firm's change lifts the hold and pauses the two alone. A single-firm
+    /// worker pauses its firm, as before; the explanation names the scope to check.
+    pub(super) async fn judge_forbidden(&self, verdicts: &mut [(Row, Verdict)]) {
+        let refused: BTreeSet<&str> = verdicts
+            .iter()
+            .filter(|(_, v)| {
+                matches!(
+                    v,
+                    Verdict::Retry {
+                        hold: Hold::Forbidden,
+                        ..
+                    }
+                )
+            })
+            .map(|(row, _)| row.firm.as_str())
+            .collect();
+        let let_through = verdicts
+            .iter()
+            .any(|(_, v)| matches!(v, Verdict::Delivered(_) | Verdict::Parked { .. }));
+        let every_firm = {
+            let mut streak = self.forbidden.locked();
+            if let_through {
+                streak.clear();
+                false
+            } else {
+                streak.extend(refused.iter().map(|f| (*f).to_owned()));
+                streak.len() >= 2
+            }
+        };
+        let refused: Vec<String> = refused.into_iter().map(str::to_owned).collect();
+        for (_, verdict) in verdicts.iter_mut() {
+            if let Verdict::Retry { error, wait, hold } = verdict
+                && *hold == Hold::Forbidden
+            {
+                if every_firm {
+                    *error = EVERY_FIRM_FORBIDDEN.to_owned();
+                    *wait = Duration::from_secs(1);
+                    *hold = Hold::Setup;
+                } else {
+                    *hold = Hold::Row;
+                }
+            }
+        }
+        if every_firm {
+            return;
+        }
+        for firm in &refused {
+            let pause = verdicts.iter().find_map(|(row, v)| match v {
+                Verdict::Retry { error, wait, .. } if row.firm == *firm => Some((error, *wait)),
+                _ => None,
+            });
+            if let Some((reason, wait)) = pause {
+                self.pause_firm(firm, wait, reason).await;
+            }
+        }
+    }
+
+    /// When a 403 on every firm holds the deliveries, before each probe: lifts the pauses that
+    /// the first of those 403s gave their firms (before a second firm showed it was every
+    /// firm's), and makes those firms' refused rows due, so a probe tries them and they go out
+    /// as soon as the scope is granted. Best effort: the next probe does it again.
+    pub(super) async fn unpause_forbidden(&self) {
+        let forbidden = self
+            .setup_hold
+            .locked()
+            .as_ref()
+            .is_some_and(|h| h.forbidden);
+        if !forbidden {
+            return;
+        }
+        let firms: Vec<String> = self.forbidden.locked().iter().cloned().collect();
+        let reason = altinn::Error::Forbidden {
+            reason: FORBIDDEN_REASON.to_owned(),
+        }
+        .to_string();
+        let unpaused = sqlx::query(
+            r#"WITH unpaused AS (
+                   UPDATE firms SET flush_paused_at = NULL, flush_paused_until = NULL,
+                                    flush_pause_reason = NULL
+                   WHERE org_number = ANY($1) AND flush_pause_reason = $2
+               )
+               UPDATE outbox SET next_attempt_at = now()
+               WHERE firm = ANY($1) AND status = 'pending' AND last_error = $2
+                 AND next_attempt_at > now()"#,
+        )
+        .bind(&firms)
+        .bind(&reason)
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = unpaused {
+            tracing::warn!(error = %e, "could not lift the pauses a 403 on every firm gave");
         }
     }
 
@@ -172,7 +298,18 @@ pub(super) struct SetupHold {
     until: Instant,
     reason: String,
     waits: Waits,
+    /// Held by a 403 on every firm: only a change Altinn lets through lifts it.
+    forbidden: bool,
 }
+
+/// The setup error a 403 on every firm is.
+const EVERY_FIRM_FORBIDDEN: &str = "Altinn answered 403 for every firm (at least two in a row, \
+     and no change let through): the worker itself lacks a right, most likely a scope. Check \
+     that the Maskinporten client (MASKINPORTEN_CLIENT_ID) was granted \
+     altinn:clientdelegations.read and altinn:clientdelegations.write (by Altinn support) and \
+     altinn:accessmanagement/authorizedparties, that MASKINPORTEN_SCOPES asks for all three, and \
+     that the system in Altinn's system register, and so each firm's system user, has \
+     urn:altinn:accesspackage:klientadministrator";
 
 /// Exponential backoff with jitter for the `attempts`th failure, or what Altinn asked for, at
 /// most `FLUSH_RETRY_MAX_SECS`; Altinn's person-lookup lock-out keeps its hour.
