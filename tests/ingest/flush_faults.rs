@@ -456,9 +456,17 @@ fn worker_process(app: &TestApp, office: &Office) -> Child {
 }
 
 fn worker_process_with_lease(app: &TestApp, office: &Office, lease_secs: u64) -> Child {
+    worker_command(app, office, lease_secs)
+        .spawn()
+        .expect("the worker binary")
+}
+
+/// The command [`worker_process`] spawns, for a test that needs more of it.
+fn worker_command(app: &TestApp, office: &Office, lease_secs: u64) -> Command {
     let s = &app.settings;
     let a = &office.settings;
-    Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_altinn-sync"));
+    command
         .arg("run")
         // A free port: several workers run side by side.
         .env("ADMIN_LISTEN", "127.0.0.1:0")
@@ -486,9 +494,8 @@ fn worker_process_with_lease(app: &TestApp, office: &Office, lease_secs: u64) ->
         .env("FLUSH_CONCURRENCY_PER_FIRM", "16")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the worker binary")
+        .kill_on_drop(true);
+    command
 }
 
 const LEASE_SECS: u64 = 2;
@@ -762,5 +769,105 @@ async fn three_replicas_behave_like_one() {
     for replica in &mut replicas {
         replica.kill().await.unwrap();
     }
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_long_nightly_reconcile_within_the_grace_period_and_it_runs_again() {
+    use tokio::io::AsyncBufReadExt;
+    // Every Altinn call takes a minute, and the worker waits two for an answer: the
+    // reconcile's reads hang for as long as the test needs.
+    let office = office(1, 2, 120_000).await;
+    office
+        .sim
+        .set_faults(Faults {
+            latency_ms: 60_000,
+            ..Faults::default()
+        })
+        .await;
+    let app = TestApp::without_worker().await;
+    let grace = std::time::Duration::from_secs(3);
+    let mut first = worker_command(&app, &office, LEASE_SECS)
+        .env("SHUTDOWN_GRACE_SECS", grace.as_secs().to_string())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the worker binary");
+    let mut log = tokio::io::BufReader::new(first.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut wait_for_line = async |what: &str| {
+        tokio::time::timeout(crate::common::WAIT, async {
+            while let Some(line) = log.next_line().await.unwrap() {
+                let found = line.contains(what);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+            panic!("the worker's log ended before {what:?}: {seen:#?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what:?} in the worker's log"));
+    };
+    // The firm and its people, known to the worker.
+    office.publish_story(&app).await;
+    let id = Uuid::new_v4();
+    app.publish_command(&json!({
+        "command_id": id, "command_type": "NightlyReconcile",
+        "requested_at": "2026-11-24T02:00:00Z", "firm": {"org_number": FIRM}
+    }))
+    .await;
+    wait_for_line("nightly reconcile started").await;
+
+    let stopping = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &first.id().unwrap().to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(crate::common::WAIT, first.wait())
+        .await
+        .expect("the worker exits after SIGTERM")
+        .unwrap();
+    let took = stopping.elapsed();
+    assert!(
+        took < grace + std::time::Duration::from_secs(2),
+        "stopped {took:?} after SIGTERM, with a grace period of {grace:?}"
+    );
+    assert!(status.success(), "a graceful stop: {status:?}");
+    // The reconcile itself stopped; the grace period did not have to abandon it.
+    while let Some(line) = log.next_line().await.unwrap() {
+        seen.push(line);
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("nightly reconcile interrupted by shutdown")),
+        "{seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("grace period ran out")),
+        "{seen:#?}"
+    );
+    let unhandled = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT handled_at IS NULL FROM commands WHERE command_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert!(unhandled().await, "the interrupted reconcile stays to do");
+
+    // The next start runs it again, to its end.
+    office.sim.set_faults(Faults::default()).await;
+    let mut second = worker_process(&app, &office);
+    app.wait_until("the reconcile handled at the next start", || async {
+        !unhandled().await
+    })
+    .await;
+    second.kill().await.unwrap();
     app.teardown().await;
 }
