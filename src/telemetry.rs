@@ -18,7 +18,7 @@ use opentelemetry::global;
 use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanExporter};
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::Targets;
@@ -77,8 +77,12 @@ impl Drop for Guard {
 pub fn init(settings: &TelemetrySettings, default_filter: &str) -> Result<Guard, Error> {
     let provider = match otlp_exporter()? {
         Some(exporter) => tracer_provider(exporter),
+        // Nothing to export to: spans keep their ids (logs and the `traceparent` sent on still
+        // name the trace) but record nothing, unless the sender sampled the trace. Recording
+        // every span for nobody cost a fifth of the flush's throughput.
         None => SdkTracerProvider::builder()
             .with_resource(resource())
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
             .build(),
     };
     install(&provider, settings.log_format, default_filter)?;
