@@ -195,22 +195,7 @@ impl Ops {
     /// Re-queues the firm's parked changes (or one), with an audit row each naming `actor`.
     pub async fn retry(&self, firm: &str, id: Option<i64>, actor: &str) -> Result<Count> {
         self.known(firm).await?;
-        let count = sync::retry(&self.pool, firm, id).await?;
-        // The rows just re-queued: pending again, and not attempted since.
-        sqlx::query(
-            r#"INSERT INTO audit (firm, employee_id, client_org_number, package, action, outcome,
-                                  cause, outbox_id, detail, actor)
-               SELECT firm, employee_id, client_org_number, package, action, 'requeued', cause,
-                      id, 'parked change re-queued', $3
-               FROM outbox
-               WHERE firm = $1 AND status = 'pending' AND attempts > 0 AND lease_until IS NULL
-                 AND explanation IS NOT NULL AND ($2::bigint IS NULL OR id = $2)"#,
-        )
-        .bind(firm)
-        .bind(id)
-        .bind(actor)
-        .execute(&self.pool)
-        .await?;
+        let count = sync::retry(&self.pool, firm, id, actor).await?;
         Ok(Count { count })
     }
 

@@ -65,12 +65,12 @@ pub async fn parked(pool: &PgPool, firm: Option<&str>) -> Result<Vec<Parked>> {
 
 /// Re-queues a firm's parked changes (or one of them) for the next dispatch, and ends the
 /// firm's pause if it has one. A change whose key already has a newer one on its way stays
-/// parked. Returns how many were re-queued.
-pub async fn retry(pool: &PgPool, firm: &str, id: Option<i64>) -> Result<u64> {
+/// parked. Each gets an audit row naming `actor`. Returns how many were re-queued.
+pub async fn retry(pool: &PgPool, firm: &str, id: Option<i64>, actor: &str) -> Result<u64> {
     let mut tx = pool.begin().await?;
     lift_pause(&mut tx, firm).await?;
     let which = id.map_or(Requeue::All, Requeue::One);
-    let n = requeue_parked(&mut tx, firm, which).await?;
+    let n = requeue_parked(&mut tx, firm, which, actor).await?;
     tx.commit().await?;
     Ok(n)
 }

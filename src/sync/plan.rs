@@ -68,7 +68,7 @@ pub async fn plan_flush(
     .rows_affected();
     // A parked grant is retried once its desired state changes: the grant was wanted anew, or
     // AdminFlow corrected the person's identity that Altinn could not match.
-    let requeued = requeue_parked(conn, firm, Requeue::WhoseDesiredStateChanged).await?;
+    let requeued = requeue_parked(conn, firm, Requeue::WhoseDesiredStateChanged, WORKER).await?;
     // The delta is taken against what Altinn will hold once the changes on their way are
     // delivered (the last open change of a key decides), not against `applied_grants` alone:
     // a removal while its grant is being delivered must plan the revoke now, to follow it.
@@ -134,6 +134,9 @@ pub async fn plan_flush(
     })
 }
 
+/// The actor of what the worker does by itself, in the audit.
+pub const WORKER: &str = "worker";
+
 /// Which parked changes [`requeue_parked`] puts back in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requeue {
@@ -148,14 +151,21 @@ pub enum Requeue {
 
 /// Puts a firm's parked changes back in the queue, due now. A change whose key already has a
 /// newer one on its way stays parked. Returns how many were re-queued.
-pub async fn requeue_parked(conn: &mut PgConnection, firm: &str, which: Requeue) -> Result<u64> {
+/// Each re-queued change gets an audit row naming `actor` (an admin token's name, or `worker`).
+pub async fn requeue_parked(
+    conn: &mut PgConnection,
+    firm: &str,
+    which: Requeue,
+    actor: &str,
+) -> Result<u64> {
     let (id, changed_only) = match which {
         Requeue::All => (None, false),
         Requeue::One(id) => (Some(id), false),
         Requeue::WhoseDesiredStateChanged => (None, true),
     };
-    let requeued = sqlx::query(
-        r#"UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
+    let requeued: i64 = sqlx::query_scalar(
+        r#"WITH requeued AS (
+           UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
                                lease_until = NULL
            WHERE o.firm = $1 AND o.status = 'parked' AND ($2::bigint IS NULL OR o.id = $2)
              AND (NOT $3 OR (o.action = 'grant' AND (
@@ -169,15 +179,25 @@ pub async fn requeue_parked(conn: &mut PgConnection, firm: &str, which: Requeue)
              AND NOT EXISTS (SELECT 1 FROM outbox p
                              WHERE p.firm = o.firm AND p.employee_id = o.employee_id
                                AND p.client_org_number = o.client_org_number
-                               AND p.package = o.package AND p.status = 'pending')"#,
+                               AND p.package = o.package AND p.status = 'pending')
+           RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package, o.action,
+                     o.cause
+           ), audited AS (
+               INSERT INTO audit (firm, employee_id, client_org_number, package, action,
+                                  outcome, cause, outbox_id, detail, actor)
+               SELECT firm, employee_id, client_org_number, package, action, 'requeued', cause,
+                      id, 'parked change re-queued', $4
+               FROM requeued
+           )
+           SELECT count(*) FROM requeued"#,
     )
     .bind(firm)
     .bind(id)
     .bind(changed_only)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(requeued)
+    .bind(actor)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(requeued.unsigned_abs())
 }
 
 /// A sync-now or retry is the moment to try a paused firm again: the pause ends now and the

@@ -542,7 +542,7 @@ async fn apply_firm(
     .fetch_one(&mut *tx)
     .await?;
     // The help page promises that the nightly run tries refused changes again.
-    let retried = requeue_parked(&mut tx, firm, Requeue::All).await?;
+    let retried = requeue_parked(&mut tx, firm, Requeue::All, super::plan::WORKER).await?;
     super::trace_planning(&mut tx).await?;
     let planned = plan_flush(&mut tx, firm, cause, settings).await?;
     sqlx::query("DELETE FROM reconcile_actual WHERE command_id = $1 AND firm = $2")
