@@ -88,7 +88,35 @@ pub fn routes(api: Api) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        // Outermost, so the limits' own refusals are problems too.
+        .layer(axum::middleware::map_response(as_problem))
         .with_state(api)
+}
+
+/// The body limit's 413 and the timeout's 408 come from tower-http in plain text; the API
+/// promises problem+json for every error.
+async fn as_problem(response: Response) -> Response {
+    let detail = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("the body is larger than {BODY_LIMIT} bytes"),
+        StatusCode::REQUEST_TIMEOUT => format!(
+            "the request was not completed within {} s",
+            REQUEST_TIMEOUT.as_secs()
+        ),
+        _ => return response,
+    };
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes() == b"application/problem+json");
+    if is_problem {
+        return response;
+    }
+    let title = if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        "Payload too large"
+    } else {
+        "Request timeout"
+    };
+    Problem::new(response.status(), title, detail).into_response()
 }
 
 /// The caller, from `Authorization: Bearer <token>`; the first check of every route.

@@ -239,6 +239,16 @@ async fn every_route_checks_the_token_the_input_the_scope_and_the_firm_in_that_o
             StatusCode::BAD_REQUEST,
         );
     }
+    let huge = format!(r#"{{"ids": [{}]}}"#, vec!["1"; 20_000].join(","));
+    let got = http
+        .call(
+            Method::POST,
+            &format!("{f}/staged/approve"),
+            Some(OPS_TOKEN),
+            Some(&huge),
+        )
+        .await;
+    assert_problem("a body over 16 KiB", &got, StatusCode::PAYLOAD_TOO_LARGE);
     let unknown_sync = http
         .call(
             Method::GET,
