@@ -382,14 +382,7 @@ async fn approve(
     Path(org): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let request: Option<IdsRequest> = body_of(&body)?;
-    let firm = firm_of(&caller, &org)?;
-    let ids = request.and_then(|r| r.ids);
-    Ok(reply(
-        api.ops()?
-            .approve(&firm, ids.as_deref(), &caller.name)
-            .await,
-    ))
+    decide(&caller, &api, &org, &body, Decision::Approve).await
 }
 
 #[utoipa::path(post, path = "/v1/firms/{org}/staged/reject", tag = "changes",
@@ -401,12 +394,31 @@ async fn reject(
     Path(org): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let request: Option<IdsRequest> = body_of(&body)?;
-    let firm = firm_of(&caller, &org)?;
+    decide(&caller, &api, &org, &body, Decision::Reject).await
+}
+
+enum Decision {
+    Approve,
+    Reject,
+}
+
+/// Approve or reject the staged revokes the body names (all without one), as `caller`.
+async fn decide(
+    caller: &Caller,
+    api: &Api,
+    org: &str,
+    body: &[u8],
+    decision: Decision,
+) -> Result<Response, Problem> {
+    let request: Option<IdsRequest> = body_of(body)?;
+    let firm = firm_of(caller, org)?;
     let ids = request.and_then(|r| r.ids);
-    Ok(reply(
-        api.ops()?.reject(&firm, ids.as_deref(), &caller.name).await,
-    ))
+    let ops = api.ops()?;
+    let decided = match decision {
+        Decision::Approve => ops.approve(&firm, ids.as_deref(), &caller.name).await,
+        Decision::Reject => ops.reject(&firm, ids.as_deref(), &caller.name).await,
+    };
+    Ok(reply(decided))
 }
 
 #[utoipa::path(get, path = "/v1/firms/{org}/audit", tag = "support",

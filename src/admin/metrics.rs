@@ -260,34 +260,17 @@ pub async fn refresh_loop(
 
 #[derive(sqlx::FromRow)]
 struct Gauges {
-    pending: i64,
-    in_flight: i64,
-    parked: i64,
-    staged: i64,
-    held: i64,
-    oldest_pending: f64,
     firms_paused: i64,
     oldest_pause: f64,
     last_reconcile: f64,
     dead_letters: i64,
 }
 
-/// Reads every PostgreSQL gauge in one statement.
-pub async fn refresh(pool: &PgPool, revokes_enabled: bool) -> Result<(), sqlx::Error> {
+/// Reads every PostgreSQL gauge: the outbox's counts, then the rest in one statement.
+pub async fn refresh(pool: &PgPool, revokes_enabled: bool) -> Result<(), crate::state::Error> {
+    let o = crate::sync::outbox_counts(pool, None, revokes_enabled).await?;
     let g: Gauges = sqlx::query_as(
-        r#"WITH o AS (
-               SELECT status, action, created_at, lease_until > now() AS leased
-               FROM outbox WHERE status IN ('pending', 'parked', 'staged'))
-           SELECT
-             (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
-                AND ($1 OR action = 'grant')) AS pending,
-             (SELECT count(*) FROM o WHERE status = 'pending' AND leased) AS in_flight,
-             (SELECT count(*) FROM o WHERE status = 'parked') AS parked,
-             (SELECT count(*) FROM o WHERE status = 'staged') AS staged,
-             (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
-                AND NOT $1 AND action = 'revoke') AS held,
-             coalesce((SELECT extract(epoch FROM now() - min(created_at))::float8 FROM o
-                       WHERE status = 'pending' AND ($1 OR action = 'grant')), 0) AS oldest_pending,
+        r#"SELECT
              (SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL) AS firms_paused,
              coalesce((SELECT extract(epoch FROM now() - min(flush_paused_at))::float8
                        FROM firms WHERE flush_paused_at IS NOT NULL), 0) AS oldest_pause,
@@ -297,21 +280,20 @@ pub async fn refresh(pool: &PgPool, revokes_enabled: bool) -> Result<(), sqlx::E
              (SELECT count(*) FROM dead_letters WHERE received_at > now() - interval '24 hours')
                AS dead_letters"#,
     )
-    .bind(revokes_enabled)
     .fetch_one(pool)
     .await?;
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
     let f = |n: i64| n as f64;
     for (status, n) in [
-        ("pending", g.pending),
-        ("in_flight", g.in_flight),
-        ("parked", g.parked),
-        ("staged", g.staged),
-        ("held", g.held),
+        ("pending", o.pending),
+        ("in_flight", o.in_flight),
+        ("parked", o.parked),
+        ("staged", o.staged),
+        ("held", o.held),
     ] {
         gauge!(OUTBOX_ROWS, "status" => status).set(f(n));
     }
-    gauge!(OUTBOX_OLDEST_PENDING).set(g.oldest_pending);
+    gauge!(OUTBOX_OLDEST_PENDING).set(o.oldest_pending_secs);
     gauge!(FIRMS_PAUSED).set(f(g.firms_paused));
     gauge!(OLDEST_PAUSE).set(g.oldest_pause);
     gauge!(LAST_RECONCILE).set(g.last_reconcile);

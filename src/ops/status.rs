@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Result, when};
+use crate::sync;
 
 /// A sync (or reconcile) command and what became of the changes it planned, now.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -99,12 +100,7 @@ pub(super) async fn sync_summary(
 }
 
 #[derive(sqlx::FromRow)]
-struct Counts {
-    pending: i64,
-    in_flight: i64,
-    parked: i64,
-    staged: i64,
-    held: i64,
+struct FirmRow {
     dead_letters: i64,
     held_since: Option<DateTime<Utc>>,
     paused_at: Option<DateTime<Utc>>,
@@ -113,36 +109,25 @@ struct Counts {
 }
 
 pub(super) async fn status(pool: &PgPool, firm: &str, revokes_enabled: bool) -> Result<Status> {
-    let c: Counts = sqlx::query_as(
-        r#"WITH o AS (
-               SELECT status, action, lease_until > now() AS leased FROM outbox
-               WHERE firm = $1 AND status IN ('pending', 'parked', 'staged'))
-           SELECT
-             (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
-                AND ($2 OR action = 'grant')) AS pending,
-             (SELECT count(*) FROM o WHERE status = 'pending' AND leased) AS in_flight,
-             (SELECT count(*) FROM o WHERE status = 'parked') AS parked,
-             (SELECT count(*) FROM o WHERE status = 'staged') AS staged,
-             (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
-                AND NOT $2 AND action = 'revoke') AS held,
-             (SELECT count(*) FROM dead_letters WHERE firm = $1) AS dead_letters,
-             f.held_since, f.flush_paused_at AS paused_at, f.flush_paused_until AS paused_until,
-             f.flush_pause_reason AS pause_reason
-           FROM firms f WHERE f.org_number = $1"#,
+    let counts = sync::outbox_counts(pool, Some(firm), revokes_enabled).await?;
+    let c: FirmRow = sqlx::query_as(
+        r#"SELECT (SELECT count(*) FROM dead_letters WHERE firm = $1) AS dead_letters,
+                  held_since, flush_paused_at AS paused_at, flush_paused_until AS paused_until,
+                  flush_pause_reason AS pause_reason
+           FROM firms WHERE org_number = $1"#,
     )
     .bind(firm)
-    .bind(revokes_enabled)
     .fetch_one(pool)
     .await?;
     Ok(Status {
         firm: firm.to_owned(),
         last_sync: summary(pool, firm, None, Some("SyncNow")).await?,
         last_reconcile: summary(pool, firm, None, Some("NightlyReconcile")).await?,
-        pending: c.pending,
-        in_flight: c.in_flight,
-        parked: c.parked,
-        staged_revokes: c.staged,
-        held_revokes: c.held,
+        pending: counts.pending,
+        in_flight: counts.in_flight,
+        parked: counts.parked,
+        staged_revokes: counts.staged,
+        held_revokes: counts.held,
         dead_letters: c.dead_letters,
         paused: c.paused_at.map(|_| Pause {
             reason: c

@@ -108,11 +108,8 @@ pub struct ClientFacts {
     pub desired_packages: Vec<String>,
     /// Packages Altinn has confirmed (empty when the flush is off).
     pub applied_packages: Vec<String>,
-    /// Changes on their way to Altinn: "grant regnskapsforer-lonn", "revoke ...".
-    pub pending_changes: Vec<String>,
-    /// Changes Altinn refused for good, with the explanation.
-    pub parked_changes: Vec<String>,
-    /// Each package wanted, held or on its way, with its state.
+    /// Each package wanted, held, on its way or refused, with its state (what is on its way
+    /// and what Altinn refused, and why, are here).
     #[sqlx(skip)]
     pub packages: Vec<PackageFacts>,
 }
@@ -291,6 +288,10 @@ pub async fn explain(
                WHERE firm = $1 AND employee_id = $2
                UNION
                SELECT client_org_number FROM applied_grants WHERE firm = $1 AND employee_id = $2
+               UNION
+               -- So every package the second query finds has its client here.
+               SELECT client_org_number FROM outbox
+               WHERE firm = $1 AND employee_id = $2 AND status IN ('pending', 'staged', 'parked')
            )
            SELECT k.client_org_number, c.name AS client_name,
                   a.active AS assigned, a.sequence AS assignment_sequence,
@@ -305,18 +306,7 @@ pub async fn explain(
                   ARRAY(SELECT a.package FROM applied_grants a
                         WHERE a.firm = $1 AND a.employee_id = $2
                           AND a.client_org_number = k.client_org_number
-                        ORDER BY a.package) AS applied_packages,
-                  ARRAY(SELECT o.action || ' ' || o.package FROM outbox o
-                        WHERE o.firm = $1 AND o.employee_id = $2
-                          AND o.client_org_number = k.client_org_number
-                          AND o.status = 'pending'
-                        ORDER BY o.id) AS pending_changes,
-                  ARRAY(SELECT o.action || ' ' || o.package || ': ' || coalesce(o.explanation, '')
-                        FROM outbox o
-                        WHERE o.firm = $1 AND o.employee_id = $2
-                          AND o.client_org_number = k.client_org_number
-                          AND o.status = 'parked'
-                        ORDER BY o.id) AS parked_changes
+                        ORDER BY a.package) AS applied_packages
            FROM keys k
            LEFT JOIN assignments a
              ON a.firm = $1 AND a.employee_id = $2 AND a.client_org_number = k.client_org_number

@@ -267,20 +267,12 @@ async fn decide(
     Ok(n.unsigned_abs())
 }
 
-/// Revokes the kill switch holds: with `revokes_enabled` false, every open revoke (of `firm`,
-/// or of every firm); with it true, none.
+/// Revokes the kill switch holds: with `revokes_enabled` false, every open revoke not in flight
+/// (of `firm`, or of every firm); with it true, none.
 pub async fn held_revokes(pool: &PgPool, firm: Option<&str>, revokes_enabled: bool) -> Result<i64> {
-    if revokes_enabled {
-        return Ok(0);
-    }
-    let n = sqlx::query_scalar(
-        r#"SELECT count(*) FROM outbox
-           WHERE status = 'pending' AND action = 'revoke' AND ($1::text IS NULL OR firm = $1)"#,
-    )
-    .bind(firm)
-    .fetch_one(pool)
-    .await?;
-    Ok(n)
+    Ok(super::outbox_counts(pool, firm, revokes_enabled)
+        .await?
+        .held)
 }
 
 /// One change of a dry run.

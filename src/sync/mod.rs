@@ -19,6 +19,7 @@ mod auto;
 mod dispatch;
 mod guard;
 mod idle;
+mod outbox;
 mod parked;
 mod parties;
 mod plan;
@@ -40,6 +41,7 @@ pub use guard::{
     Change, Preview, StagedRevoke, Tripped, approve_staged, guard_trips, held_revokes, preview,
     reject_staged, staged,
 };
+pub use outbox::{OutboxCounts, outbox_counts};
 pub use parked::{Parked, PausedFirm, parked, paused, retry};
 pub use plan::{Planned, plan_flush};
 pub use reconcile::{LeftAlone, Reconciled, Report, reconcile};
