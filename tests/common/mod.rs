@@ -2,6 +2,7 @@
 //! worker running against them, and ways to publish and to wait without sleeping.
 #![allow(dead_code)]
 
+pub mod dev;
 pub mod logs;
 pub mod proxy;
 pub mod workload;

@@ -215,90 +215,24 @@ async fn rebuild_desired_applies_a_new_mapping_on_command() {
 /// settings for a real Altinn are ignored (and not echoed), and SIGTERM stops dev cleanly.
 #[tokio::test]
 async fn dev_lets_a_new_user_watch_access_appear_and_disappear() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let app = TestApp::without_worker().await;
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
-        .arg("dev")
-        .env("DATABASE_URL", &app.settings.db.database_url)
-        .env("AMQP_URL", &app.settings.broker.amqp_url)
-        .env("TOPOLOGY_PREFIX", &app.settings.ingest.topology_prefix)
-        .env("EVENTS_EXCHANGE", &app.settings.ingest.events_exchange)
-        // A free port: the guide names the one taken.
-        .env("ALTINN_SIM_LISTEN", "127.0.0.1:0")
-        .env("ADMIN_LISTEN", "127.0.0.1:0")
-        // A user's settings for the real Altinn, which dev must not use.
-        .env("ALTINN_BASE_URL", "https://platform.altinn.no")
-        .env("MASKINPORTEN_KEY_FILE", "/nonexistent/prod-key.pem")
-        .env("RUST_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(dev.stderr.take().unwrap()).lines();
-    // The admin token dev made, on standard output only.
-    let token = BufReader::new(dev.stdout.take().unwrap())
-        .lines()
-        .next_line()
-        .await
-        .unwrap()
-        .and_then(|l| l.strip_prefix("ADMIN_TOKEN=").map(str::to_owned))
-        .expect("dev prints ADMIN_TOKEN=... on standard output");
-    let mut stderr = Vec::new();
-    let (mut sim, mut exported, mut admin) = (None, None, None);
-    // The guide: the simulator's address, and the `export` line the other commands need.
-    while exported.is_none() {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("dev printed its guide");
-        if let Some(addr) = line
-            .split("simulator at ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            sim = Some(addr.to_owned());
-        }
-        if let Some(addr) = line
-            .split("admin API (health, metrics and /v1) is at ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            admin = Some(addr.trim_end_matches('.').to_owned());
-        }
-        if let Some(vars) = line.trim().strip_prefix("export ") {
-            let vars: Vec<(String, String)> = vars
-                .split_whitespace()
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap();
-                    (k.to_owned(), v.to_owned())
-                })
-                .collect();
-            exported = Some(vars);
-        }
-        stderr.push(line);
-    }
-    let (sim, exported) = (sim.expect("the simulator's address"), exported.unwrap());
-    // The admin lines follow the export line in the guide.
-    while admin.is_none() {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the guide names the admin API");
-        if let Some(addr) = line
-            .split("admin API (health, metrics and /v1) is at ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            admin = Some(addr.trim_end_matches('.').to_owned());
-        }
-        stderr.push(line);
-    }
-    let admin = admin.unwrap();
+    // A user's settings for the real Altinn, which dev must not use.
+    let crate::common::dev::Dev {
+        child: mut dev,
+        mut lines,
+        guide: mut stderr,
+        sim,
+        admin,
+        exported,
+        token,
+    } = crate::common::dev::Dev::start(
+        &app,
+        &[
+            ("ALTINN_BASE_URL", "https://platform.altinn.no"),
+            ("MASKINPORTEN_KEY_FILE", "/nonexistent/prod-key.pem"),
+        ],
+    )
+    .await;
     let api_bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let api = |path: String| {
         let (admin, token, bodies) = (admin.clone(), token.clone(), api_bodies.clone());

@@ -8,9 +8,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use crate::common::dev::Dev;
 use crate::common::{TestApp, WAIT};
 use crate::export::receiver;
 
@@ -90,51 +90,21 @@ fn render(spans: &[Span], root: &Span) -> String {
 async fn a_dev_run_shows_one_sync_from_adminflow_to_altinn_and_its_metrics() {
     let (otlp, mut received, stop) = receiver().await;
     let app = TestApp::without_worker().await;
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
-        .arg("dev")
-        .env("DATABASE_URL", &app.settings.db.database_url)
-        .env("AMQP_URL", &app.settings.broker.amqp_url)
-        .env("TOPOLOGY_PREFIX", &app.settings.ingest.topology_prefix)
-        .env("EVENTS_EXCHANGE", &app.settings.ingest.events_exchange)
-        .env("ALTINN_SIM_LISTEN", "127.0.0.1:0")
-        .env("ADMIN_LISTEN", "127.0.0.1:0")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
-        // Export within a tenth of a second rather than the SDK's five.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("RUST_LOG", "warn")
-        .current_dir(std::env::temp_dir())
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(dev.stderr.take().unwrap()).lines();
-    let (mut exported, mut admin) = (None, None);
-    while exported.is_none() || admin.is_none() {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("dev prints its guide");
-        if let Some(vars) = line.trim().strip_prefix("export ") {
-            exported = Some(
-                vars.split_whitespace()
-                    .map(|kv| {
-                        let (k, v) = kv.split_once('=').unwrap();
-                        (k.to_owned(), v.to_owned())
-                    })
-                    .collect::<Vec<_>>(),
-            );
-        }
-        if let Some(addr) = line
-            .split("admin API (health, metrics and /v1) is at ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            admin = Some(addr.trim_end_matches('.').to_owned());
-        }
-    }
-    let (exported, admin) = (exported.unwrap(), admin.unwrap());
+    let Dev {
+        child: mut dev,
+        mut lines,
+        admin,
+        exported,
+        ..
+    } = Dev::start(
+        &app,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+            // Export within a tenth of a second rather than the SDK's five.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     for (key, file) in [
