@@ -91,10 +91,11 @@ impl Mode {
     }
 
     /// The running workers' mode when any has recorded one lately (one flushing is enough;
-    /// revokes are on only if no worker holds them), else this process's own settings.
+    /// revokes go out if one worker sends them, as it claims them), else this process's own
+    /// settings.
     pub async fn observed(mut self, pool: &PgPool) -> Result<Self> {
         let seen: (Option<bool>, Option<bool>) = sqlx::query_as(
-            r#"SELECT bool_or(flush_on), bool_and(revokes_enabled) FROM worker_modes
+            r#"SELECT bool_or(flush_on), bool_or(revokes_enabled) FROM worker_modes
                WHERE seen_at > now() - make_interval(secs => $1)"#,
         )
         .bind(MODE_FRESH_SECS)
