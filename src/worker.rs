@@ -16,6 +16,7 @@ use crate::policy::{DEFAULT_ROLE_MAPPING, RoleMapping};
 use crate::retry::RetryPolicy;
 use crate::state::{self, DbSettings};
 use crate::sync::{self, Dispatcher, FlushSettings};
+use crate::telemetry::metrics;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerSettings {
@@ -33,6 +34,16 @@ pub struct WorkerSettings {
     pub flush: FlushSettings,
     #[command(flatten)]
     pub admin: AdminSettings,
+}
+
+impl WorkerSettings {
+    /// What a worker with these settings does, as `explain` and `status` report it.
+    pub fn mode(&self) -> ops::Mode {
+        ops::Mode {
+            flush_on: self.altinn.is_configured(),
+            flush: self.flush.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -96,9 +107,18 @@ pub async fn run_bound(
     // Read before anything starts: a malformed token file stops the start, naming the line.
     let tokens = admin::Tokens::load(settings.admin.admin_tokens_file.as_deref())
         .map_err(admin::Error::from)?;
-    admin::metrics::install();
+    metrics::install();
+    metrics::register_endpoints(crate::altinn::ENDPOINTS);
+    // What this worker does, for the API and for the CLI run elsewhere without its settings.
+    let mode = settings.mode();
     let health = Arc::new(Health::default());
-    let api = admin::api::Api::new(health.clone(), tokens, settings);
+    let api = admin::api::Api::new(
+        health.clone(),
+        tokens,
+        mode.clone(),
+        &settings.broker,
+        &settings.ingest,
+    );
     let app = admin::router(health.clone(), Some(api));
     // Serves until the worker has stopped, so /healthz can say that it did. A server that
     // fails stops the worker: an orchestrator could no longer see it.
@@ -114,11 +134,6 @@ pub async fn run_bound(
             served
         }
     });
-    // What this worker does, for the CLI run elsewhere without its settings.
-    let mode = ops::Mode {
-        flush_on: settings.altinn.is_configured(),
-        flush: settings.flush.clone(),
-    };
     let worker = format!(
         "pid-{}-{}",
         std::process::id(),
@@ -127,7 +142,7 @@ pub async fn run_bound(
     let gauges = tokio::spawn({
         let (health, stop) = (health.clone(), stop_serving.clone());
         let (mode, worker) = (mode.clone(), worker.clone());
-        async move { admin::metrics::refresh_loop(&health, &mode, &worker, &stop).await }
+        async move { refresh_gauges(&health, &mode, &worker, &stop).await }
     });
     let result = work(settings, health, (&mode, &worker), shutdown).await;
     stop_serving.cancel();
@@ -316,4 +331,32 @@ fn report(metrics: &Metrics, message: &str) {
 fn the_worker_future_is_send(settings: &WorkerSettings, server: admin::Server) {
     fn assert_send<T: Send>(_: T) {}
     assert_send(run_bound(settings, server, CancellationToken::new()));
+}
+
+/// Refreshes the PostgreSQL gauges (and readiness) every [`metrics::REFRESH`] until `stop`,
+/// and records the worker's mode for the CLI (see [`ops::Mode::record`]).
+async fn refresh_gauges(health: &Health, mode: &ops::Mode, worker: &str, stop: &CancellationToken) {
+    // Every second until the worker is first ready, so the gauges do not lag its start.
+    let mut ready_once = false;
+    loop {
+        let wait = if ready_once {
+            metrics::REFRESH
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        ready_once |= health.readiness().await.ready;
+        if let Some(pool) = health.pool() {
+            if let Err(e) = ops::refresh_gauges(pool, mode.flush.revokes_enabled).await {
+                tracing::debug!(error = %e, "metrics: PostgreSQL gauges not refreshed");
+            }
+            if let Err(e) = mode.record(pool, worker).await {
+                tracing::debug!(error = %e, "the worker's mode was not recorded");
+            }
+        }
+        metrics::install().run_upkeep();
+    }
 }

@@ -25,8 +25,8 @@ use super::problem::Problem;
 use super::tokens::Caller;
 use super::{Health, Tokens};
 use crate::contract::OrgNumber;
+use crate::ingest::{BrokerSettings, IngestSettings};
 use crate::ops::{self, AuditQuery, Ops};
-use crate::worker::WorkerSettings;
 
 /// Bodies are a few bytes of JSON; anything larger is refused before it is read.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -44,16 +44,20 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(health: Arc<Health>, tokens: Tokens, settings: &WorkerSettings) -> Self {
+    /// `mode` is the worker's; requested syncs go to the broker and topology ingest reads.
+    pub fn new(
+        health: Arc<Health>,
+        tokens: Tokens,
+        mode: ops::Mode,
+        broker: &BrokerSettings,
+        ingest: &IngestSettings,
+    ) -> Self {
         Self {
             health,
             tokens: Arc::new(tokens),
-            mode: ops::Mode {
-                flush_on: settings.altinn.is_configured(),
-                flush: settings.flush.clone(),
-            },
-            amqp_url: settings.broker.amqp_url.clone(),
-            topology_prefix: settings.ingest.topology_prefix.clone(),
+            mode,
+            amqp_url: broker.amqp_url.clone(),
+            topology_prefix: ingest.topology_prefix.clone(),
         }
     }
 

@@ -82,7 +82,7 @@ impl Health {
             down.push("broker");
         }
         let ready = down.is_empty();
-        super::metrics::set_ready(ready);
+        crate::telemetry::metrics::set_ready(ready);
         Readiness { ready, down }
     }
 

@@ -7,8 +7,8 @@
 
 pub mod api;
 mod health;
-pub mod metrics;
 mod problem;
+mod scrape;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -102,7 +102,7 @@ pub async fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
 
 /// Health, metrics and the API on one router.
 pub fn router(health: Arc<Health>, api: Option<api::Api>) -> Router {
-    let app = health::routes(health.clone()).merge(metrics::routes(health));
+    let app = health::routes(health.clone()).merge(scrape::routes(health));
     match api {
         Some(api) => app.merge(api::routes(api)),
         None => app,

@@ -161,12 +161,7 @@ pub async fn send(
             kind.to_owned()
         }
     };
-    metrics::counter!("altinn_sync_altinn_requests_total",
-        "endpoint" => endpoint.label, "status" => status)
-    .increment(1);
-    metrics::histogram!("altinn_sync_altinn_request_duration_seconds",
-        "endpoint" => endpoint.label)
-    .record(started.elapsed().as_secs_f64());
+    crate::telemetry::metrics::altinn_request(endpoint.label, status, started.elapsed());
     answer.map_err(Error::transport)
 }
 

@@ -301,7 +301,7 @@ impl Metrics {
     fn record(&self, stream: Stream, deliveries: u64, tally: batch::Tally, took: Duration) {
         let counters = match stream {
             Stream::Events => {
-                crate::admin::metrics::batch(
+                crate::telemetry::metrics::batch(
                     tally.applied,
                     tally.duplicates,
                     tally.dead_lettered,

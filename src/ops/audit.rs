@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{AUDIT_PAGE_MAX, Result, when};
+use super::lists::when;
+use super::{AUDIT_PAGE_MAX, Result};
 
 /// Filters and paging; `before` is an audit id from `next_before`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]

@@ -7,7 +7,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Result, when};
+use super::Result;
+use super::lists::when;
 use crate::sync;
 
 /// A sync (or reconcile) command and what became of the changes it planned, now.

@@ -47,7 +47,8 @@ pub use plan::{Planned, plan_flush};
 pub use reconcile::{LeftAlone, Reconciled, Report, reconcile};
 
 use crate::retry::RetryPolicy;
-use crate::{admin, state, telemetry};
+use crate::telemetry::metrics::{self, CommandOutcome};
+use crate::{state, telemetry};
 
 /// How long a `SyncNow` waits for the firm's events up to its `after_sequence`.
 const AFTER_SEQUENCE_WAIT: Duration = Duration::from_secs(30);
@@ -199,7 +200,7 @@ pub async fn handle_commands(pool: &PgPool, settings: &FlushSettings) -> Result<
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            admin::metrics::command("SyncNow", true, 1);
+            metrics::command("SyncNow", CommandOutcome::Handled, 1);
             tracing::Span::current().record("outcome", outcome.as_str());
             tracing::info!(firm, command.id = %id, planned.grants, planned.revokes,
                 planned.superseded, planned.requeued, planned.staged, "sync-now planned");
@@ -283,7 +284,7 @@ pub async fn run(pool: PgPool, dispatcher: &Dispatcher, shutdown: CancellationTo
         repeat("sync-now planning", &shutdown, &commands, || async {
             let handled = handle_commands(&pool, dispatcher.settings())
                 .await
-                .inspect_err(|_| admin::metrics::command("SyncNow", false, 1))?;
+                .inspect_err(|_| metrics::command("SyncNow", CommandOutcome::Failed, 1))?;
             if handled > 0 {
                 planned.notify_one();
             }
@@ -292,7 +293,7 @@ pub async fn run(pool: PgPool, dispatcher: &Dispatcher, shutdown: CancellationTo
         repeat("nightly reconcile", &shutdown, &reconciles, || async {
             let handled = handle_reconciles(&pool, dispatcher, &shutdown)
                 .await
-                .inspect_err(|_| admin::metrics::command("NightlyReconcile", false, 1))?;
+                .inspect_err(|_| metrics::command("NightlyReconcile", CommandOutcome::Failed, 1))?;
             if handled > 0 {
                 planned.notify_one();
             }
@@ -419,7 +420,7 @@ pub async fn handle_reconciles(
         sqlx::query("SELECT pg_notify('altinn_sync_flushed', '')")
             .execute(pool)
             .await?;
-        admin::metrics::command("NightlyReconcile", true, 1);
+        metrics::command("NightlyReconcile", CommandOutcome::Handled, 1);
         let r = &report.reconciled;
         tracing::info!(command.id = %id, firms = r.firms, drift.missing = r.missing,
             drift.extra = r.extra, unknown = r.unknown, retried = r.retried,

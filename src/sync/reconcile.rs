@@ -244,7 +244,7 @@ pub async fn reconcile(
     while let Some((firm, r)) = applied.next().await {
         let r = r?;
         guard::log_staged(&firm, &r.planned);
-        crate::admin::metrics::drift(r.missing, r.extra);
+        crate::telemetry::metrics::drift(r.missing, r.extra);
         if r.missing + r.extra > 0 {
             tracing::info!(
                 firm,

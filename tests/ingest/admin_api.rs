@@ -598,7 +598,13 @@ async fn with_postgres_and_the_broker_down_the_api_answers_503_and_readyz_names_
     let mut settings = app.settings.clone();
     settings.admin.admin_tokens_file = Some(tokens_file());
     let tokens = admin::Tokens::load(settings.admin.admin_tokens_file.as_deref()).unwrap();
-    let api = admin::api::Api::new(health.clone(), tokens, &settings);
+    let api = admin::api::Api::new(
+        health.clone(),
+        tokens,
+        settings.mode(),
+        &settings.broker,
+        &settings.ingest,
+    );
     let server = admin::Server::bind(([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
@@ -633,7 +639,13 @@ async fn with_postgres_and_the_broker_down_the_api_answers_503_and_readyz_names_
     health.set_pool(app.pool.clone());
     settings.broker.amqp_url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let tokens = admin::Tokens::load(settings.admin.admin_tokens_file.as_deref()).unwrap();
-    let api = admin::api::Api::new(health.clone(), tokens, &settings);
+    let api = admin::api::Api::new(
+        health.clone(),
+        tokens,
+        settings.mode(),
+        &settings.broker,
+        &settings.ingest,
+    );
     let server = admin::Server::bind(([127, 0, 0, 1], 0).into())
         .await
         .unwrap();

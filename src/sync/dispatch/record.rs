@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::{Dispatcher, Locked, Result, Row, Verdict};
+use crate::telemetry::metrics;
 
 impl Dispatcher {
     /// Records every outcome of a step in one statement, for the rows this dispatcher still
@@ -101,14 +102,27 @@ impl Dispatcher {
             self.unsaved_agents.locked().extend(agents);
             return Err(e.into());
         }
-        // Counted once recorded; rows another holder took over are counted by it, roughly.
+        // Counted once recorded, one increment per label pair rather than per row; rows
+        // another holder took over are counted by it, roughly.
+        let mut counts = [[0_u64; 3]; 2];
         for ((row, _), outcome) in verdicts.iter().zip(&outcomes) {
+            let action = usize::from(row.action == "revoke");
             let outcome = match *outcome {
-                "delivered" => "delivered",
-                "parked" => "parked",
-                _ => "retried",
+                "delivered" => 0,
+                "parked" => 1,
+                _ => 2,
             };
-            crate::admin::metrics::delivery(&row.action, outcome);
+            counts[action][outcome] += 1;
+        }
+        for (action, by_outcome) in ["grant", "revoke"].into_iter().zip(counts) {
+            for (outcome, n) in ["delivered", "parked", "retried"]
+                .into_iter()
+                .zip(by_outcome)
+            {
+                if n > 0 {
+                    metrics::deliveries(action, outcome, n);
+                }
+            }
         }
         Ok(())
     }

@@ -55,7 +55,7 @@ impl Dispatcher {
                     reason,
                     waits,
                 });
-                crate::admin::metrics::set_setup_error(true);
+                crate::telemetry::metrics::set_setup_error(true);
             }
             (Some(reason), Some(h)) => {
                 let wait = h.waits.next_wait();
@@ -73,7 +73,7 @@ impl Dispatcher {
             (None, Some(h)) if let_through || (answered && !h.forbidden) => {
                 tracing::info!(was = %h.reason, "the setup error is resolved; deliveries resume");
                 *hold = None;
-                crate::admin::metrics::set_setup_error(false);
+                crate::telemetry::metrics::set_setup_error(false);
             }
             (None, _) => {}
         }

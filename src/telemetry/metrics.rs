@@ -4,20 +4,14 @@
 //! or panel sees it before the first event. Label values never carry a firm, an employee or
 //! an identity number: the cardinality is the same at one firm or ten thousand.
 //!
-//! Gauges computed from PostgreSQL are refreshed every [`REFRESH`] by each replica, not on
-//! every scrape; rules aggregate them with `max()`.
+//! Gauges computed from PostgreSQL are set here but read from above (`ops::gauges`), every
+//! [`REFRESH`] by each replica, not on every scrape; rules aggregate them with `max()`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 pub const EVENTS: &str = "altinn_sync_events_total";
 pub const COMMANDS: &str = "altinn_sync_commands_total";
@@ -147,11 +141,6 @@ fn register() {
         gauge!(OUTBOX_ROWS, "status" => status).set(0.0);
     }
     gauge!(OUTBOX_OLDEST_PENDING).set(0.0);
-    for endpoint in crate::altinn::ENDPOINTS {
-        let _ = histogram!(ALTINN_REQUEST_DURATION, "endpoint" => *endpoint);
-        // The status label is Altinn's answer, so only the happy one is known in advance.
-        counter!(ALTINN_REQUESTS, "endpoint" => *endpoint, "status" => "200").increment(0);
-    }
     for action in ACTIONS {
         for outcome in DELIVERY_OUTCOMES {
             counter!(DELIVERIES, "action" => action, "outcome" => outcome).increment(0);
@@ -168,25 +157,6 @@ fn register() {
     gauge!(DEAD_LETTERS).set(0.0);
 }
 
-pub fn routes(health: std::sync::Arc<super::Health>) -> Router {
-    Router::new()
-        .route("/metrics", get(render))
-        .with_state(health)
-}
-
-async fn render(
-    axum::extract::State(health): axum::extract::State<std::sync::Arc<super::Health>>,
-) -> impl IntoResponse {
-    // `altinn_sync_ready` as `/readyz` would answer now: one `SELECT 1` per scrape.
-    health.readiness().await;
-    let handle = install();
-    handle.run_upkeep();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle.render(),
-    )
-}
-
 /// An ingest batch was committed: what its events came to, and how long it took.
 pub fn batch(applied: u64, duplicates: u64, dead_lettered: u64, took: Duration) {
     counter!(EVENTS, "outcome" => "applied").increment(applied);
@@ -195,20 +165,59 @@ pub fn batch(applied: u64, duplicates: u64, dead_lettered: u64, took: Duration) 
     histogram!(BATCH_DURATION).record(took.as_secs_f64());
 }
 
-/// A command was handled, or failed (and stays unhandled for another try).
-pub fn command(kind: &'static str, handled: bool, n: u64) {
-    let outcome = if handled { "handled" } else { "failed" };
+/// What became of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandOutcome {
+    Handled,
+    /// It stays unhandled for another try.
+    Failed,
+}
+
+pub fn command(kind: &'static str, outcome: CommandOutcome, n: u64) {
+    let outcome = match outcome {
+        CommandOutcome::Handled => "handled",
+        CommandOutcome::Failed => "failed",
+    };
     counter!(COMMANDS, "type" => kind, "outcome" => outcome).increment(n);
 }
 
-/// A delivery attempt's outcome: `delivered`, `retried` or `parked`.
-pub fn delivery(action: &str, outcome: &'static str) {
-    let action = if action == "revoke" {
-        "revoke"
-    } else {
-        "grant"
-    };
-    counter!(DELIVERIES, "action" => action, "outcome" => outcome).increment(1);
+/// Delivery attempts of one action (`grant` or `revoke`) with one outcome (`delivered`,
+/// `retried` or `parked`).
+pub fn deliveries(action: &'static str, outcome: &'static str, n: u64) {
+    counter!(DELIVERIES, "action" => action, "outcome" => outcome).increment(n);
+}
+
+/// Registers the Altinn and Maskinporten endpoints' series at 0; the labels are route
+/// templates the client owns (`altinn::ENDPOINTS`), never ids.
+pub fn register_endpoints(endpoints: &[&'static str]) {
+    for endpoint in endpoints {
+        let _ = histogram!(ALTINN_REQUEST_DURATION, "endpoint" => *endpoint);
+        // The status label is Altinn's answer, so only the happy one is known in advance.
+        counter!(ALTINN_REQUESTS, "endpoint" => *endpoint, "status" => "200").increment(0);
+    }
+}
+
+/// One call to Altinn or Maskinporten: its endpoint template, its status (or `timeout`,
+/// `error`) and how long it took.
+pub fn altinn_request(endpoint: &'static str, status: String, took: Duration) {
+    counter!(ALTINN_REQUESTS, "endpoint" => endpoint, "status" => status).increment(1);
+    histogram!(ALTINN_REQUEST_DURATION, "endpoint" => endpoint).record(took.as_secs_f64());
+}
+
+/// Sets every outbox gauge from its counts by status.
+pub fn outbox(rows: [(&'static str, f64); 5], oldest_pending_secs: f64) {
+    for (status, n) in rows {
+        gauge!(OUTBOX_ROWS, "status" => status).set(n);
+    }
+    gauge!(OUTBOX_OLDEST_PENDING).set(oldest_pending_secs);
+}
+
+/// The gauges read from PostgreSQL beside the outbox.
+pub fn firms(paused: f64, oldest_pause_secs: f64, last_reconcile: f64, dead_letters: f64) {
+    gauge!(FIRMS_PAUSED).set(paused);
+    gauge!(OLDEST_PAUSE).set(oldest_pause_secs);
+    gauge!(LAST_RECONCILE).set(last_reconcile);
+    gauge!(DEAD_LETTERS).set(dead_letters);
 }
 
 /// What a reconcile found that Altinn had, or lacked, against the recorded state.
@@ -223,80 +232,4 @@ pub fn set_ready(ready: bool) {
 
 pub fn set_setup_error(held: bool) {
     gauge!(SETUP_ERROR).set(if held { 1.0 } else { 0.0 });
-}
-
-/// Refreshes the PostgreSQL gauges (and readiness) every [`REFRESH`] until `shutdown`.
-/// Also records the worker's mode for the CLI (see [`crate::ops::Mode::record`]).
-pub async fn refresh_loop(
-    health: &super::Health,
-    mode: &crate::ops::Mode,
-    worker: &str,
-    shutdown: &CancellationToken,
-) {
-    // Every second until the worker is first ready, so the gauges do not lag its start.
-    let mut ready_once = false;
-    loop {
-        let wait = if ready_once {
-            REFRESH
-        } else {
-            Duration::from_secs(1)
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(wait) => {}
-        }
-        ready_once |= health.readiness().await.ready;
-        if let Some(pool) = health.pool() {
-            if let Err(e) = refresh(pool, mode.flush.revokes_enabled).await {
-                tracing::debug!(error = %e, "metrics: PostgreSQL gauges not refreshed");
-            }
-            if let Err(e) = mode.record(pool, worker).await {
-                tracing::debug!(error = %e, "the worker's mode was not recorded");
-            }
-        }
-        install().run_upkeep();
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct Gauges {
-    firms_paused: i64,
-    oldest_pause: f64,
-    last_reconcile: f64,
-    dead_letters: i64,
-}
-
-/// Reads every PostgreSQL gauge: the outbox's counts, then the rest in one statement.
-pub async fn refresh(pool: &PgPool, revokes_enabled: bool) -> Result<(), crate::state::Error> {
-    let o = crate::sync::outbox_counts(pool, None, revokes_enabled).await?;
-    let g: Gauges = sqlx::query_as(
-        r#"SELECT
-             (SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL) AS firms_paused,
-             coalesce((SELECT extract(epoch FROM now() - min(flush_paused_at))::float8
-                       FROM firms WHERE flush_paused_at IS NOT NULL), 0) AS oldest_pause,
-             coalesce((SELECT extract(epoch FROM max(handled_at))::float8 FROM commands
-                       WHERE command_type = 'NightlyReconcile' AND handled_at IS NOT NULL), 0)
-               AS last_reconcile,
-             (SELECT count(*) FROM dead_letters WHERE received_at > now() - interval '24 hours')
-               AS dead_letters"#,
-    )
-    .fetch_one(pool)
-    .await?;
-    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-    let f = |n: i64| n as f64;
-    for (status, n) in [
-        ("pending", o.pending),
-        ("in_flight", o.in_flight),
-        ("parked", o.parked),
-        ("staged", o.staged),
-        ("held", o.held),
-    ] {
-        gauge!(OUTBOX_ROWS, "status" => status).set(f(n));
-    }
-    gauge!(OUTBOX_OLDEST_PENDING).set(o.oldest_pending_secs);
-    gauge!(FIRMS_PAUSED).set(f(g.firms_paused));
-    gauge!(OLDEST_PAUSE).set(g.oldest_pause);
-    gauge!(LAST_RECONCILE).set(g.last_reconcile);
-    gauge!(DEAD_LETTERS).set(f(g.dead_letters));
-    Ok(())
 }

@@ -1,15 +1,4 @@
-//! Logging and tracing: a `tracing` subscriber whose spans are OpenTelemetry spans, and the W3C
-//! trace context carried in and out.
-//!
-//! - Spans are always made, so log lines and the `traceparent` headers sent on name the trace
-//!   even when nothing is exported. They are exported through OTLP/HTTP only when
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL, the SDK appends `/v1/traces`) or
-//!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full URL) is set; the SDK reads both itself.
-//! - `service.name` is `OTEL_SERVICE_NAME`, else `altinn-sync`.
-//! - Trace context goes in and out as W3C `traceparent`, through OpenTelemetry's global
-//!   propagator ([`TraceContextPropagator`]): AMQP headers in ([`amqp_traceparent`]) and out
-//!   ([`amqp_headers`]), HTTP headers out ([`inject_http`]), outbox rows ([`traceparent`]).
-//! - In JSON, a log line inside a span carries the span's `trace_id`.
+//! Tracing: the subscriber, the OTLP export and the W3C trace context carried in and out.
 
 use std::collections::HashMap;
 
@@ -28,6 +17,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use super::Error;
 
 /// `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
 pub const SERVICE_NAME: &str = "altinn-sync";
@@ -53,14 +44,6 @@ pub struct TelemetrySettings {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("could not build the OTLP exporter (see OTEL_EXPORTER_OTLP_ENDPOINT)")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
-    #[error("could not install the tracing subscriber")]
-    Subscriber(#[from] tracing_subscriber::util::TryInitError),
 }
 
 /// Exports the spans still buffered, and stops the export, when dropped.
