@@ -18,7 +18,6 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::plan::{Planned, plan_flush};
 use super::{FlushSettings, Result};
 
 /// Whether `revokes` (R) against `grants` (H) trips the guard: R ≥ `min` and R > `share` × H.
@@ -132,22 +131,6 @@ async fn stage(
         .fetch_one(&mut *conn)
         .await?;
     Ok(staged.unsigned_abs())
-}
-
-/// Logs, once per plan, that the guard staged revokes. Counts only: no person is named.
-pub(super) fn log_staged(firm: &str, planned: &Planned) {
-    if planned.staged == 0 {
-        return;
-    }
-    let t = planned.guard.unwrap_or_default();
-    tracing::warn!(
-        firm,
-        revokes.staged = planned.staged,
-        revokes.counted = t.revokes,
-        revokes.recent = t.recent,
-        grants.applied = t.grants,
-        "mass-revoke guard: revokes staged; they wait for an operator to approve or reject them"
-    );
 }
 
 /// A revoke the guard holds back.
@@ -270,54 +253,7 @@ async fn decide(
 /// Revokes the kill switch holds: with `revokes_enabled` false, every open revoke not in flight
 /// (of `firm`, or of every firm); with it true, none.
 pub async fn held_revokes(pool: &PgPool, firm: Option<&str>, revokes_enabled: bool) -> Result<i64> {
-    Ok(super::outbox_counts(pool, firm, revokes_enabled)
+    Ok(super::outbox::outbox_counts(pool, firm, revokes_enabled)
         .await?
         .held)
-}
-
-/// One change of a dry run.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Change {
-    pub employee_id: Uuid,
-    pub client_org_number: String,
-    pub package: String,
-}
-
-/// What a sync of the firm would leave on its way now: the open grants and revokes, and the
-/// revokes the guard holds back.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Preview {
-    pub grants: Vec<Change>,
-    pub revokes: Vec<Change>,
-    pub staged_revokes: Vec<Change>,
-}
-
-/// A dry run: plans the firm exactly as a `SyncNow` would, reads the outcome and rolls it all
-/// back. It changes nothing, and waits while the firm is being planned.
-pub async fn preview(pool: &PgPool, firm: &str, settings: &FlushSettings) -> Result<Preview> {
-    let mut tx = pool.begin().await?;
-    plan_flush(&mut tx, firm, Uuid::nil(), settings).await?;
-    let rows: Vec<(String, String, Uuid, String, String)> = sqlx::query_as(
-        r#"SELECT status, action, employee_id, client_org_number, package FROM outbox
-           WHERE firm = $1 AND status IN ('pending', 'staged')
-           ORDER BY employee_id, client_org_number, package, generation"#,
-    )
-    .bind(firm)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.rollback().await?;
-    let mut preview = Preview::default();
-    for (status, action, employee_id, client_org_number, package) in rows {
-        let change = Change {
-            employee_id,
-            client_org_number,
-            package,
-        };
-        match (status.as_str(), action.as_str()) {
-            ("staged", _) => preview.staged_revokes.push(change),
-            (_, "grant") => preview.grants.push(change),
-            _ => preview.revokes.push(change),
-        }
-    }
-    Ok(preview)
 }

@@ -1,11 +1,10 @@
 //! Parked changes: what Altinn refused for good, with the explanation, and re-queuing them.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Result;
-use super::plan::{Requeue, lift_pause, requeue_parked};
 
 #[derive(Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Parked {
@@ -73,4 +72,89 @@ pub async fn retry(pool: &PgPool, firm: &str, id: Option<i64>, actor: &str) -> R
     let n = requeue_parked(&mut tx, firm, which, actor).await?;
     tx.commit().await?;
     Ok(n)
+}
+
+/// The actor of what the worker does by itself, in the audit.
+pub const WORKER: &str = "worker";
+
+/// Which parked changes [`requeue_parked`] puts back in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Every one (the nightly reconcile, as the help page promises).
+    All,
+    /// One, by its outbox id (an operator's `retry --id`).
+    One(i64),
+    /// Grants whose desired state changed since they were parked: the grant was wanted anew,
+    /// or AdminFlow corrected the person's identity that Altinn could not match.
+    WhoseDesiredStateChanged,
+}
+
+/// Puts a firm's parked changes back in the queue, due now. A change whose key already has a
+/// newer one on its way stays parked. Returns how many were re-queued.
+/// Each re-queued change gets an audit row naming `actor` (an admin token's name, or `worker`).
+pub async fn requeue_parked(
+    conn: &mut PgConnection,
+    firm: &str,
+    which: Requeue,
+    actor: &str,
+) -> Result<u64> {
+    let (id, changed_only) = match which {
+        Requeue::All => (None, false),
+        Requeue::One(id) => (Some(id), false),
+        Requeue::WhoseDesiredStateChanged => (None, true),
+    };
+    let requeued: i64 = sqlx::query_scalar(
+        r#"WITH requeued AS (
+           UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
+                               lease_until = NULL
+           WHERE o.firm = $1 AND o.status = 'parked' AND ($2::bigint IS NULL OR o.id = $2)
+             AND (NOT $3 OR (o.action = 'grant' AND (
+                      EXISTS (SELECT 1 FROM desired_grants d
+                              WHERE d.firm = o.firm AND d.employee_id = o.employee_id
+                                AND d.client_org_number = o.client_org_number
+                                AND d.package = o.package AND d.since > o.finished_at)
+                      OR EXISTS (SELECT 1 FROM employee_identities e
+                                 WHERE e.firm = o.firm AND e.employee_id = o.employee_id
+                                   AND e.identity_changed_at > o.finished_at))))
+             AND NOT EXISTS (SELECT 1 FROM outbox p
+                             WHERE p.firm = o.firm AND p.employee_id = o.employee_id
+                               AND p.client_org_number = o.client_org_number
+                               AND p.package = o.package AND p.status = 'pending')
+           RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package, o.action,
+                     o.cause
+           ), audited AS (
+               INSERT INTO audit (firm, employee_id, client_org_number, package, action,
+                                  outcome, cause, outbox_id, detail, actor)
+               SELECT firm, employee_id, client_org_number, package, action, 'requeued', cause,
+                      id, 'parked change re-queued', $4
+               FROM requeued
+           )
+           SELECT count(*) FROM requeued"#,
+    )
+    .bind(firm)
+    .bind(id)
+    .bind(changed_only)
+    .bind(actor)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(requeued.unsigned_abs())
+}
+
+/// A sync-now or retry is the moment to try a paused firm again: the pause ends now and the
+/// firm's waiting changes are due. The pause itself is cleared by the first delivery.
+pub async fn lift_pause(conn: &mut PgConnection, firm: &str) -> Result<()> {
+    sqlx::query(
+        r#"WITH lifted AS (
+               UPDATE firms SET flush_paused_until = now()
+               WHERE org_number = $1 AND flush_paused_until > now()
+               RETURNING org_number
+           )
+           UPDATE outbox SET next_attempt_at = now()
+           WHERE firm IN (SELECT org_number FROM lifted) AND status = 'pending'
+             AND next_attempt_at > now()"#,
+    )
+    .bind(firm)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -16,7 +16,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::guard::{Tripped, guard};
+use super::parked::{Requeue, WORKER, lift_pause, requeue_parked};
 use super::{FlushSettings, Result};
+use crate::telemetry;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Planned {
@@ -29,6 +31,22 @@ pub struct Planned {
     pub staged: u64,
     /// The guard's figures, when its threshold tripped.
     pub guard: Option<Tripped>,
+}
+
+/// Logs, once per plan, that the guard staged revokes. Counts only: no person is named.
+pub(super) fn log_staged(firm: &str, planned: &Planned) {
+    if planned.staged == 0 {
+        return;
+    }
+    let t = planned.guard.unwrap_or_default();
+    tracing::warn!(
+        firm,
+        revokes.staged = planned.staged,
+        revokes.counted = t.revokes,
+        revokes.recent = t.recent,
+        grants.applied = t.grants,
+        "mass-revoke guard: revokes staged; they wait for an operator to approve or reject them"
+    );
 }
 
 /// Writes the firm's delta to the outbox, in the caller's transaction.
@@ -134,91 +152,6 @@ pub async fn plan_flush(
     })
 }
 
-/// The actor of what the worker does by itself, in the audit.
-pub const WORKER: &str = "worker";
-
-/// Which parked changes [`requeue_parked`] puts back in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requeue {
-    /// Every one (the nightly reconcile, as the help page promises).
-    All,
-    /// One, by its outbox id (an operator's `retry --id`).
-    One(i64),
-    /// Grants whose desired state changed since they were parked: the grant was wanted anew,
-    /// or AdminFlow corrected the person's identity that Altinn could not match.
-    WhoseDesiredStateChanged,
-}
-
-/// Puts a firm's parked changes back in the queue, due now. A change whose key already has a
-/// newer one on its way stays parked. Returns how many were re-queued.
-/// Each re-queued change gets an audit row naming `actor` (an admin token's name, or `worker`).
-pub async fn requeue_parked(
-    conn: &mut PgConnection,
-    firm: &str,
-    which: Requeue,
-    actor: &str,
-) -> Result<u64> {
-    let (id, changed_only) = match which {
-        Requeue::All => (None, false),
-        Requeue::One(id) => (Some(id), false),
-        Requeue::WhoseDesiredStateChanged => (None, true),
-    };
-    let requeued: i64 = sqlx::query_scalar(
-        r#"WITH requeued AS (
-           UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
-                               lease_until = NULL
-           WHERE o.firm = $1 AND o.status = 'parked' AND ($2::bigint IS NULL OR o.id = $2)
-             AND (NOT $3 OR (o.action = 'grant' AND (
-                      EXISTS (SELECT 1 FROM desired_grants d
-                              WHERE d.firm = o.firm AND d.employee_id = o.employee_id
-                                AND d.client_org_number = o.client_org_number
-                                AND d.package = o.package AND d.since > o.finished_at)
-                      OR EXISTS (SELECT 1 FROM employee_identities e
-                                 WHERE e.firm = o.firm AND e.employee_id = o.employee_id
-                                   AND e.identity_changed_at > o.finished_at))))
-             AND NOT EXISTS (SELECT 1 FROM outbox p
-                             WHERE p.firm = o.firm AND p.employee_id = o.employee_id
-                               AND p.client_org_number = o.client_org_number
-                               AND p.package = o.package AND p.status = 'pending')
-           RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package, o.action,
-                     o.cause
-           ), audited AS (
-               INSERT INTO audit (firm, employee_id, client_org_number, package, action,
-                                  outcome, cause, outbox_id, detail, actor)
-               SELECT firm, employee_id, client_org_number, package, action, 'requeued', cause,
-                      id, 'parked change re-queued', $4
-               FROM requeued
-           )
-           SELECT count(*) FROM requeued"#,
-    )
-    .bind(firm)
-    .bind(id)
-    .bind(changed_only)
-    .bind(actor)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(requeued.unsigned_abs())
-}
-
-/// A sync-now or retry is the moment to try a paused firm again: the pause ends now and the
-/// firm's waiting changes are due. The pause itself is cleared by the first delivery.
-pub async fn lift_pause(conn: &mut PgConnection, firm: &str) -> Result<()> {
-    sqlx::query(
-        r#"WITH lifted AS (
-               UPDATE firms SET flush_paused_until = now()
-               WHERE org_number = $1 AND flush_paused_until > now()
-               RETURNING org_number
-           )
-           UPDATE outbox SET next_attempt_at = now()
-           WHERE firm IN (SELECT org_number FROM lifted) AND status = 'pending'
-             AND next_attempt_at > now()"#,
-    )
-    .bind(firm)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// Keys without an open change are compared with `applied_grants` (each arm of the deltas
 /// joins real tables, so PostgreSQL can hash them); keys with open changes are decided by the
 /// last of them.
@@ -273,4 +206,16 @@ async fn insert_changes(
         .await?
         .rows_affected();
     Ok(inserted)
+}
+
+/// The changes the transaction plans record the current span's trace (`outbox.traceparent`
+/// defaults to this setting), so their delivery joins it, later or on another replica.
+pub(super) async fn trace_planning(conn: &mut sqlx::PgConnection) -> Result<()> {
+    if let Some(traceparent) = telemetry::traceparent(&tracing::Span::current()) {
+        sqlx::query("SELECT set_config('altinn_sync.traceparent', $1, true)")
+            .bind(traceparent)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }

@@ -32,8 +32,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::dispatch::{Dispatcher, PACKAGE_URN};
-use super::plan::{Planned, Requeue, plan_flush, requeue_parked};
-use super::{FlushSettings, Result, guard};
+use super::parked::{Requeue, WORKER, requeue_parked};
+use super::plan::{Planned, log_staged, plan_flush, trace_planning};
+use super::{FlushSettings, Result};
 use crate::altinn;
 use crate::altinn::wire::CompactEntity;
 
@@ -243,7 +244,7 @@ pub async fn reconcile(
         .buffer_unordered(APPLY_PARALLELISM);
     while let Some((firm, r)) = applied.next().await {
         let r = r?;
-        guard::log_staged(&firm, &r.planned);
+        log_staged(&firm, &r.planned);
         crate::telemetry::metrics::drift(r.missing, r.extra);
         if r.missing + r.extra > 0 {
             tracing::info!(
@@ -542,8 +543,8 @@ async fn apply_firm(
     .fetch_one(&mut *tx)
     .await?;
     // The help page promises that the nightly run tries refused changes again.
-    let retried = requeue_parked(&mut tx, firm, Requeue::All, super::plan::WORKER).await?;
-    super::trace_planning(&mut tx).await?;
+    let retried = requeue_parked(&mut tx, firm, Requeue::All, WORKER).await?;
+    trace_planning(&mut tx).await?;
     let planned = plan_flush(&mut tx, firm, cause, settings).await?;
     sqlx::query("DELETE FROM reconcile_actual WHERE command_id = $1 AND firm = $2")
         .bind(cause)

@@ -1,0 +1,54 @@
+//! A dry run of a firm's flush: planned exactly as a `SyncNow` would, then rolled back.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::plan::plan_flush;
+use super::{FlushSettings, Result};
+
+/// One change of a dry run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Change {
+    pub employee_id: Uuid,
+    pub client_org_number: String,
+    pub package: String,
+}
+
+/// What a sync of the firm would leave on its way now: the open grants and revokes, and the
+/// revokes the guard holds back.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    pub grants: Vec<Change>,
+    pub revokes: Vec<Change>,
+    pub staged_revokes: Vec<Change>,
+}
+
+/// A dry run: plans the firm exactly as a `SyncNow` would, reads the outcome and rolls it all
+/// back. It changes nothing, and waits while the firm is being planned.
+pub async fn preview(pool: &PgPool, firm: &str, settings: &FlushSettings) -> Result<Preview> {
+    let mut tx = pool.begin().await?;
+    plan_flush(&mut tx, firm, Uuid::nil(), settings).await?;
+    let rows: Vec<(String, String, Uuid, String, String)> = sqlx::query_as(
+        r#"SELECT status, action, employee_id, client_org_number, package FROM outbox
+           WHERE firm = $1 AND status IN ('pending', 'staged')
+           ORDER BY employee_id, client_org_number, package, generation"#,
+    )
+    .bind(firm)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.rollback().await?;
+    let mut preview = Preview::default();
+    for (status, action, employee_id, client_org_number, package) in rows {
+        let change = Change {
+            employee_id,
+            client_org_number,
+            package,
+        };
+        match (status.as_str(), action.as_str()) {
+            ("staged", _) => preview.staged_revokes.push(change),
+            (_, "grant") => preview.grants.push(change),
+            _ => preview.revokes.push(change),
+        }
+    }
+    Ok(preview)
+}
