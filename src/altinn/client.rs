@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::config::ValidatedAltinnConfig;
 use super::error::{Error, Result, classify};
-use super::http::{self, Endpoint};
+use super::http;
 use super::maskinporten::{SigningKey, TokenSource};
+use super::paths::{self, Endpoint};
 use super::wire::{
     AgentAccess, Assignment, AuthorizedParty, ClientAccess, Delegation, DelegationBatch, Paginated,
     PersonInput,
@@ -20,12 +21,6 @@ use super::wire::{
 /// More pages than any list of one firm's clients or agents can have: a `links.next` that never
 /// ends is an error, not a loop.
 const MAX_PAGES: usize = 10_000;
-
-pub const AUTHORIZED_PARTIES_PATH: &str = "/accessmanagement/api/v1/enduser/authorizedparties";
-pub const CLIENTS_PATH: &str = "/accessmanagement/api/v1/enduser/clientdelegations/clients";
-pub const AGENTS_PATH: &str = "/accessmanagement/api/v1/enduser/clientdelegations/agents";
-pub const AGENT_PACKAGES_PATH: &str =
-    "/accessmanagement/api/v1/enduser/clientdelegations/agents/accesspackages";
 
 /// The firm a call acts for: the org number picks the system user's token, the party UUID
 /// goes into `party`.
@@ -72,7 +67,7 @@ impl AltinnClient {
             .list(
                 org_number,
                 "authorizedparties",
-                http::AUTHORIZED_PARTIES,
+                paths::AUTHORIZED_PARTIES,
                 |c, e| c.request(e),
             )
             .await?;
@@ -90,7 +85,7 @@ impl AltinnClient {
 
     /// The firm's clients and the packages each role lets it delegate.
     pub async fn clients(&self, firm: &Firm) -> Result<Vec<ClientAccess>> {
-        self.list(&firm.org_number, "clients", http::CLIENTS, |c, e| {
+        self.list(&firm.org_number, "clients", paths::CLIENTS, |c, e| {
             c.request(e).query(&[("party", firm.party)])
         })
         .await
@@ -98,7 +93,7 @@ impl AltinnClient {
 
     /// The firm's agents (employees who may receive client packages).
     pub async fn agents(&self, firm: &Firm) -> Result<Vec<AgentAccess>> {
-        self.list(&firm.org_number, "agents", http::AGENTS, |c, e| {
+        self.list(&firm.org_number, "agents", paths::AGENTS, |c, e| {
             c.request(e).query(&[("party", firm.party)])
         })
         .await
@@ -109,7 +104,7 @@ impl AltinnClient {
     /// Call it only for persons not already among [`Self::agents`]: each failed lookup counts
     /// towards Altinn's hour-long lock-out.
     pub async fn add_agent(&self, firm: &Firm, person: &PersonInput) -> Result<Assignment> {
-        self.call(&firm.org_number, "add agent", http::AGENTS_POST, |c, e| {
+        self.call(&firm.org_number, "add agent", paths::AGENTS_POST, |c, e| {
             c.request(e).query(&[("party", firm.party)]).json(person)
         })
         .await
@@ -122,7 +117,7 @@ impl AltinnClient {
         self.send(
             &firm.org_number,
             "remove agent",
-            http::AGENTS_DELETE,
+            paths::AGENTS_DELETE,
             |c, e| {
                 c.request(e).query(&[
                     ("party", firm.party.to_string()),
@@ -140,7 +135,7 @@ impl AltinnClient {
         self.list(
             &firm.org_number,
             "agent packages",
-            http::DELEGATIONS,
+            paths::DELEGATIONS,
             |c, e| c.request(e).query(&[("party", firm.party), ("to", agent)]),
         )
         .await
@@ -155,7 +150,7 @@ impl AltinnClient {
         batch: &DelegationBatch,
     ) -> Result<Vec<Delegation>> {
         self.packages(
-            http::DELEGATIONS_POST,
+            paths::DELEGATIONS_POST,
             "delegate",
             firm,
             client,
@@ -174,7 +169,7 @@ impl AltinnClient {
         batch: &DelegationBatch,
     ) -> Result<Vec<Delegation>> {
         self.packages(
-            http::DELEGATIONS_DELETE,
+            paths::DELEGATIONS_DELETE,
             "revoke",
             firm,
             client,

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 use super::config::ValidatedAltinnConfig;
 use super::error::{Error, Result, classify, classify_maskinporten};
 use super::http;
+use super::paths;
 use super::wire::MaskinportenToken;
 
 /// Maskinporten accepts grants whose `exp` is at most 120 s after `iat`; stay well inside.
@@ -29,7 +30,6 @@ const FALLBACK_LIFETIME: Duration = Duration::from_secs(300);
 
 pub const SYSTEM_USER_TYPE: &str = "urn:altinn:systemuser";
 pub const ORG_AUTHORITY: &str = "iso6523-actorid-upis";
-pub const EXCHANGE_PATH: &str = "/authentication/api/v1/exchange/maskinporten";
 
 /// A value that must never be logged.
 #[derive(Clone)]
@@ -230,7 +230,7 @@ impl TokenSource {
             ("assertion", grant.expose().as_str()),
         ];
         let request = self.http.post(url).form(&form);
-        let answer = http::send(http::MASKINPORTEN_TOKEN, None, request).await?;
+        let answer = http::send(paths::MASKINPORTEN_TOKEN, None, request).await?;
         classify_maskinporten(answer.status, &answer.headers, &answer.body)?;
         let token: MaskinportenToken =
             serde_json::from_slice(&answer.body).map_err(|source| Error::Decode {
@@ -242,9 +242,9 @@ impl TokenSource {
 
     /// Exchanges a Maskinporten token for an Altinn token.
     pub async fn exchange(&self, mp: &Secret<String>) -> Result<Secret<String>> {
-        let url = format!("{}{EXCHANGE_PATH}", self.config.altinn_base_url);
+        let url = format!("{}{}", self.config.altinn_base_url, paths::EXCHANGE_PATH);
         let request = self.http.get(url).bearer_auth(mp.expose());
-        let answer = http::send(http::TOKEN_EXCHANGE, None, request).await?;
+        let answer = http::send(paths::TOKEN_EXCHANGE, None, request).await?;
         match classify(answer.status, &answer.headers, &answer.body) {
             // A 401 here means Maskinporten's token was refused, not ours: no refresh helps.
             Err(Error::Token) => {

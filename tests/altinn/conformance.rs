@@ -5,10 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use altinn_sync::altinn::client::{
-    AGENT_PACKAGES_PATH, AGENTS_PATH, AUTHORIZED_PARTIES_PATH, CLIENTS_PATH,
+use altinn_sync::altinn::paths::{
+    AGENT_PACKAGES_PATH, AGENTS_PATH, AUTHORIZED_PARTIES_PATH, CLIENTS_PATH, EXCHANGE_PATH,
 };
-use altinn_sync::altinn::maskinporten::EXCHANGE_PATH;
 use altinn_sync::altinn::wire::{DelegationBatch, PersonInput};
 use altinn_sync::sim::JournalEntry;
 use serde_json::{Value, json};

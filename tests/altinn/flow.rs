@@ -202,7 +202,7 @@ async fn lists_are_read_to_their_last_page() {
 
     assert_eq!(clients.len(), 5, "every page was read: {clients:?}");
     assert_eq!(
-        t.calls("GET", altinn_sync::altinn::client::CLIENTS_PATH),
+        t.calls("GET", altinn_sync::altinn::paths::CLIENTS_PATH),
         3,
         "five clients in pages of two"
     );

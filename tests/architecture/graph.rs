@@ -116,10 +116,10 @@ impl Graph {
         let mut next: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); names.len()];
         for e in &self.edges {
             let (from, to) = (self.top_of(e.from), self.top_of(e.to));
-            if let (Some(&f), Some(&t)) = (index.get(from.as_str()), index.get(to.as_str())) {
-                if f != t {
-                    next[f].insert(t);
-                }
+            if let (Some(&f), Some(&t)) = (index.get(from.as_str()), index.get(to.as_str()))
+                && f != t
+            {
+                next[f].insert(t);
             }
         }
         strongly_connected(&next)
@@ -133,7 +133,7 @@ impl Graph {
     fn resolve(&self, path: &[String]) -> Option<(usize, Vec<String>)> {
         let mut resolved = None;
         for len in (0..=path.len()).rev() {
-            if let Some(&file) = self.modules.get(&path[..len].to_vec()) {
+            if let Some(&file) = self.modules.get(&path[..len]) {
                 if len > 0 || path.is_empty() {
                     resolved = Some((file, path[len..].to_vec()));
                 }
@@ -210,15 +210,16 @@ impl Graph {
         line: usize,
         written: &[String],
     ) {
-        if let Some((to, _)) = self.resolve(abs) {
-            if to != from && !self.files[to].module.is_empty() {
-                edges.push(Edge {
-                    from,
-                    to,
-                    line,
-                    path: written.join("::"),
-                });
-            }
+        if let Some((to, _)) = self.resolve(abs)
+            && to != from
+            && !self.files[to].module.is_empty()
+        {
+            edges.push(Edge {
+                from,
+                to,
+                line,
+                path: written.join("::"),
+            });
         }
     }
 

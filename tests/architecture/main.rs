@@ -108,15 +108,12 @@ fn the_reader_sees_the_imports_it_must() {
     // Guards the check itself: a reader that found nothing would pass everything above.
     let graph = graph();
     let main = graph.file("main.rs");
-    let ingest = graph.file("ingest/mod.rs");
-    let contract = graph.top_of(
+    assert!(
         graph
             .edges()
-            .find(|e| e.from == ingest && graph.top_of(e.to) == "contract")
-            .expect("ingest imports the contract")
-            .to,
+            .any(|e| graph.top_of(e.from) == "ingest" && graph.top_of(e.to) == "contract"),
+        "ingest imports the contract"
     );
-    assert_eq!(contract, "contract");
     assert!(
         graph.edges().any(|e| e.from == main),
         "main imports the library"

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::{
-    Dispatcher, GroupKey, Locked, PACKAGE_URN, People, Person, PersonRow, Result, Row, Verdict,
-    closed, database, permanent,
-};
+use super::Result;
+use super::dispatcher::{Dispatcher, PACKAGE_URN, closed, database, permanent};
+use super::locked::Locked;
+use super::row::{GroupKey, People, Person, PersonRow, Row, Verdict};
 use crate::altinn::wire::PersonInput;
 use crate::altinn::{self, Class, Firm};
 

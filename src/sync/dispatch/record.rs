@@ -3,7 +3,10 @@
 
 use uuid::Uuid;
 
-use super::{Dispatcher, Locked, Result, Row, Verdict};
+use super::Result;
+use super::dispatcher::Dispatcher;
+use super::locked::Locked;
+use super::row::{Row, Verdict};
 use crate::telemetry::metrics;
 
 impl Dispatcher {

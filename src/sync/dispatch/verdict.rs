@@ -4,10 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::{Dispatcher, FlushSettings, GroupKey, Hold, Locked, Row, Verdict};
+use super::FlushSettings;
+use super::dispatcher::Dispatcher;
+use super::locked::Locked;
+use super::row::{GroupKey, Hold, Row, Verdict};
+use super::setup_hold::SetupHold;
 use crate::altinn::error::FORBIDDEN_REASON;
 use crate::altinn::{self, Class};
-use crate::retry::{RetryPolicy, Waits};
+use crate::retry::RetryPolicy;
 
 impl Dispatcher {
     /// Whether a setup error holds deliveries back now. Once the hold runs out, one step probes.
@@ -292,14 +296,6 @@ impl Dispatcher {
             Err(e) => tracing::warn!(firm, error = %e, "could not record the firm's pause"),
         }
     }
-}
-
-pub(super) struct SetupHold {
-    until: Instant,
-    reason: String,
-    waits: Waits,
-    /// Held by a 403 on every firm: only a change Altinn lets through lifts it.
-    forbidden: bool,
 }
 
 /// The setup error a 403 on every firm is.
