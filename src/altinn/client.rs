@@ -4,7 +4,9 @@
 //! Every call refreshes the token once on 401 and retries; other failures come back
 //! classified (see [`super::error`]) and retrying them is the caller's policy.
 
-use reqwest::RequestBuilder;
+use std::time::{Duration, Instant};
+
+use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -12,6 +14,7 @@ use super::config::ValidatedAltinnConfig;
 use super::error::{Error, Result, classify};
 use super::http;
 use super::maskinporten::{SigningKey, TokenSource};
+use super::pace::{CallLimit, Concurrency, Feedback};
 use super::paths::{self, Endpoint};
 use super::wire::{
     AgentAccess, Assignment, AuthorizedParty, ClientAccess, Delegation, DelegationBatch, Paginated,
@@ -21,6 +24,9 @@ use super::wire::{
 /// More pages than any list of one firm's clients or agents can have: a `links.next` that never
 /// ends is an error, not a loop.
 const MAX_PAGES: usize = 10_000;
+
+/// Calls in flight until the flush's settings say otherwise (doctor, tests).
+const DEFAULT_CONCURRENCY: usize = 16;
 
 /// The firm a call acts for: the org number picks the system user's token, the party UUID
 /// goes into `party`.
@@ -35,6 +41,8 @@ pub struct AltinnClient {
     http: reqwest::Client,
     base_url: String,
     tokens: TokenSource,
+    /// Every access-management call goes through it, however many firms and callers.
+    pace: CallLimit,
 }
 
 impl AltinnClient {
@@ -54,7 +62,19 @@ impl AltinnClient {
             tokens: TokenSource::new(http.clone(), config, key),
             http,
             base_url,
+            pace: CallLimit::new(Concurrency::Fixed(DEFAULT_CONCURRENCY)),
         })
+    }
+
+    /// Sets how many calls go out at once (the flush's settings decide).
+    #[must_use]
+    pub fn with_concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.pace = CallLimit::new(concurrency);
+        self
+    }
+
+    pub fn pace(&self) -> &CallLimit {
+        &self.pace
     }
 
     pub fn tokens(&self) -> &TokenSource {
@@ -274,8 +294,19 @@ impl AltinnClient {
         loop {
             let token = self.tokens.token(org_number).await?;
             let request = build(self, endpoint).bearer_auth(token.expose());
-            let answer = http::send(endpoint, Some(org_number), request).await?;
-            match classify(answer.status, &answer.headers, &answer.body) {
+            let permit = self.pace.acquire().await;
+            let started = Instant::now();
+            let answer = http::send(endpoint, Some(org_number), request).await;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    permit.finish(Feedback::Overloaded { retry_after: None });
+                    return Err(e);
+                }
+            };
+            let classified = classify(answer.status, &answer.headers, &answer.body);
+            permit.finish(feedback(answer.status, &classified, started.elapsed()));
+            match classified {
                 Err(Error::Token) if !refreshed => {
                     tracing::info!(
                         firm = org_number,
@@ -289,5 +320,22 @@ impl AltinnClient {
                 Ok(()) => return Ok(answer.body),
             }
         }
+    }
+}
+
+/// What an answer says of Altinn's load: a 429 that is not the person-lookup lock-out, a 503,
+/// and no answer at all (a timeout, a dropped connection) say it is at capacity; any other
+/// answer gives a latency.
+fn feedback(status: StatusCode, classified: &Result<()>, took: Duration) -> Feedback {
+    match classified {
+        Err(Error::Transient { retry_after, .. })
+            if status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            Feedback::Overloaded {
+                retry_after: *retry_after,
+            }
+        }
+        _ => Feedback::Answered(took),
     }
 }

@@ -185,7 +185,7 @@ pub async fn reconcile(
             }
             .instrument(phase.clone())
         })
-        .buffer_unordered(dispatcher.settings().flush_concurrency.max(1));
+        .buffer_unordered(dispatcher.altinn().pace().current());
     while let Some((firm, outcome)) = reads.next().await {
         match outcome {
             Ok(Ok(firm_read)) => {

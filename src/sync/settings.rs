@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::altinn::Concurrency;
+
 /// Flush settings; every flag is also an environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FlushSettings {
@@ -11,9 +13,20 @@ pub struct FlushSettings {
     /// Longest wait between delivery attempts, in seconds.
     #[arg(long, env = "FLUSH_RETRY_MAX_SECS", default_value_t = 600)]
     pub flush_retry_max_secs: u64,
-    /// Altinn calls in flight at once, over all firms.
-    #[arg(long, env = "FLUSH_CONCURRENCY", default_value_t = 16)]
-    pub flush_concurrency: usize,
+    /// A fixed number of Altinn calls in flight at once, over all firms. Unset (the default),
+    /// the number adapts to Altinn's capacity between FLUSH_CONCURRENCY_MIN and
+    /// FLUSH_CONCURRENCY_MAX: it grows while answers stay fast, and is cut on a 429, a 503,
+    /// a timeout or a rising latency.
+    #[arg(long, env = "FLUSH_CONCURRENCY", value_parser = clap::value_parser!(u64).range(1..))]
+    pub flush_concurrency: Option<u64>,
+    /// The adaptive limit's floor, and where it starts.
+    #[arg(long, env = "FLUSH_CONCURRENCY_MIN", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub flush_concurrency_min: u64,
+    /// The adaptive limit's ceiling.
+    #[arg(long, env = "FLUSH_CONCURRENCY_MAX", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub flush_concurrency_max: u64,
     /// How long a dispatcher holds the rows it claimed; a killed worker's rows are taken over
     /// after this. Longer than the slowest Altinn call with its retries on one connection.
     #[arg(long, env = "FLUSH_LEASE_SECS", default_value_t = 120)]
@@ -48,6 +61,19 @@ pub struct FlushSettings {
 }
 
 impl FlushSettings {
+    /// How many Altinn calls go out at once.
+    pub fn concurrency(&self) -> Concurrency {
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        match self.flush_concurrency {
+            Some(fixed) => Concurrency::Fixed(n(fixed)),
+            None => Concurrency::Adaptive {
+                min: n(self.flush_concurrency_min),
+                initial: n(self.flush_concurrency_min),
+                max: n(self.flush_concurrency_max.max(self.flush_concurrency_min)),
+            },
+        }
+    }
+
     /// The automatic sync's debounce, when it is on.
     pub fn auto_sync_after(&self) -> Option<Duration> {
         self.auto_sync_after_secs.map(Duration::from_secs)

@@ -28,6 +28,7 @@ pub const READY: &str = "altinn_sync_ready";
 pub const OLDEST_PAUSE: &str = "altinn_sync_oldest_pause_seconds";
 pub const SETUP_ERROR: &str = "altinn_sync_setup_error";
 pub const DEAD_LETTERS: &str = "altinn_sync_dead_letters";
+pub const CONCURRENCY_LIMIT: &str = "altinn_sync_altinn_concurrency_limit";
 
 /// How often the gauges computed from PostgreSQL are refreshed.
 pub const REFRESH: Duration = Duration::from_secs(15);
@@ -127,6 +128,10 @@ fn register() {
         "1 while deliveries are held because Maskinporten or Altinn refuses the worker itself"
     );
     describe_gauge!(DEAD_LETTERS, "Dead letters recorded in the last 24 hours");
+    describe_gauge!(
+        CONCURRENCY_LIMIT,
+        "Altinn calls allowed in flight at once: adaptive, or FLUSH_CONCURRENCY when set"
+    );
 
     for outcome in EVENT_OUTCOMES {
         counter!(EVENTS, "outcome" => outcome).increment(0);
@@ -155,6 +160,7 @@ fn register() {
     gauge!(OLDEST_PAUSE).set(0.0);
     gauge!(SETUP_ERROR).set(0.0);
     gauge!(DEAD_LETTERS).set(0.0);
+    gauge!(CONCURRENCY_LIMIT).set(0.0);
 }
 
 /// An ingest batch was committed: what its events came to, and how long it took.
@@ -228,6 +234,11 @@ pub fn drift(missing: u64, extra: u64) {
 
 pub fn set_ready(ready: bool) {
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+pub fn set_concurrency_limit(limit: usize) {
+    #[allow(clippy::cast_precision_loss)] // a few hundred at most
+    gauge!(CONCURRENCY_LIMIT).set(limit as f64);
 }
 
 pub fn set_setup_error(held: bool) {

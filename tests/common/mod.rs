@@ -100,7 +100,9 @@ impl TestApp {
             flush: FlushSettings {
                 flush_retry_initial_ms: 20,
                 flush_retry_max_secs: 1,
-                flush_concurrency: 8,
+                flush_concurrency: Some(8),
+                flush_concurrency_min: 16,
+                flush_concurrency_max: 256,
                 flush_lease_secs: 120,
                 remove_idle_agents: false,
                 flush_concurrency_per_firm: 4,

@@ -662,7 +662,7 @@ async fn sigterm_stops_a_drain_within_the_grace_period_and_releases_its_leases()
     let office = office(4, 25, 5_000).await;
     let mut app = TestApp::without_worker().await;
     app.settings.altinn = office.settings.clone();
-    app.settings.flush.flush_concurrency = 4;
+    app.settings.flush.flush_concurrency = Some(4);
     app.settings.housekeeping.shutdown_grace_secs = 2;
     office
         .sim

@@ -25,7 +25,8 @@ impl Dispatcher {
 
     /// Rows to claim per step: enough to keep every permitted call busy.
     pub fn claim_size(&self) -> i64 {
-        i64::try_from(self.settings.flush_concurrency.max(1) * 2).unwrap_or(i64::MAX)
+        // Twice the calls that may be in flight now, so a lane always has work for the limit.
+        i64::try_from(self.altinn.pace().current() * 2).unwrap_or(i64::MAX)
     }
 
     /// Whether this step still holds the lease on `rows`, renewed if a third of it has passed

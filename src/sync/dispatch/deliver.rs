@@ -63,16 +63,13 @@ impl Dispatcher {
             .collect())
     }
 
-    /// Permits for one Altinn call for `firm`, within the same limits as the deliveries.
+    /// The per-firm permit for one Altinn call for `firm`, shared with the deliveries; the
+    /// limit over all firms is the client's.
     pub(in crate::sync) async fn call_permits(
         &self,
         firm: &str,
-    ) -> (
-        Option<tokio::sync::OwnedSemaphorePermit>,
-        Option<tokio::sync::SemaphorePermit<'_>>,
-    ) {
-        let firm = self.firm_permit(firm).await.ok();
-        (firm, self.calls.acquire().await.ok())
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.firm_permit(firm).await.ok()
     }
 
     pub(super) async fn firm_permit(
@@ -271,12 +268,7 @@ impl Dispatcher {
             return Ok(*agent);
         }
         // A person Altinn already lists as the firm's agent costs no lookup.
-        let permits = async {
-            (
-                self.firm_permit(&firm.org_number).await,
-                self.calls.acquire().await,
-            )
-        };
+        let permits = self.firm_permit(&firm.org_number);
         let listed = self
             .parties
             .agent_by_identity(&self.altinn, firm, &person.person_identifier, permits)
@@ -294,7 +286,6 @@ impl Dispatcher {
         }
         let assignment = {
             let _firm = self.firm_permit(&firm.org_number).await;
-            let _call = self.calls.acquire().await;
             self.altinn.add_agent(firm, person).await
         };
         let assignment = match assignment {

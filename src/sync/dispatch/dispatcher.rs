@@ -51,8 +51,6 @@ pub struct Dispatcher {
     pub(super) reconciling: AtomicUsize,
     /// Claimed rows not yet finished, per firm, over all lanes.
     pub(super) in_flight: std::sync::Mutex<HashMap<String, usize>>,
-    /// Altinn calls in flight, over all firms and lanes.
-    pub(super) calls: Arc<Semaphore>,
     /// Altinn calls in flight per firm.
     pub(super) firm_calls: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// One lock per (firm, employee), held while making the person an agent, so two deliveries
@@ -79,8 +77,7 @@ impl Dispatcher {
     pub fn new(pool: PgPool, altinn: AltinnClient, settings: FlushSettings) -> Self {
         Self {
             pool,
-            altinn,
-            calls: Arc::new(Semaphore::new(settings.flush_concurrency.max(1))),
+            altinn: altinn.with_concurrency(settings.concurrency()),
             settings,
             id: format!("dispatcher-{}", Uuid::new_v4()),
             claims: AtomicU64::new(0),
@@ -230,8 +227,8 @@ impl Dispatcher {
                     // Before the permits: a group waiting for its person to be added by
                     // another holds none.
                     let agent = self.agent_for(&key, people).await;
+                    // The call limit over all firms is the Altinn client's (`altinn::pace`).
                     let _firm = self.firm_permit(&firm).await?;
-                    let _call = self.calls.acquire().await.map_err(|_| closed())?;
                     // Rows whose lease ran out while they waited are another holder's now.
                     if !self.hold_lease(lease, claimed_at, &rows).await? {
                         tracing::Span::current().record("outcome", "lease lost");
