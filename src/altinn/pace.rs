@@ -239,11 +239,9 @@ impl State {
         }
         let at_floor = whole(self.limit) <= min;
         self.cut(now, min);
-        if at_floor {
-            if let Some(wait) = retry_after {
-                let until = now + wait.min(RETRY_AFTER_CAP);
-                self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
-            }
+        if let (true, Some(wait)) = (at_floor, retry_after) {
+            let until = now + wait.min(RETRY_AFTER_CAP);
+            self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
         }
     }
 
