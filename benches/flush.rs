@@ -3,8 +3,13 @@
 //! `cargo bench --bench flush` (needs the local PostgreSQL; RabbitMQ for the worker's ingest).
 //! Settings: BENCH_FIRMS (default 200), BENCH_EMPLOYEES (per firm, 20), BENCH_CLIENTS (per
 //! firm, 20), BENCH_ASSIGNMENTS (clients per employee, 5), BENCH_LATENCY_MS (added by the
-//! simulator, 0), FLUSH_CONCURRENCY (16), FLUSH_CONCURRENCY_PER_FIRM (4), BENCH_REPLICAS (worker
-//! processes on the same database, 1; the concurrency settings are per replica).
+//! simulator, 0), BENCH_RATE_LIMIT (the simulator's requests/s, 0 = none), FLUSH_CONCURRENCY
+//! (unset: the worker's adaptive limit; set: that fixed limit), FLUSH_CONCURRENCY_PER_FIRM (4),
+//! BENCH_REPLICAS (worker processes on the same database, 1; the settings are per replica).
+//!
+//! The baseline is a bare `AltinnClient` re-sending the same delegations in the same run, at 16
+//! calls in flight and at the limit the worker used (its peak, read from `/metrics`). The last
+//! line is one JSON object with every figure.
 #![allow(
     // Tests and benchmarks report failure by panicking, and count in small numbers.
     clippy::unwrap_used,
@@ -44,7 +49,10 @@ async fn main() {
     let per_employee: u32 = env_or("BENCH_ASSIGNMENTS", 5);
     let latency_ms: u64 = env_or("BENCH_LATENCY_MS", 0);
     let replicas: usize = env_or("BENCH_REPLICAS", 1);
-    let concurrency: usize = env_or("FLUSH_CONCURRENCY", 16);
+    let rate_limit: u64 = env_or("BENCH_RATE_LIMIT", 0);
+    let fixed: Option<usize> = std::env::var("FLUSH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let per_firm: usize = env_or("FLUSH_CONCURRENCY_PER_FIRM", 4);
 
     let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -103,6 +111,7 @@ async fn main() {
         .arg("--world")
         .arg(&world_file)
         .args(["--latency-ms", &latency_ms.to_string()])
+        .args(["--rate-limit", &rate_limit.to_string()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -120,16 +129,28 @@ async fn main() {
     .await
     .unwrap();
 
+    let mode = fixed.map_or_else(|| "adaptive".to_owned(), |n| format!("fixed {n}"));
     eprintln!(
-        "flushing {grants} grants (latency {latency_ms} ms, concurrency {concurrency}/{per_firm} per firm)…"
+        "flushing {grants} grants (latency {latency_ms} ms, rate limit {rate_limit}/s, concurrency {mode}, {per_firm} per firm)…"
     );
     let started = Instant::now();
+    let admin_port = port + 1;
     let mut workers: Vec<Child> = (0..replicas.max(1))
-        .map(|_| worker(&database_url, &id, port, concurrency, per_firm))
+        .map(|i| {
+            // The first replica's /metrics is read for the limit, the 429s and the calls.
+            let admin = if i == 0 { admin_port } else { 0 };
+            worker(&database_url, &id, (port, admin), fixed, per_firm)
+        })
         .collect();
     let mut delivered = 0;
+    let mut peak_limit = 0.0_f64;
+    let mut scrape = Scrape::default();
     while delivered < grants {
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(now) = Scrape::read(admin_port).await {
+            peak_limit = peak_limit.max(now.limit);
+            scrape = now;
+        }
         delivered = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'delivered'")
             .fetch_one(&pool)
             .await
@@ -160,12 +181,29 @@ async fn main() {
         .fetch_one(&pool)
         .await
         .unwrap();
+    if let Some(now) = Scrape::read(admin_port).await {
+        peak_limit = peak_limit.max(now.limit);
+        scrape = now;
+    }
+    let rss_mib = workers
+        .first()
+        .and_then(Child::id)
+        .and_then(peak_rss_mib)
+        .unwrap_or(0.0);
     for worker in &mut workers {
         let _ = worker.kill().await;
     }
-    eprintln!("baseline: the same delegations again, straight from the client (no database)…");
-    let baseline = raw_client_rate(&pool, port, concurrency).await;
+    let used = fixed.unwrap_or(peak_limit as usize).max(1);
+    eprintln!("baseline: the same delegations again, straight from the client (no database), at 16 and {used}…");
+    let baseline_16 = raw_client_rate(&pool, port, 16).await;
+    let baseline = if used == 16 {
+        baseline_16
+    } else {
+        raw_client_rate(&pool, port, used).await
+    };
     let _ = sim.start_kill();
+    let changes_per_s = delivered as f64 / elapsed;
+    let calls_per_s = scrape.calls / elapsed;
 
     println!();
     println!("## Flush benchmark (2 cores; simulator, worker and PostgreSQL on the same machine)");
@@ -175,16 +213,35 @@ async fn main() {
     println!("| firms / package changes | {firms} / {delivered} |");
     println!("| added Altinn latency | {latency_ms} ms |");
     println!("| worker replicas | {replicas} |");
-    println!("| concurrency overall / per firm, per replica | {concurrency} / {per_firm} |");
+    println!("| simulator rate limit | {rate_limit} requests/s (0: none) |");
+    println!("| concurrency overall / per firm, per replica | {mode} (peak {peak_limit:.0}) / {per_firm} |");
     println!("| from planning to the last delivery | {elapsed:.1} s |");
     println!("| package changes/s | {:.0} |", delivered as f64 / elapsed);
     println!("| deliveries retried (audit) | {retries} |");
     println!(
-        "| Altinn calls/s (delegations + agents + 4 per firm) | {:.0} |",
+        "| Altinn calls/s (delegations + agents + 4 per firm, estimated) | {:.0} |",
         calls as f64 / elapsed
     );
     println!(
-        "| baseline, same run: the client alone re-sending every delegation (changed=false) at concurrency {concurrency} | {baseline:.0} calls/s |"
+        "| Altinn calls/s (first replica's /metrics) / answered 429 | {calls_per_s:.0} / {:.0} |",
+        scrape.refused
+    );
+    println!("| peak RSS of the first replica | {rss_mib:.1} MiB |");
+    println!(
+        "| baseline, same run: the client alone re-sending every delegation (changed=false) at 16 / at {used} | {baseline_16:.0} / {baseline:.0} calls/s |"
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "flush", "latency_ms": latency_ms, "rate_limit": rate_limit,
+            "concurrency": mode, "peak_limit": peak_limit, "replicas": replicas,
+            "changes": delivered, "seconds": elapsed, "changes_per_s": changes_per_s,
+            "calls_per_s": calls_per_s, "calls_429": scrape.refused,
+            "share_429": if scrape.calls > 0.0 { scrape.refused / scrape.calls } else { 0.0 },
+            "retries": retries, "rss_mib": rss_mib,
+            "baseline_calls_per_s_16": baseline_16, "baseline_calls_per_s": baseline,
+            "ratio": changes_per_s / baseline,
+        })
     );
 
     pool.close().await;
@@ -218,7 +275,9 @@ async fn raw_client_rate(pool: &PgPool, port: u16, concurrency: usize) -> f64 {
         altinn_request_timeout_ms: 30_000,
         maskinporten_systemuser_external_ref: None,
     };
-    let client = AltinnClient::new(settings.validate().unwrap().unwrap()).unwrap();
+    let client = AltinnClient::new(settings.validate().unwrap().unwrap())
+        .unwrap()
+        .with_concurrency(altinn_sync::altinn::Concurrency::Fixed(concurrency));
     let rows: Vec<(String, String, Uuid)> = sqlx::query_as(
         r#"SELECT o.firm, o.client_org_number, a.agent_party FROM outbox o
            JOIN altinn_agents a ON a.firm = o.firm AND a.employee_id = o.employee_id
@@ -315,11 +374,23 @@ async fn insert_employee(
     .unwrap();
 }
 
-fn worker(database_url: &str, id: &str, port: u16, concurrency: usize, per_firm: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
+fn worker(
+    database_url: &str,
+    id: &str,
+    (port, admin_port): (u16, u16),
+    fixed: Option<usize>,
+    per_firm: usize,
+) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_altinn-sync"));
+    if let Some(n) = fixed {
+        command.env("FLUSH_CONCURRENCY", n.to_string());
+    } else {
+        command.env_remove("FLUSH_CONCURRENCY");
+    }
+    command
         .arg("run")
-        // A free port: several workers run side by side.
-        .env("ADMIN_LISTEN", "127.0.0.1:0")
+        // 0 is a free port: several workers run side by side.
+        .env("ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
         .env("DATABASE_URL", database_url)
         .env("TOPOLOGY_PREFIX", format!("bench-{id}"))
         .env("EVENTS_EXCHANGE", format!("bench-{id}.adminflow.events"))
@@ -335,7 +406,6 @@ fn worker(database_url: &str, id: &str, port: u16, concurrency: usize, per_firm:
             ),
         )
         .env("MASKINPORTEN_SCOPES", SCOPES)
-        .env("FLUSH_CONCURRENCY", concurrency.to_string())
         .env("FLUSH_CONCURRENCY_PER_FIRM", per_firm.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -355,4 +425,55 @@ async fn wait_for_port(port: u16) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the simulator did not start");
+}
+
+/// What the first replica's `/metrics` says.
+#[derive(Debug, Default, Clone, Copy)]
+struct Scrape {
+    limit: f64,
+    /// Calls to Altinn's access management (not Maskinporten or the token exchange).
+    calls: f64,
+    refused: f64,
+}
+
+impl Scrape {
+    async fn read(admin_port: u16) -> Option<Self> {
+        let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let mut scrape = Self::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value: f64 = value.parse().unwrap_or(0.0);
+            if series == "altinn_sync_altinn_concurrency_limit" {
+                scrape.limit = value;
+            } else if series.starts_with("altinn_sync_altinn_requests_total{")
+                && !series.contains("maskinporten_token")
+                && !series.contains("token_exchange")
+            {
+                scrape.calls += value;
+                if series.contains("status=\"429\"") {
+                    scrape.refused += value;
+                }
+            }
+        }
+        Some(scrape)
+    }
+}
+
+/// The process's peak resident set (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }

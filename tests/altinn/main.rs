@@ -14,4 +14,5 @@ mod errors;
 mod flow;
 mod grant;
 mod helpers;
+mod pace;
 mod sim_process;
