@@ -106,12 +106,15 @@ async fn main() {
     let world_file = std::env::temp_dir().join(format!("bench-world-{id}.json"));
     std::fs::write(&world_file, serde_json::to_vec(&world).unwrap()).unwrap();
     let port = 20_000 + (std::process::id() % 10_000) as u16;
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
-        .args(["altinn-sim", "--listen", &format!("127.0.0.1:{port}")])
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_altinn-sync"));
+    sim.args(["altinn-sim", "--listen", &format!("127.0.0.1:{port}")]);
+    if rate_limit > 0 {
+        sim.args(["--rate-limit", &rate_limit.to_string()]);
+    }
+    let mut sim = sim
         .arg("--world")
         .arg(&world_file)
         .args(["--latency-ms", &latency_ms.to_string()])
-        .args(["--rate-limit", &rate_limit.to_string()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -194,7 +197,9 @@ async fn main() {
         let _ = worker.kill().await;
     }
     let used = fixed.unwrap_or(peak_limit as usize).max(1);
-    eprintln!("baseline: the same delegations again, straight from the client (no database), at 16 and {used}…");
+    eprintln!(
+        "baseline: the same delegations again, straight from the client (no database), at 16 and {used}…"
+    );
     let baseline_16 = raw_client_rate(&pool, port, 16).await;
     let baseline = if used == 16 {
         baseline_16
@@ -214,7 +219,9 @@ async fn main() {
     println!("| added Altinn latency | {latency_ms} ms |");
     println!("| worker replicas | {replicas} |");
     println!("| simulator rate limit | {rate_limit} requests/s (0: none) |");
-    println!("| concurrency overall / per firm, per replica | {mode} (peak {peak_limit:.0}) / {per_firm} |");
+    println!(
+        "| concurrency overall / per firm, per replica | {mode} (peak {peak_limit:.0}) / {per_firm} |"
+    );
     println!("| from planning to the last delivery | {elapsed:.1} s |");
     println!("| package changes/s | {:.0} |", delivered as f64 / elapsed);
     println!("| deliveries retried (audit) | {retries} |");

@@ -338,6 +338,7 @@ fn the_worker_future_is_send(settings: &WorkerSettings, server: admin::Server) {
 async fn refresh_gauges(health: &Health, mode: &ops::Mode, worker: &str, stop: &CancellationToken) {
     // Every second until the worker is first ready, so the gauges do not lag its start.
     let mut ready_once = false;
+    let mut progress = ops::FlushProgress::default();
     loop {
         let wait = if ready_once {
             metrics::REFRESH
@@ -350,8 +351,13 @@ async fn refresh_gauges(health: &Health, mode: &ops::Mode, worker: &str, stop: &
         }
         ready_once |= health.readiness().await.ready;
         if let Some(pool) = health.pool() {
-            if let Err(e) = ops::refresh_gauges(pool, mode.flush.revokes_enabled).await {
-                tracing::debug!(error = %e, "metrics: PostgreSQL gauges not refreshed");
+            match ops::refresh_gauges(pool, mode.flush.revokes_enabled).await {
+                Ok(counts) => {
+                    if let Err(e) = progress.observe(pool, &counts).await {
+                        tracing::debug!(error = %e, "flush progress not read");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "metrics: PostgreSQL gauges not refreshed"),
             }
             if let Err(e) = mode.record(pool, worker).await {
                 tracing::debug!(error = %e, "the worker's mode was not recorded");

@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 
 use super::Result;
-use crate::sync;
+use crate::sync::{self, OutboxCounts};
 use crate::telemetry::metrics;
 
 #[derive(sqlx::FromRow)]
@@ -14,8 +14,9 @@ struct Gauges {
     dead_letters: i64,
 }
 
-/// Reads every PostgreSQL gauge: the outbox's counts, then the rest in one statement.
-pub async fn refresh_gauges(pool: &PgPool, revokes_enabled: bool) -> Result<()> {
+/// Reads every PostgreSQL gauge: the outbox's counts, then the rest in one statement; returns
+/// the outbox's counts.
+pub async fn refresh_gauges(pool: &PgPool, revokes_enabled: bool) -> Result<OutboxCounts> {
     let o = sync::outbox_counts(pool, None, revokes_enabled).await?;
     let g: Gauges = sqlx::query_as(
         r#"SELECT
@@ -48,5 +49,5 @@ pub async fn refresh_gauges(pool: &PgPool, revokes_enabled: bool) -> Result<()> 
         g.last_reconcile,
         f(g.dead_letters),
     );
-    Ok(())
+    Ok(o)
 }

@@ -10,6 +10,7 @@ mod firm;
 mod gauges;
 mod lists;
 mod mode;
+mod progress;
 mod status;
 
 use uuid::Uuid;
@@ -22,6 +23,7 @@ pub use firm::Ops;
 pub use gauges::refresh_gauges;
 pub use lists::{Count, ParkedList, StagedList, parked_list, render_plan};
 pub use mode::Mode;
+pub use progress::{FlushProgress, PROGRESS_MIN, Pace};
 pub use status::{Hold, Pause, Status, SyncSummary};
 
 /// The most audit entries one page holds.

@@ -26,6 +26,18 @@ pub struct SyncSummary {
     pub parked: i64,
     /// Still on their way (in flight or waiting), or staged by the guard.
     pub pending: i64,
+    /// Delivered or parked per second over the last minute, while changes are on their way.
+    #[sqlx(skip)]
+    pub per_s: Option<f64>,
+    /// When the changes on their way should be done at that pace.
+    #[sqlx(skip)]
+    pub estimated_finish: Option<DateTime<Utc>>,
+    #[sqlx(default)]
+    #[serde(skip)]
+    recently_finished: i64,
+    #[sqlx(default)]
+    #[serde(skip)]
+    window_secs: f64,
 }
 
 /// Why the firm's flush is paused.
@@ -67,7 +79,12 @@ const SUMMARY: &str = r#"
            count(o.id) AS planned,
            count(o.id) FILTER (WHERE o.status = 'delivered') AS delivered,
            count(o.id) FILTER (WHERE o.status = 'parked') AS parked,
-           count(o.id) FILTER (WHERE o.status IN ('pending', 'staged')) AS pending
+           count(o.id) FILTER (WHERE o.status IN ('pending', 'staged')) AS pending,
+           count(o.id) FILTER (WHERE o.status IN ('delivered', 'parked')
+                               AND o.finished_at > now() - interval '1 minute')
+             AS recently_finished,
+           least(60, extract(epoch FROM now() - coalesce(c.handled_at, now())))::float8
+             AS window_secs
     FROM commands c
     LEFT JOIN outbox o ON o.cause = c.command_id AND o.firm = $1
     WHERE c.command_id = (
@@ -84,12 +101,31 @@ async fn summary(
     id: Option<Uuid>,
     kind: Option<&str>,
 ) -> Result<Option<SyncSummary>> {
-    Ok(sqlx::query_as(SUMMARY)
+    let summary: Option<SyncSummary> = sqlx::query_as(SUMMARY)
         .bind(firm)
         .bind(id)
         .bind(kind)
         .fetch_optional(pool)
-        .await?)
+        .await?;
+    Ok(summary.map(SyncSummary::with_pace))
+}
+
+impl SyncSummary {
+    /// The pace of the last minute, and the finish it gives, while changes are on their way.
+    fn with_pace(mut self) -> Self {
+        if self.pending > 0 && self.recently_finished > 0 && self.window_secs > 0.0 {
+            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+            let per_s = self.recently_finished as f64 / self.window_secs;
+            #[allow(clippy::cast_precision_loss)]
+            let left = self.pending as f64 / per_s;
+            self.per_s = Some(per_s);
+            self.estimated_finish = std::time::Duration::try_from_secs_f64(left)
+                .ok()
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| Utc::now() + d);
+        }
+        self
+    }
 }
 
 pub(super) async fn sync_summary(
@@ -162,7 +198,11 @@ impl fmt::Display for SyncSummary {
             self.delivered,
             self.parked,
             self.pending
-        )
+        )?;
+        if let (Some(per_s), Some(finish)) = (self.per_s, &self.estimated_finish) {
+            write!(f, " ({per_s:.0}/s, done about {})", when(finish))?;
+        }
+        Ok(())
     }
 }
 

@@ -34,7 +34,10 @@ async fn the_adaptive_limit_backs_off_on_a_burst_of_429s_and_grows_again_after_i
         }
     }
     let grown = client.pace().current();
-    assert_eq!(grown, 64, "slow start reaches the ceiling while Altinn keeps up");
+    assert_eq!(
+        grown, 64,
+        "slow start reaches the ceiling while Altinn keeps up"
+    );
 
     t.sim
         .set_faults(Faults {
