@@ -453,7 +453,9 @@ impl Scrape {
             .ok()?;
         let mut scrape = Self::default();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (series, value) = line.rsplit_once(' ')?;
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
             let value: f64 = value.parse().unwrap_or(0.0);
             if series == "altinn_sync_altinn_concurrency_limit" {
                 scrape.limit = value;
