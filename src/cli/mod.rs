@@ -1,0 +1,9 @@
+//! The command line: its arguments ([`args`]) and running one command ([`execute`]).
+
+mod args;
+mod execute;
+
+pub use args::{
+    AuditArgs, Cli, Command, DecideArgs, OpsArgs, PublishArgs, ReconcileArgs, SyncArgs,
+};
+pub use execute::execute;
