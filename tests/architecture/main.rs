@@ -14,7 +14,7 @@ use graph::{Edge, Graph};
 
 /// Bottom first. A module may import from its own layer or any below; `main` is the binary.
 const LAYERS: &[&[&str]] = &[
-    &["contract", "config", "telemetry", "retry", "policy"],
+    &["contract", "telemetry", "retry", "policy"],
     &["state"],
     &["altinn", "sim"],
     &["sync", "ingest", "publish"],
