@@ -1,4 +1,4 @@
-//! The command line: its arguments ([`args`]) and running one command ([`execute`]).
+//! The command line: its arguments and running one command ([`execute`]).
 
 mod args;
 mod execute;
