@@ -6,9 +6,9 @@
 //! - **slow start**: every success adds one, doubling the limit each round trip, until the
 //!   first sign of congestion;
 //! - **additive increase**: then one more per round trip (a limit's worth of successes),
-//!   while the limit is used and latency stays near its floor;
+//!   while the limit is used and latency stays near its usual level;
 //! - **multiplicative decrease**: a 429, a 503, no answer at all, or latency rising well above its
-//!   floor cuts it (by half on leaving slow start, then by a tenth), at most once a round
+//!   usual level cuts it (by half on leaving slow start, then by a tenth), at most once a round
 //!   trip, so a burst of refusals from one round counts once;
 //! - **Retry-After**: when the limit is at its floor and Altinn still refuses, nothing goes
 //!   out until the time Altinn asked for, capped at [`RETRY_AFTER_CAP`]. Above the floor,
@@ -26,15 +26,15 @@ use crate::telemetry::metrics;
 
 /// The longest Altinn's `Retry-After` holds every call back.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
-/// Latency counts as rising once its recent average is this many times its floor...
-const LATENCY_TOLERANCE: f64 = 2.0;
-/// ...and this much above it: at a floor of a millisecond, scheduling noise is no signal.
-const LATENCY_MARGIN: Duration = Duration::from_millis(25);
-/// The floor is the fastest answer of the last this many successes, so it follows Altinn
-/// should its unloaded latency change over a night.
-const FLOOR_WINDOW: u32 = 1_000;
-/// The weight of each answer in the recent average.
-const EWMA_WEIGHT: f64 = 0.1;
+/// Latency counts as rising once its recent average is this many times its usual level...
+const LATENCY_TOLERANCE: f64 = 1.5;
+/// ...and this much above it: Altinn's endpoints differ by tens of milliseconds, and a loaded
+/// machine's scheduling adds as much; neither is congestion.
+const LATENCY_MARGIN: Duration = Duration::from_millis(100);
+/// The weight of each answer in the recent average, and in the usual level, which follows
+/// Altinn slowly should its latency change over a night.
+const RECENT_WEIGHT: f64 = 0.1;
+const USUAL_WEIGHT: f64 = 0.02;
 /// Cut on congestion after slow start, and on leaving it.
 const BACKOFF: f64 = 0.9;
 const SLOW_START_BACKOFF: f64 = 0.5;
@@ -69,10 +69,9 @@ struct State {
     limit: f64,
     in_flight: usize,
     slow_start: bool,
-    floor: Option<Duration>,
-    window_floor: Option<Duration>,
-    window_calls: u32,
+    /// Seconds, averaged over the last few answers and over many.
     recent: Option<f64>,
+    usual: Option<f64>,
     /// No cut before this: one per round trip.
     calm_until: Option<Instant>,
     /// Nothing goes out before this.
@@ -119,10 +118,8 @@ impl CallLimit {
                 limit: initial as f64,
                 in_flight: 0,
                 slow_start: true,
-                floor: None,
-                window_floor: None,
-                window_calls: 0,
                 recent: None,
+                usual: None,
                 calm_until: None,
                 hold_until: None,
             }),
@@ -200,19 +197,16 @@ impl CallLimit {
 
 impl State {
     fn answered(&mut self, latency: Duration, busy: usize, now: Instant, min: usize, max: usize) {
-        self.window_floor = Some(self.window_floor.map_or(latency, |f| f.min(latency)));
-        self.window_calls += 1;
-        let floor = self.floor.map_or(latency, |f| f.min(latency));
-        self.floor = Some(floor);
-        if self.window_calls >= FLOOR_WINDOW {
-            self.floor = self.window_floor.take();
-            self.window_calls = 0;
-        }
         let secs = latency.as_secs_f64();
-        let recent = self.recent.map_or(secs, |r| r + EWMA_WEIGHT * (secs - r));
+        let average =
+            |last: Option<f64>, weight: f64| last.map_or(secs, |a| a + weight * (secs - a));
+        let (recent, usual) = (
+            average(self.recent, RECENT_WEIGHT),
+            average(self.usual, USUAL_WEIGHT),
+        );
         self.recent = Some(recent);
-        let floor = floor.as_secs_f64();
-        if recent > floor * LATENCY_TOLERANCE && recent > floor + LATENCY_MARGIN.as_secs_f64() {
+        self.usual = Some(usual);
+        if recent > usual * LATENCY_TOLERANCE && recent > usual + LATENCY_MARGIN.as_secs_f64() {
             self.cut(now, min);
             return;
         }
@@ -361,12 +355,16 @@ mod tests {
     #[tokio::test]
     async fn rising_latency_cuts_the_limit() {
         let limit = adaptive();
-        round(&limit, 64, FAST).await;
-        let before = limit.current();
+        for _ in 0..3 {
+            round(&limit, 64, FAST).await;
+        }
+        let mut peak = limit.current();
         for _ in 0..20 {
             round(&limit, 64, Feedback::Answered(Duration::from_millis(500))).await;
+            peak = peak.max(limit.current());
         }
-        assert!(limit.current() < before, "{} < {before}", limit.current());
+        assert!(!limit.locked().slow_start, "the rise ended slow start");
+        assert!(limit.current() < peak, "{} < {peak}", limit.current());
     }
 
     #[tokio::test]
