@@ -4,8 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::Simulator;
 use super::faults::Faults;
+use super::simulator::Simulator;
 use super::tokens::revoke_all;
 use super::world::{DelegationRow, World};
 

@@ -9,10 +9,11 @@ use axum::http::{HeaderMap, Uri};
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::Error;
 use super::problem::{lookup_lockout, validation, vld};
+use super::simulator::Simulator;
 use super::tokens::{Caller, authorize};
 use super::world::{self, AGENT_ROLE_ID, MAX_FAILED_LOOKUPS, State as SimState};
-use super::{Error, Simulator};
 use crate::altinn::wire::{
     AgentAccess, Assignment, AuthorizedParty, ClientAccess, CompactEntity, CompactPackage,
     CompactRole, Delegation, DelegationBatch, PageLinks, Paginated, PersonInput, RoleAccess,

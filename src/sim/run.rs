@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Error, Faults, Simulator, World, serve};
+use super::Error;
+use super::faults::Faults;
+use super::server::serve;
+use super::simulator::Simulator;
+use super::world::World;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {
