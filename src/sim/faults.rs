@@ -15,7 +15,8 @@ pub struct Faults {
     /// Share of requests answered 429 with `Retry-After: retryAfterSecs`.
     pub too_many_requests_share: f64,
     pub retry_after_secs: u64,
-    /// Added to every request.
+    /// Added to every request (but not to one the rate limit turns away); also set by
+    /// `PUT /_sim/capacity`.
     pub latency_ms: u64,
     /// Share of requests whose answer is held back `hangMs` (past a client's timeout): the
     /// request is carried out, as when Altinn is slow to answer, so a client that gave up and
@@ -51,7 +52,8 @@ pub struct JournalEntry {
     pub received_at: chrono::DateTime<chrono::Utc>,
     /// When the answer was ready; an injected hang holds it back for `hangMs` after this.
     pub at: chrono::DateTime<chrono::Utc>,
-    /// The injected fault: `"503"`, `"429"`, `"drop"`, or `"hang"` (carried out, answered late).
+    /// The injected fault: `"503"`, `"429"`, `"drop"`, or `"hang"` (carried out, answered late);
+    /// or `"rate-limit"` for a 429 from the rate limit of `PUT /_sim/capacity`.
     pub fault: Option<String>,
     /// The W3C `traceparent` header the request came with, for the tracing tests.
     #[serde(default)]

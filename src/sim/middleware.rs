@@ -1,5 +1,5 @@
-//! The middleware in front of the Altinn and Maskinporten routes: injected faults and the
-//! request journal.
+//! The middleware in front of the Altinn and Maskinporten routes: the rate limit, injected
+//! faults and the request journal.
 
 use std::time::Duration;
 
@@ -9,8 +9,25 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::capacity::retry_after_secs;
 use super::faults::{DropConnection, JournalEntry};
+use super::problem::rate_limited;
 use super::simulator::Simulator;
+
+/// The rate limit, in front of everything else: a request over it is answered 429 at once,
+/// without the latency or any other fault, as a throttling gateway would.
+pub async fn limit(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    let Err(wait) = sim.inner.limiter.admit() else {
+        return next.run(request).await;
+    };
+    let received_at = chrono::Utc::now();
+    journal_fault(&sim, &request, received_at, 429, "rate-limit");
+    let secs = retry_after_secs(wait);
+    let mut response = rate_limited(sim.inner.limiter.rate(), secs).into_response();
+    let value = HeaderValue::from(secs);
+    response.headers_mut().insert(header::RETRY_AFTER, value);
+    response
+}
 
 /// Put into each request by [`inject`] for [`record`].
 #[derive(Clone, Copy)]

@@ -20,6 +20,19 @@
 //! - `PUT /_sim/faults`: set [`Faults`] (shares of 503, 429 with `Retry-After`, latency, hangs,
 //!   dropped connections, a scope withheld so every firm gets 403); `{}` clears them.
 //! - `POST /_sim/tokens/revoke`: every token issued so far now gets 401.
+//! - `PUT /_sim/capacity`: set the [`Capacity`], e.g. `{"rate_limit_per_s": 500,
+//!   "latency_ms": 100}` (a field left out is 0, an unknown one is refused).
+//!   `rate_limit_per_s` counts requests across all the access-management endpoints above, 0 for
+//!   unlimited; beyond it they are answered at once, with no latency, 429 with
+//!   `Retry-After` (seconds until capacity frees, rounded up, at least 1) and a problem body
+//!   with no Altinn code. A new rate starts with a full second's burst. Maskinporten, the token
+//!   exchange and `/_sim` are never limited. `latency_ms` is the latency of `PUT /_sim/faults`
+//!   (`latencyMs`), added to every Altinn and Maskinporten request let through; requests wait
+//!   it out side by side, not one after the other. Start-up values: `--rate-limit`
+//!   (`ALTINN_SIM_RATE_LIMIT`) and `--latency-ms` (`ALTINN_SIM_LATENCY_MS`).
+//! - `GET /_sim/capacity`: a [`CapacityReport`], the capacity plus `served` and `rate_limited`,
+//!   the access-management requests the limit let through and turned away since start (read it
+//!   before and after a run to count the 429s the run caused).
 //!
 //! # Rules enforced
 //! The client must have given the firm the role (else 400 AM.VLD-00032), the role must allow
@@ -30,6 +43,7 @@
 //! and say so with `changed`.
 
 mod admin;
+mod capacity;
 mod delegations;
 mod faults;
 mod middleware;
@@ -41,6 +55,7 @@ mod simulator;
 mod tokens;
 mod world;
 
+pub use capacity::{Capacity, CapacityReport};
 pub use faults::{Faults, JournalEntry};
 pub use run::{SimArgs, run};
 pub use server::serve;

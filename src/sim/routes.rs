@@ -9,12 +9,13 @@ use super::{admin, delegations, middleware, tokens};
 impl Simulator {
     pub fn router(&self) -> Router {
         const CD: &str = "/accessmanagement/api/v1/enduser/clientdelegations";
-        let altinn = Router::new()
+        let tokens = Router::new()
             .route("/token", post(tokens::maskinporten_token))
             .route(
                 "/authentication/api/v1/exchange/{provider}",
                 get(tokens::exchange),
-            )
+            );
+        let access_management = Router::new()
             .route(
                 "/accessmanagement/api/v1/enduser/authorizedparties",
                 get(delegations::authorized_parties),
@@ -31,7 +32,32 @@ impl Simulator {
                 get(delegations::agent_packages)
                     .post(delegations::delegate)
                     .delete(delegations::revoke),
+            );
+        // Outermost, so a request over the limit is turned away before any latency or fault.
+        let access_management =
+            self.with_faults(access_management)
+                .layer(axum::middleware::from_fn_with_state(
+                    self.clone(),
+                    middleware::limit,
+                ));
+        let admin = Router::new()
+            .route("/_sim/world", put(admin::put_world))
+            .route("/_sim/delegations", get(admin::get_delegations))
+            .route("/_sim/faults", put(admin::put_faults))
+            .route(
+                "/_sim/capacity",
+                get(admin::get_capacity).put(admin::put_capacity),
             )
+            .route("/_sim/tokens/revoke", post(admin::revoke_tokens));
+        self.with_faults(tokens)
+            .merge(access_management)
+            .merge(admin)
+            .with_state(self.clone())
+    }
+
+    /// The injected faults (outer) and the journal (inner, so it sees what the routes answered).
+    fn with_faults(&self, routes: Router<Simulator>) -> Router<Simulator> {
+        routes
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 middleware::record,
@@ -39,12 +65,6 @@ impl Simulator {
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 middleware::inject,
-            ));
-        let admin = Router::new()
-            .route("/_sim/world", put(admin::put_world))
-            .route("/_sim/delegations", get(admin::get_delegations))
-            .route("/_sim/faults", put(admin::put_faults))
-            .route("/_sim/tokens/revoke", post(admin::revoke_tokens));
-        altinn.merge(admin).with_state(self.clone())
+            ))
     }
 }

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::Mutex;
 
+use super::capacity::{Capacity, CapacityReport, Limiter};
 use super::faults::{Faults, JournalEntry};
 use super::world::{self, DelegationRow, World};
 
@@ -23,6 +24,9 @@ pub(super) struct Inner {
     /// Whether delegation changes are held at the door, and how many are held now.
     pub(super) gate_closed: tokio::sync::watch::Sender<bool>,
     pub(super) held_at_gate: tokio::sync::watch::Sender<usize>,
+    /// Outside `state`: every access-management request passes it, and must not queue for the
+    /// world's lock to be turned away.
+    pub(super) limiter: Limiter,
 }
 
 impl Default for Simulator {
@@ -51,6 +55,7 @@ impl Simulator {
             journal: journal.then(StdMutex::default),
             gate_closed: tokio::sync::watch::Sender::new(false),
             held_at_gate: tokio::sync::watch::Sender::new(0),
+            limiter: Limiter::default(),
         };
         Self {
             inner: Arc::new(inner),
@@ -63,6 +68,24 @@ impl Simulator {
 
     pub async fn set_faults(&self, faults: Faults) {
         self.inner.state.lock().await.faults = faults;
+    }
+
+    /// Sets the rate limit (a new one starts with a full second's burst) and the latency, which
+    /// is [`Faults::latency_ms`]: the other faults are kept.
+    pub async fn set_capacity(&self, capacity: Capacity) {
+        self.inner.limiter.set_rate(capacity.rate_limit_per_s);
+        self.inner.state.lock().await.faults.latency_ms = capacity.latency_ms;
+    }
+
+    pub async fn capacity(&self) -> CapacityReport {
+        let latency_ms = self.inner.state.lock().await.faults.latency_ms;
+        let (served, rate_limited) = self.inner.limiter.counts();
+        CapacityReport {
+            rate_limit_per_s: self.inner.limiter.rate(),
+            latency_ms,
+            served,
+            rate_limited,
+        }
     }
 
     /// Registers another Maskinporten client (a key uploaded under a new kid, say).
