@@ -4,8 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::Simulator;
+use super::capacity::{Capacity, CapacityReport};
 use super::faults::Faults;
+use super::simulator::Simulator;
 use super::tokens::revoke_all;
 use super::world::{DelegationRow, World};
 
@@ -21,6 +22,18 @@ pub async fn get_delegations(State(sim): State<Simulator>) -> Json<Vec<Delegatio
 pub async fn put_faults(State(sim): State<Simulator>, Json(faults): Json<Faults>) -> StatusCode {
     sim.set_faults(faults).await;
     StatusCode::NO_CONTENT
+}
+
+pub async fn put_capacity(
+    State(sim): State<Simulator>,
+    Json(capacity): Json<Capacity>,
+) -> StatusCode {
+    sim.set_capacity(capacity).await;
+    StatusCode::NO_CONTENT
+}
+
+pub async fn get_capacity(State(sim): State<Simulator>) -> Json<CapacityReport> {
+    Json(sim.capacity().await)
 }
 
 pub async fn revoke_tokens(State(sim): State<Simulator>) -> StatusCode {

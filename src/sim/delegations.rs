@@ -9,10 +9,11 @@ use axum::http::{HeaderMap, Uri};
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::Error;
 use super::problem::{lookup_lockout, validation, vld};
+use super::simulator::Simulator;
 use super::tokens::{Caller, authorize};
 use super::world::{self, AGENT_ROLE_ID, MAX_FAILED_LOOKUPS, State as SimState};
-use super::{Error, Simulator};
 use crate::altinn::wire::{
     AgentAccess, Assignment, AuthorizedParty, ClientAccess, CompactEntity, CompactPackage,
     CompactRole, Delegation, DelegationBatch, PageLinks, Paginated, PersonInput, RoleAccess,
@@ -359,6 +360,22 @@ async fn change_packages(
             "the person is not an agent of the firm",
         )]));
     }
+    let changes = batch_changes(&batch, &firm_roles, add)?;
+    let key = (caller.firm_party, from, to);
+    let results = apply_changes(&mut state, key, changes, add);
+    Ok(Json(results))
+}
+
+/// A package the batch names, valid for the role the client gave the firm.
+type Change = (&'static world::Role, &'static str, Uuid);
+
+/// Every package of the batch, or every reason one of them is invalid. Only adding needs the
+/// role from the client; a revoke is checked against the packages the role itself allows.
+fn batch_changes(
+    batch: &DelegationBatch,
+    firm_roles: &[(&'static world::Role, Vec<&'static str>)],
+    add: bool,
+) -> Result<Vec<Change>, Error> {
     let mut errors = Vec::new();
     let mut changes = Vec::new();
     for (i, value) in batch.values.iter().enumerate() {
@@ -393,10 +410,21 @@ async fn change_packages(
             }
         }
     }
-    if !errors.is_empty() {
-        return Err(validation(errors));
+    if errors.is_empty() {
+        Ok(changes)
+    } else {
+        Err(validation(errors))
     }
-    let key = (caller.firm_party, from, to);
+}
+
+/// Adds or removes each package on the (firm, client, agent) row, saying which ones changed.
+fn apply_changes(
+    state: &mut SimState,
+    key: (Uuid, Uuid, Uuid),
+    changes: Vec<Change>,
+    add: bool,
+) -> Vec<Delegation> {
+    let (firm, from, to) = key;
     let mut results = Vec::with_capacity(changes.len());
     for (role, urn, id) in changes {
         let packages = state
@@ -413,7 +441,7 @@ async fn change_packages(
         results.push(Delegation {
             role_id: role.id,
             package_id: id,
-            via_id: caller.firm_party,
+            via_id: firm,
             from_id: from,
             to_id: to,
             changed,
@@ -427,7 +455,7 @@ async fn change_packages(
     {
         state.delegations.remove(&key);
     }
-    Ok(Json(results))
+    results
 }
 
 /// `DELETE agents?party&to&cascade`: 204, also when the person was no agent. Without

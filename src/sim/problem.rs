@@ -57,6 +57,24 @@ pub fn lookup_lockout() -> Error {
     Error::Problem(Box::new((StatusCode::TOO_MANY_REQUESTS, body)))
 }
 
+/// 429 from the simulator's rate limit. Altinn documents no rate limit for access management,
+/// so the body names none of its codes: the client must take it as plain throttling, never as
+/// the lookup lock-out (AM-00026).
+pub fn rate_limited(limit_per_s: u32, retry_after_secs: u64) -> Error {
+    let status = StatusCode::TOO_MANY_REQUESTS;
+    let body = ProblemDetails {
+        title: Some("Too many requests.".into()),
+        status: Some(status.as_u16()),
+        detail: Some(format!(
+            "More than {limit_per_s} requests per second; retry after {retry_after_secs} s."
+        )),
+        trace_id: Some(trace_id()),
+        status_description: status.canonical_reason().map(str::to_owned),
+        ..ProblemDetails::default()
+    };
+    Error::Problem(Box::new((status, body)))
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         const PROBLEM_JSON: &str = "application/problem+json";

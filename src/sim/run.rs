@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Error, Faults, Simulator, World, serve};
+use super::Error;
+use super::capacity::Capacity;
+use super::faults::Faults;
+use super::server::serve;
+use super::simulator::Simulator;
+use super::world::World;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {
@@ -28,9 +33,13 @@ pub struct SimArgs {
     /// The Retry-After of those 429 answers, in seconds.
     #[arg(long, env = "ALTINN_SIM_RETRY_AFTER_SECS", default_value_t = 1)]
     pub retry_after_secs: u64,
-    /// Latency added to every request.
+    /// Latency added to every request (not to one the rate limit turns away).
     #[arg(long, env = "ALTINN_SIM_LATENCY_MS", default_value_t = 0)]
     pub latency_ms: u64,
+    /// Requests per second across the access-management endpoints; beyond it, 429 with
+    /// Retry-After. 0: unlimited. Maskinporten, the token exchange and /_sim are not limited.
+    #[arg(long, env = "ALTINN_SIM_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
     /// Share of requests that hang for --hang-ms before being answered.
     #[arg(long, env = "ALTINN_SIM_HANG_SHARE", default_value_t = 0.0)]
     pub hang_share: f64,
@@ -62,6 +71,13 @@ impl SimArgs {
             missing_scope: self.missing_scope.clone(),
         }
     }
+
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            rate_limit_per_s: self.rate_limit,
+            latency_ms: self.latency_ms,
+        }
+    }
 }
 
 /// Loads the world file if given, then serves until `shutdown`.
@@ -79,6 +95,7 @@ pub async fn run(args: &SimArgs, shutdown: CancellationToken) -> Result<(), Erro
         sim.load(world).await;
     }
     sim.set_faults(args.faults()).await;
+    sim.set_capacity(args.capacity()).await;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| Error::Bind {

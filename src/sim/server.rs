@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::Simulator;
 use super::faults::DropConnection;
+use super::simulator::Simulator;
 
 /// Serves the simulator on `listener` until `shutdown` is cancelled; then open connections are
 /// closed, since a simulator has nothing worth draining.

@@ -16,7 +16,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Error, Simulator};
+use super::Error;
+use super::simulator::Simulator;
+use super::world::MaskinportenClient;
 use crate::altinn::error::CUSTOMER_CONFIGURATION_ERROR;
 use crate::altinn::maskinporten::{GrantClaims, ORG_AUTHORITY, SYSTEM_USER_TYPE};
 use crate::altinn::wire::MaskinportenToken;
@@ -63,11 +65,48 @@ fn invalid(error: &'static str, description: impl Into<String>) -> Error {
     }
 }
 
+/// `POST /token`: a JWT grant checked step by step as Maskinporten does, then a token.
 pub async fn maskinporten_token(
     State(sim): State<Simulator>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Json<MaskinportenToken>, Error> {
+    let (assertion, kid) = assertion(&form)?;
+    // Held to the end: the `jti` check and its insert must be one step.
+    let mut state = sim.inner.state.lock().await;
+    let client = state
+        .world
+        .maskinporten_clients
+        .iter()
+        .find(|c| c.kid == kid)
+        .cloned()
+        .ok_or_else(|| invalid("invalid_client", format!("unknown kid {kid}")))?;
+    let issuer = issuer(&state, &headers);
+    let grant = decode_grant(assertion, &client, &issuer)?;
+    let now = Utc::now().timestamp();
+    check_lifetime(&grant, now)?;
+    use_jti(&mut state, &grant, now)?;
+    check_scopes(&grant, &client)?;
+    let org = approved_system_user(&state, &grant)?;
+    let claims = IssuedClaims {
+        iss: issuer,
+        exp: now + MASKINPORTEN_TOKEN_LIFETIME,
+        iat: now,
+        scope: grant.scope.clone(),
+        org,
+        generation: state.token_generation,
+    };
+    let access_token = sign(&claims, &sim.inner.maskinporten_secret)?;
+    Ok(Json(MaskinportenToken {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in: MASKINPORTEN_TOKEN_LIFETIME as u64,
+        scope: Some(grant.scope),
+    }))
+}
+
+/// The form's assertion and the `kid` in its header, once grant type and `alg` are right.
+fn assertion(form: &HashMap<String, String>) -> Result<(&str, String), Error> {
     if form.get("grant_type").map(String::as_str) != Some(JWT_BEARER) {
         return Err(invalid(
             "unsupported_grant_type",
@@ -88,27 +127,33 @@ pub async fn maskinporten_token(
     let kid = header
         .kid
         .ok_or_else(|| invalid("invalid_grant", "Invalid assertion: no kid"))?;
+    Ok((assertion, kid))
+}
 
-    let mut state = sim.inner.state.lock().await;
-    let client = state
-        .world
-        .maskinporten_clients
-        .iter()
-        .find(|c| c.kid == kid)
-        .cloned()
-        .ok_or_else(|| invalid("invalid_client", format!("unknown kid {kid}")))?;
-    let issuer = state.world.maskinporten_issuer.clone().unwrap_or_else(|| {
+/// The `aud` a grant must name: the world's issuer, or this host as the client reached it.
+fn issuer(state: &super::world::State, headers: &HeaderMap) -> String {
+    state.world.maskinporten_issuer.clone().unwrap_or_else(|| {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
         format!("http://{host}/")
-    });
+    })
+}
+
+/// The grant's claims, signed by the client's key for `issuer`, with no claim Maskinporten
+/// does not know.
+fn decode_grant(
+    assertion: &str,
+    client: &MaskinportenClient,
+    issuer: &str,
+) -> Result<GrantClaims, Error> {
+    let kid = &client.kid;
     let key = DecodingKey::from_rsa_pem(client.public_key_pem.as_bytes())
         .map_err(|e| Error::BadRequest(format!("bad public key for kid {kid}: {e}")))?;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.leeway = CLOCK_SKEW as u64;
-    validation.set_audience(&[&issuer]);
+    validation.set_audience(&[issuer]);
     validation.set_issuer(&[&client.client_id]);
     validation.set_required_spec_claims(&["exp", "aud", "iss"]);
     let raw = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
@@ -124,10 +169,12 @@ pub async fn maskinporten_token(
             format!("Invalid assertion: unknown claim {unknown}"),
         ));
     }
-    let grant: GrantClaims = serde_json::from_value(serde_json::Value::Object(raw))
-        .map_err(|e| invalid("invalid_grant", format!("Invalid assertion: {e}")))?;
+    serde_json::from_value(serde_json::Value::Object(raw))
+        .map_err(|e| invalid("invalid_grant", format!("Invalid assertion: {e}")))
+}
 
-    let now = Utc::now().timestamp();
+/// `exp` at most 120 s after `iat`, and `iat` not ahead of our clock by more than the skew.
+fn check_lifetime(grant: &GrantClaims, now: i64) -> Result<(), Error> {
     if grant.exp - grant.iat > MAX_GRANT_LIFETIME || grant.exp <= grant.iat {
         return Err(invalid(
             "invalid_grant",
@@ -140,6 +187,12 @@ pub async fn maskinporten_token(
             "Invalid assertion: iat is in the future",
         ));
     }
+    Ok(())
+}
+
+/// Remembers the grant's `jti`, refusing one seen before; a `jti` is forgotten once the grant
+/// it came with has expired, since that grant is refused anyway.
+fn use_jti(state: &mut super::world::State, grant: &GrantClaims, now: i64) -> Result<(), Error> {
     state.used_jtis.retain(|_, exp| *exp + CLOCK_SKEW >= now);
     if state
         .used_jtis
@@ -151,39 +204,33 @@ pub async fn maskinporten_token(
             "Invalid assertion: jti has been used before",
         ));
     }
-    if let Some(scope) = grant
+    Ok(())
+}
+
+fn check_scopes(grant: &GrantClaims, client: &MaskinportenClient) -> Result<(), Error> {
+    match grant
         .scope
         .split(' ')
         .find(|s| !client.scopes.iter().any(|a| a == s))
     {
-        return Err(invalid(
+        Some(scope) => Err(invalid(
             "invalid_scope",
             format!("scope {scope} is not allowed for this client"),
-        ));
+        )),
+        None => Ok(()),
     }
-    let org = system_user_org(&grant)?;
+}
+
+/// The org number of the system user the grant asks for, if that firm approved it.
+fn approved_system_user(state: &super::world::State, grant: &GrantClaims) -> Result<String, Error> {
+    let org = system_user_org(grant)?;
     match state.firm(&org) {
-        Some(firm) if firm.system_user_approved => {}
+        Some(firm) if firm.system_user_approved => Ok(org),
         _ => {
             let description = format!("no approved system user for 0192:{org}");
-            return Err(invalid(CUSTOMER_CONFIGURATION_ERROR, description));
+            Err(invalid(CUSTOMER_CONFIGURATION_ERROR, description))
         }
     }
-    let claims = IssuedClaims {
-        iss: issuer,
-        exp: now + MASKINPORTEN_TOKEN_LIFETIME,
-        iat: now,
-        scope: grant.scope.clone(),
-        org,
-        generation: state.token_generation,
-    };
-    let access_token = sign(&claims, &sim.inner.maskinporten_secret)?;
-    Ok(Json(MaskinportenToken {
-        access_token,
-        token_type: "Bearer".into(),
-        expires_in: MASKINPORTEN_TOKEN_LIFETIME as u64,
-        scope: Some(grant.scope),
-    }))
 }
 
 fn system_user_org(grant: &GrantClaims) -> Result<String, Error> {

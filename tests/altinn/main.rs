@@ -9,6 +9,7 @@
     clippy::cast_sign_loss
 )]
 
+mod capacity;
 mod conformance;
 mod errors;
 mod flow;
