@@ -300,12 +300,16 @@ impl AltinnClient {
             let answer = match answer {
                 Ok(answer) => answer,
                 Err(e) => {
-                    permit.finish(Feedback::Overloaded { retry_after: None });
+                    permit
+                        .finish(Feedback::Overloaded { retry_after: None })
+                        .await;
                     return Err(e);
                 }
             };
             let classified = classify(answer.status, &answer.headers, &answer.body);
-            permit.finish(feedback(answer.status, &classified, started.elapsed()));
+            permit
+                .finish(feedback(answer.status, &classified, started.elapsed()))
+                .await;
             match classified {
                 Err(Error::Token) if !refreshed => {
                     tracing::info!(

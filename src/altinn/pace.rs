@@ -40,6 +40,8 @@ const BACKOFF: f64 = 0.9;
 const SLOW_START_BACKOFF: f64 = 0.5;
 /// No second cut within this, when no round trip has been measured yet.
 const DEFAULT_ROUND_TRIP: Duration = Duration::from_millis(100);
+/// A refused call holds its place at most this long.
+const MAX_ROUND_TRIP: Duration = Duration::from_secs(1);
 
 /// How the limit is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +170,14 @@ impl CallLimit {
         }
     }
 
+    /// The recent latency of an answered call, within bounds.
+    fn round_trip(&self) -> Duration {
+        self.locked()
+            .recent
+            .map_or(DEFAULT_ROUND_TRIP, Duration::from_secs_f64)
+            .clamp(Duration::from_millis(1), MAX_ROUND_TRIP)
+    }
+
     fn locked(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -262,9 +272,14 @@ impl State {
 }
 
 impl CallPermit<'_> {
-    /// Frees the place, teaching the limit what the call's answer said.
-    pub fn finish(self, feedback: Feedback) {
+    /// Frees the place, teaching the limit what the call's answer said. A refusal keeps its
+    /// place for one round trip first: Altinn refuses at once, and a place freed at once would
+    /// only carry the next refusal, so a burst of 429s would outrun the cut it caused.
+    pub async fn finish(self, feedback: Feedback) {
         self.limit.learn(feedback, self.busy);
+        if matches!(feedback, Feedback::Overloaded { .. }) {
+            tokio::time::sleep(self.limit.round_trip()).await;
+        }
     }
 }
 
@@ -298,9 +313,7 @@ mod tests {
         for _ in 0..n.min(limit.current()) {
             permits.push(limit.acquire().await);
         }
-        for permit in permits {
-            permit.finish(feedback);
-        }
+        futures_util::future::join_all(permits.into_iter().map(|p| p.finish(feedback))).await;
     }
 
     const FAST: Feedback = Feedback::Answered(Duration::from_millis(100));
