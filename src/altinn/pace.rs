@@ -8,8 +8,9 @@
 //! - **additive increase**: then one more per round trip (a limit's worth of successes),
 //!   while the limit is used and latency stays near its usual level;
 //! - **multiplicative decrease**: a 429, a 503, no answer at all, or latency rising well above its
-//!   usual level cuts it (by half on leaving slow start, then by a tenth), at most once a round
-//!   trip, so a burst of refusals from one round counts once;
+//!   usual level cuts it (by half on leaving slow start, then by a tenth, or by a quarter when
+//!   the round trip right after a cut is refused too), at most once a round trip, so a burst
+//!   of refusals from one round counts once; a refused call holds its place for a round trip;
 //! - **Retry-After**: when the limit is at its floor and Altinn still refuses, nothing goes
 //!   out until the time Altinn asked for, capped at [`RETRY_AFTER_CAP`]. Above the floor,
 //!   fewer calls in flight is the answer, and only the refused change waits (its own backoff).
@@ -35,9 +36,12 @@ const LATENCY_MARGIN: Duration = Duration::from_millis(100);
 /// Altinn slowly should its latency change over a night.
 const RECENT_WEIGHT: f64 = 0.1;
 const USUAL_WEIGHT: f64 = 0.02;
-/// Cut on congestion after slow start, and on leaving it.
+/// Cut on congestion after slow start, and on leaving it...
 const BACKOFF: f64 = 0.9;
 const SLOW_START_BACKOFF: f64 = 0.5;
+/// ...and when Altinn still refuses in the round trip right after a cut: a limit far above
+/// its capacity (a slow start that overshot) comes down in a few round trips, not a dozen.
+const REPEATED_BACKOFF: f64 = 0.75;
 /// No second cut within this, when no round trip has been measured yet.
 const DEFAULT_ROUND_TRIP: Duration = Duration::from_millis(100);
 /// A refused call holds its place at most this long.
@@ -76,6 +80,8 @@ struct State {
     usual: Option<f64>,
     /// No cut before this: one per round trip.
     calm_until: Option<Instant>,
+    /// A cut after this is a repeated one.
+    repeat_until: Option<Instant>,
     /// Nothing goes out before this.
     hold_until: Option<Instant>,
 }
@@ -123,6 +129,7 @@ impl CallLimit {
                 recent: None,
                 usual: None,
                 calm_until: None,
+                repeat_until: None,
                 hold_until: None,
             }),
             freed: Notify::new(),
@@ -256,6 +263,8 @@ impl State {
         }
         let factor = if self.slow_start {
             SLOW_START_BACKOFF
+        } else if self.repeat_until.is_some_and(|t| t > now) {
+            REPEATED_BACKOFF
         } else {
             BACKOFF
         };
@@ -268,6 +277,7 @@ impl State {
             .map_or(DEFAULT_ROUND_TRIP, Duration::from_secs_f64)
             .max(Duration::from_millis(1));
         self.calm_until = Some(now + round_trip);
+        self.repeat_until = Some(now + round_trip * 2);
     }
 }
 
@@ -359,10 +369,19 @@ mod tests {
             grown / 2,
             "a burst from one round counts once"
         );
-        // The next round's refusal, once the calm window has passed.
+        // The next round's refusal, once the calm window has passed: right after a cut, a
+        // quarter; later, a tenth.
         limit.locked().calm_until = None;
         round(&limit, 64, refused).await;
-        assert_eq!(limit.current(), grown / 2 * 9 / 10);
+        let repeated = limit.current();
+        assert_eq!(repeated, grown / 2 * 3 / 4);
+        {
+            let mut s = limit.locked();
+            s.calm_until = None;
+            s.repeat_until = None;
+        }
+        round(&limit, 64, refused).await;
+        assert_eq!(limit.current(), repeated * 9 / 10);
     }
 
     #[tokio::test]
