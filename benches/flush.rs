@@ -202,7 +202,9 @@ async fn main() {
     let (baseline_16, baseline) = if rate_limit > 0 {
         (rate_limit as f64, rate_limit as f64)
     } else {
-        eprintln!("baseline: the same delegations again, straight from the client (no database), at 16 and {used}…");
+        eprintln!(
+            "baseline: the same delegations again, straight from the client (no database), at 16 and {used}…"
+        );
         let at_16 = raw_client_rate(&pool, port, 16).await;
         let at_used = if used == 16 {
             at_16
