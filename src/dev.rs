@@ -72,8 +72,8 @@ pub enum Error {
     Worker(#[from] worker::Error),
     #[error(transparent)]
     Admin(#[from] admin::Error),
-    #[error("could not make the dev admin token: {0}")]
-    Token(String),
+    #[error("could not make the dev admin token")]
+    Token(#[source] admin::tokens::Error),
 }
 
 /// Runs the simulator and the worker until `shutdown`.

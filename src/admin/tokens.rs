@@ -31,6 +31,9 @@ pub enum Error {
         line: usize,
         problem: String,
     },
+    /// `admin-token` was given a name or scope the token file would refuse.
+    #[error("{0}; the token was not made")]
+    Refused(String),
 }
 
 /// Which firms a token may act for.
@@ -171,13 +174,13 @@ pub struct NewToken {
 }
 
 /// Makes a token of 32 random bytes (hex) for `name` and `scope` (`*` or `ORG,ORG`).
-pub fn generate(name: &str, scope: &str) -> Result<NewToken, String> {
+pub fn generate(name: &str, scope: &str) -> Result<NewToken, Error> {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     let token = hex::encode(bytes);
     let line = format!("{name} {} {scope}", hex::encode(sha256(token.as_bytes())));
     // The same checks as at start, so the printed line is one `run` accepts.
-    Tokens::parse(&line).map_err(|(_, problem)| problem)?;
+    Tokens::parse(&line).map_err(|(_, problem)| Error::Refused(problem))?;
     Ok(NewToken { token, line })
 }
 

@@ -66,7 +66,7 @@ async fn tools(command: Command) -> anyhow::Result<()> {
         Command::Openapi => println!("{}", admin::api::openapi_json()),
         Command::Healthcheck { admin_listen } => admin::healthcheck(admin_listen).await?,
         Command::AdminToken { name, firms } => {
-            let new = admin::tokens::generate(&name, &firms).map_err(anyhow::Error::msg)?;
+            let new = admin::tokens::generate(&name, &firms)?;
             println!(
                 "token (give it to {name}; it is not stored anywhere): {}",
                 new.token
