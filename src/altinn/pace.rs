@@ -136,10 +136,6 @@ impl CallLimit {
         }
     }
 
-    pub fn mode(&self) -> Concurrency {
-        self.mode
-    }
-
     /// The number of calls that may be in flight now.
     pub fn current(&self) -> usize {
         whole(self.locked().limit)
@@ -190,10 +186,10 @@ impl CallLimit {
     }
 
     fn learn(&self, feedback: Feedback, busy: usize) {
-        let (min, _, max) = self.mode.bounds();
         if matches!(self.mode, Concurrency::Fixed(_)) {
             return;
         }
+        let (min, _, max) = self.mode.bounds();
         let mut s = self.locked();
         let before = whole(s.limit);
         let now = Instant::now();

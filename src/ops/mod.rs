@@ -23,7 +23,7 @@ pub use firm::Ops;
 pub use gauges::refresh_gauges;
 pub use lists::{Count, ParkedList, StagedList, parked_list, render_plan};
 pub use mode::Mode;
-pub use progress::{FlushProgress, PROGRESS_MIN, Pace};
+pub use progress::FlushProgress;
 pub use status::{Hold, Pause, Status, SyncSummary};
 
 /// The most audit entries one page holds.

@@ -12,7 +12,7 @@ use super::Result;
 use crate::sync::OutboxCounts;
 
 /// A flush with fewer changes left than this is not worth a progress line.
-pub const PROGRESS_MIN: i64 = 2_000;
+const PROGRESS_MIN: i64 = 2_000;
 
 #[derive(Debug, Default)]
 pub struct FlushProgress {
@@ -28,17 +28,17 @@ struct Seen {
 
 /// One progress line's figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pace {
-    pub done: i64,
-    pub left: i64,
-    pub per_s: f64,
+struct Pace {
+    done: i64,
+    left: i64,
+    per_s: f64,
     /// `None` while nothing is done.
-    pub finish_in: Option<Duration>,
+    finish_in: Option<Duration>,
 }
 
 impl FlushProgress {
     /// Looks again; logs a line while a large flush is under way, and once as it ends.
-    pub async fn observe(&mut self, pool: &PgPool, counts: &OutboxCounts) -> Result<Option<Pace>> {
+    pub async fn observe(&mut self, pool: &PgPool, counts: &OutboxCounts) -> Result<()> {
         let max_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM outbox")
             .fetch_one(pool)
             .await?;
@@ -47,8 +47,7 @@ impl FlushProgress {
             max_id,
             left: counts.pending + counts.in_flight,
         };
-        let pace = self.last.replace(now).and_then(|last| pace(last, now));
-        if let Some(p) = pace {
+        if let Some(p) = self.last.replace(now).and_then(|last| pace(last, now)) {
             let finish_in = p.finish_in.map(|d| format!("{}s", d.as_secs()));
             tracing::info!(
                 done = p.done,
@@ -58,7 +57,7 @@ impl FlushProgress {
                 "flush progress"
             );
         }
-        Ok(pace)
+        Ok(())
     }
 }
 
