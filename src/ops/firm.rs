@@ -26,11 +26,12 @@ impl Ops {
 
     /// Fails with [`Error::UnknownFirm`] for a firm no event has named.
     pub async fn known(&self, firm: &str) -> Result<()> {
-        let known: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM firms WHERE org_number = $1)")
-                .bind(firm)
-                .fetch_one(&self.pool)
-                .await?;
+        let known = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM firms WHERE org_number = $1) AS "known!""#,
+            firm
+        )
+        .fetch_one(&self.pool)
+        .await?;
         if known {
             Ok(())
         } else {

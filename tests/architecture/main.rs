@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod graph;
+mod size;
 mod source;
 
 use graph::{Edge, Graph};
@@ -123,4 +124,79 @@ fn the_reader_sees_the_imports_it_must() {
         "{} edges",
         graph.edges().count()
     );
+}
+
+fn src() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Split along concepts before a file passes this many lines.
+const MAX_FILE_LINES: usize = 500;
+/// A longer function carries `// Long because …` right above it (with its docs and attributes).
+const MAX_FN_LINES: usize = 60;
+
+#[test]
+fn no_file_is_over_500_lines() {
+    let long: Vec<String> = size::source_files(&src())
+        .iter()
+        .filter(|f| f.lines.len() > MAX_FILE_LINES)
+        .map(|f| format!("{} ({} lines)", f.name, f.lines.len()))
+        .collect();
+    assert!(long.is_empty(), "files over {MAX_FILE_LINES} lines: {long:?}");
+}
+
+#[test]
+fn no_function_is_over_60_lines_without_a_reason() {
+    let mut long = Vec::new();
+    for file in size::source_files(&src()) {
+        for f in size::functions(&file) {
+            let reason = size::preamble(&file, f.first).any(|l| l.starts_with("// Long because"));
+            if f.lines() > MAX_FN_LINES && !reason {
+                long.push(format!("{}:{} {} ({} lines)", file.name, f.first, f.name, f.lines()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines with no `// Long because` above them:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn every_static_query_is_checked_at_compile_time() {
+    let mut unchecked = Vec::new();
+    for file in size::source_files(&src()) {
+        for line in size::unchecked_queries(&file) {
+            let reason = file.lines[line.saturating_sub(4)..line]
+                .iter()
+                .any(|l| l.contains("// Built at run time"));
+            if !reason {
+                unchecked.push(format!("{}:{line}", file.name));
+            }
+        }
+    }
+    assert!(
+        unchecked.is_empty(),
+        "sqlx::query* calls the compiler does not check (use query!, or say `// Built at run \
+         time: why` on one of the three lines above):\n{}",
+        unchecked.join("\n")
+    );
+}
+
+#[test]
+fn the_counters_see_what_they_must() {
+    // Guards the checks above: a reader that found nothing would pass everything.
+    let files = size::source_files(&src());
+    let functions: usize = files.iter().map(|f| size::functions(f).len()).sum();
+    assert!(functions > 500, "{functions} functions");
+    let main = files.iter().find(|f| f.name == "main.rs").unwrap();
+    assert!(size::functions(main).iter().any(|f| f.name == "main"));
+    let fixture = size::SourceFile {
+        name: "fixture.rs".into(),
+        lines: vec![],
+        tokens: source::tokens("fn f() { sqlx::query(\"SELECT 1\"); sqlx::query!(\"SELECT 1\"); }"),
+    };
+    assert_eq!(size::unchecked_queries(&fixture), vec![1]);
+    assert_eq!(size::functions(&fixture)[0].lines(), 1);
 }
