@@ -11,6 +11,9 @@
 # ---- toolchain with cargo-chef ----
 # The toolchain the project is tested with (rust-version in Cargo.toml is the minimum).
 FROM rust:1.95.0-bookworm AS chef
+# Queries are checked against the committed .sqlx/ (also set in .cargo/config.toml): no database
+# is needed to build.
+ENV SQLX_OFFLINE=true
 RUN cargo install cargo-chef --locked --version 0.1.71
 WORKDIR /src
 
