@@ -142,7 +142,10 @@ fn no_file_is_over_500_lines() {
         .filter(|f| f.lines.len() > MAX_FILE_LINES)
         .map(|f| format!("{} ({} lines)", f.name, f.lines.len()))
         .collect();
-    assert!(long.is_empty(), "files over {MAX_FILE_LINES} lines: {long:?}");
+    assert!(
+        long.is_empty(),
+        "files over {MAX_FILE_LINES} lines: {long:?}"
+    );
 }
 
 #[test]
@@ -152,7 +155,13 @@ fn no_function_is_over_60_lines_without_a_reason() {
         for f in size::functions(&file) {
             let reason = size::preamble(&file, f.first).any(|l| l.starts_with("// Long because"));
             if f.lines() > MAX_FN_LINES && !reason {
-                long.push(format!("{}:{} {} ({} lines)", file.name, f.first, f.name, f.lines()));
+                long.push(format!(
+                    "{}:{} {} ({} lines)",
+                    file.name,
+                    f.first,
+                    f.name,
+                    f.lines()
+                ));
             }
         }
     }

@@ -2,9 +2,11 @@
 //! worker running against them, and ways to publish and to wait without sleeping.
 #![allow(dead_code)]
 
+pub mod altinn;
 pub mod dev;
 pub mod logs;
 pub mod proxy;
+pub mod steps;
 pub mod workload;
 
 use std::collections::BTreeSet;
@@ -55,6 +57,8 @@ pub struct TestApp {
     /// A firm of its own, used only for barrier events.
     barrier: FirmEvents,
     barrier_person: Person,
+    /// Set by `teardown`; otherwise dropping the app removes what the test made.
+    torn_down: bool,
 }
 
 impl TestApp {
@@ -140,6 +144,7 @@ impl TestApp {
             admin: None,
             barrier: FirmEvents::new(workload::org_number(1_999_999)),
             barrier_person: Person::new(424_242),
+            torn_down: false,
         }
     }
 
@@ -416,34 +421,66 @@ impl TestApp {
         if self.worker.is_some() {
             self.stop_worker().await;
         }
-        let ch = self.conn.create_channel().await.unwrap();
+        let _ = self.conn.close(200, "test done".into()).await;
+        self.pool.close().await;
+        remove_resources(&self.topology, &self.settings.db.database_url).await;
+        self.torn_down = true;
+    }
+}
+
+impl Drop for TestApp {
+    /// A test that failed never reached `teardown`: its database and queues go all the same,
+    /// from a thread and runtime of their own, since the test's runtime is unwinding.
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        if let Some((token, _)) = &self.worker {
+            token.cancel();
+        }
+        let topology = self.topology.clone();
+        let url = self.settings.db.database_url.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(remove_resources(&topology, &url));
+        })
+        .join();
+    }
+}
+
+/// Deletes a test's queues and exchanges and drops its database, whoever still uses them.
+async fn remove_resources(topology: &Topology, database_url: &str) {
+    if let Ok(conn) = ingest::connect(&amqp_url()).await {
+        let ch = conn.create_channel().await.unwrap();
         for q in [
-            &self.topology.events_queue,
-            &self.topology.commands_queue,
-            &self.topology.dead_letter_queue,
+            &topology.events_queue,
+            &topology.commands_queue,
+            &topology.dead_letter_queue,
         ] {
             let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
         }
         for x in [
-            &self.topology.events_exchange,
-            &self.topology.commands_exchange,
-            &self.topology.dead_letter_exchange,
+            &topology.events_exchange,
+            &topology.commands_exchange,
+            &topology.dead_letter_exchange,
         ] {
             let _ = ch
                 .exchange_delete(x.as_str().into(), Default::default())
                 .await;
         }
-        let _ = self.conn.close(200, "test done".into()).await;
-        let url = self.settings.db.database_url.clone();
-        self.pool.close().await;
-        let root = PgPool::connect(&format!("{}/postgres", pg_root()))
-            .await
-            .unwrap();
-        let name = url.rsplit('/').next().unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&root)
-        .await;
+        let _ = conn.close(200, "test done".into()).await;
     }
+    let root = PgPool::connect(&format!("{}/postgres", pg_root()))
+        .await
+        .unwrap();
+    let name = database_url.rsplit('/').next().unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&root)
+    .await;
+    root.close().await;
 }

@@ -8,10 +8,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::altinn::{CLIENT, DemoAltinn, FIRM, KARI, UNAPPROVED};
+use crate::common::steps::{commands_handled, flushed, kari_granted, publish_demo, sync_now};
 use crate::common::{TestApp, logs};
-use crate::flush::{
-    CLIENT, FIRM, KARI, UNAPPROVED, altinn, commands_handled, flushed, publish_demo, sync_now,
-};
 
 const OPS_TOKEN: &str = "ops-token-for-every-firm";
 const CLIENT_TOKEN: &str = "token-scoped-to-another-firm";
@@ -90,7 +89,7 @@ impl Http {
 }
 
 /// An app flushing to the simulator, with the token file, and Kari's access delivered.
-async fn admin_app(altinn: &crate::flush::Altinn) -> (TestApp, Http) {
+async fn admin_app(altinn: &DemoAltinn) -> (TestApp, Http) {
     let mut app = TestApp::without_worker().await;
     app.settings.altinn = altinn.settings.clone();
     app.settings.admin.admin_tokens_file = Some(tokens_file());
@@ -124,7 +123,7 @@ async fn call_at(
 
 #[tokio::test]
 async fn every_route_checks_the_token_the_input_the_scope_and_the_firm_in_that_order() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     let (app, http) = admin_app(&altinn).await;
     publish_demo(&app, "01-kari-role-changed.json").await;
     publish_demo(&app, "02-kari-client-assigned.json").await;
@@ -337,7 +336,7 @@ async fn every_route_checks_the_token_the_input_the_scope_and_the_firm_in_that_o
 #[tokio::test]
 async fn explain_says_where_each_package_is_in_plain_words() {
     let mut logs = logs::subscribe();
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     let (app, http) = admin_app(&altinn).await;
     let explain = format!("/v1/firms/{FIRM}/employees/{KARI}/explain");
     let package = |e: &Value| e["clients"][0]["packages"][0].clone();
@@ -424,14 +423,14 @@ async fn explain_says_where_each_package_is_in_plain_words() {
 
 #[tokio::test]
 async fn the_kill_switch_holds_revokes_and_explain_says_so() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     let mut app = TestApp::without_worker().await;
     app.settings.altinn = altinn.settings.clone();
     app.settings.admin.admin_tokens_file = Some(tokens_file());
     app.settings.flush.revokes_enabled = false;
     app.start_worker().await;
     let http = Http::new(app.admin.unwrap());
-    crate::flush::kari_granted(&app).await;
+    kari_granted(&app).await;
     publish_demo(&app, "05-kari-client-removed.json").await;
     sync_now(&app, 1005).await;
     commands_handled(&app, 2).await;
@@ -452,7 +451,7 @@ async fn the_kill_switch_holds_revokes_and_explain_says_so() {
         "{p}"
     );
     assert_eq!(
-        crate::flush::delegations(&altinn).await.len(),
+        altinn.delegations().await.len(),
         1,
         "Kari still holds her access in Altinn"
     );
@@ -462,7 +461,7 @@ async fn the_kill_switch_holds_revokes_and_explain_says_so() {
     app.settings.flush.revokes_enabled = true;
     app.start_worker().await;
     flushed(&app, 2).await;
-    assert!(crate::flush::delegations(&altinn).await.is_empty());
+    assert!(altinn.delegations().await.is_empty());
     app.teardown().await;
 }
 
@@ -681,9 +680,9 @@ async fn with_postgres_and_the_broker_down_the_api_answers_503_and_readyz_names_
 
 #[tokio::test]
 async fn explain_names_a_refusal_with_altinns_code_and_a_retry_records_who() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     let (app, http) = admin_app(&altinn).await;
-    crate::flush::kari_on_both_clients_synced(&app).await;
+    crate::common::steps::kari_on_both_clients_synced(&app).await;
     let (_, e) = http
         .get(&format!("/v1/firms/{FIRM}/employees/{KARI}/explain"))
         .await;
@@ -691,7 +690,7 @@ async fn explain_names_a_refusal_with_altinns_code_and_a_retry_records_who() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["client_org_number"] == crate::flush::STRANGER)
+        .find(|c| c["client_org_number"] == crate::common::altinn::STRANGER)
         .unwrap()["packages"][0]
         .clone();
     assert_eq!(stranger["state"], "refused", "{e}");
@@ -708,7 +707,7 @@ async fn explain_names_a_refusal_with_altinns_code_and_a_retry_records_who() {
     assert!(
         verdict.starts_with(&format!(
             "Altinn refused regnskapsforer-med-signeringsrettighet for {}",
-            crate::flush::STRANGER
+            crate::common::altinn::STRANGER
         )),
         "a refusal comes first in the verdict: {verdict}"
     );
@@ -742,11 +741,11 @@ async fn explain_names_a_refusal_with_altinns_code_and_a_retry_records_who() {
 
 #[tokio::test]
 async fn explain_gives_altinns_code_for_a_refusal_by_altinn() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     let (app, http) = admin_app(&altinn).await;
     // Altinn compares the first four letters of the last name: it cannot match the person.
     for file in ["01-kari-role-changed.json", "02-kari-client-assigned.json"] {
-        let mut event = crate::flush::demo(file);
+        let mut event = crate::common::steps::demo(file);
         event["data"]["employee"]["last_name"] = json!("Normann");
         app.publish_event(&event).await;
     }
@@ -801,16 +800,17 @@ async fn explain_says_when_the_worker_sends_nothing_to_altinn() {
 
 #[tokio::test]
 async fn a_staged_mass_revoke_shows_everywhere_and_is_approved_or_rejected_by_name() {
+    use crate::common::altinn::ClientsAltinn;
+    use crate::common::steps::{kari_granted_on, remove};
     use crate::common::workload::Person;
-    use crate::guard::{Altinn, kari_granted, remove};
     let kari = Person::new(1);
-    let altinn = Altinn::start(12, &[&kari], &[]).await;
+    let altinn = ClientsAltinn::start(12, &[&kari], &[]).await;
     let mut app = TestApp::without_worker().await;
     app.settings.altinn = altinn.settings.clone();
     app.settings.admin.admin_tokens_file = Some(tokens_file());
     app.start_worker().await;
     let http = Http::new(app.admin.unwrap());
-    let mut events = kari_granted(&app, &altinn, &kari, 12).await;
+    let mut events = kari_granted_on(&app, &altinn, &kari, 12).await;
     // 11 of 12 grants removed at once: at least REVOKE_GUARD_MIN and more than 20 %.
     remove(&app, &altinn, &mut events, &kari, 0..11, 2).await;
 
@@ -871,10 +871,10 @@ async fn a_staged_mass_revoke_shows_everywhere_and_is_approved_or_rejected_by_na
         )
         .await;
     assert_eq!((status, count), (StatusCode::OK, json!({"count": 9})));
-    crate::flush::flushed(&app, 2).await;
+    crate::common::steps::flushed(&app, 2).await;
     assert_eq!(
         altinn
-            .holds(altinn.parties[0], crate::guard::MED)
+            .holds(altinn.parties[0], crate::common::altinn::MED)
             .await
             .len(),
         10,

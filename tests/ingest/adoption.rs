@@ -5,9 +5,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::common::TestApp;
+use crate::common::altinn::{ClientsAltinn, FIRM, MED, SIGNING};
+use crate::common::steps::{app_with, flushed, publish};
 use crate::common::workload::{FirmEvents, Person};
-use crate::flush::{FIRM, flushed};
-use crate::guard::{Altinn, MED, SIGNING, app_with, publish};
 
 /// Outside the mapping these tests run with.
 const UTEN: &str = "regnskapsforer-uten-signeringsrettighet";
@@ -36,7 +36,7 @@ async fn a_known_employee_given_access_by_hand_is_adopted_and_a_stranger_left_al
     // By hand, before the worker came: Kari holds the signing package on clients 0 to 2, the
     // payroll package on client 2, and a package outside the mapping on client 2; Ola, whom
     // AdminFlow does not know, holds the signing package on client 0.
-    let altinn = Altinn::start(
+    let altinn = ClientsAltinn::start(
         4,
         &[&kari, &ola],
         &[
@@ -100,7 +100,7 @@ async fn a_known_employee_given_access_by_hand_is_adopted_and_a_stranger_left_al
         vec![events.client_assigned(&kari, &altinn.clients[3].1)],
     )
     .await;
-    crate::flush::sync_now(&app, last).await;
+    crate::common::steps::sync_now(&app, last).await;
     flushed(&app, 2).await;
     assert_eq!(altinn.holds(kari_party, MED).await, [0, 1, 3]);
     app.teardown().await;
@@ -110,8 +110,8 @@ async fn a_known_employee_given_access_by_hand_is_adopted_and_a_stranger_left_al
 async fn the_first_reconcile_of_a_firm_goes_through_the_guard() {
     let kari = Person::new(1);
     let clients: Vec<usize> = (0..12).collect();
-    let altinn = Altinn::start(12, &[&kari], &[(0, MED, &clients)]).await;
-    let mut app = app_with(&altinn, |_| {}).await;
+    let altinn = ClientsAltinn::start(12, &[&kari], &[(0, MED, &clients)]).await;
+    let mut app = app_with(&altinn.settings, |_| {}).await;
     // AdminFlow knows Kari, but she works with none of these clients.
     let mut events = FirmEvents::new(FIRM);
     publish(&app, vec![events.role_changed(&kari, &[SIGNING])]).await;

@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::common::TestApp;
+use crate::common::altinn::{ClientsAltinn, FIRM, MED, SIGNING};
+use crate::common::steps::{app_with, publish};
 use crate::common::workload::{FirmEvents, Person, org_number};
-use crate::flush::FIRM;
-use crate::guard::{Altinn, MED, SIGNING, app_with, publish};
 use altinn_sync::sync;
 
 /// The firm's marks: (first change, last change) since its last plan.
@@ -121,8 +121,8 @@ async fn a_firm_that_keeps_changing_is_due_ten_debounces_after_its_first_change(
 #[tokio::test]
 async fn the_automatic_sync_delivers_changes_by_itself_through_the_guard() {
     let kari = Person::new(1);
-    let altinn = Altinn::start(12, &[&kari], &[]).await;
-    let app = app_with(&altinn, |f| f.auto_sync_after_secs = Some(1)).await;
+    let altinn = ClientsAltinn::start(12, &[&kari], &[]).await;
+    let app = app_with(&altinn.settings, |f| f.auto_sync_after_secs = Some(1)).await;
     let mut events = FirmEvents::new(FIRM);
     let mut batch = vec![events.role_changed(&kari, &[SIGNING])];
     for (_, org) in &altinn.clients {

@@ -3,126 +3,23 @@
 use std::path::Path;
 
 use altinn_sync::altinn::AltinnSettings;
-use altinn_sync::sim::{self, Client, FirmRole, MaskinportenClient, Person, Simulator, World};
+use altinn_sync::sim::{self, MaskinportenClient};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::common::TestApp;
+use crate::common::altinn::{
+    CLIENT, DemoAltinn, FIRM, KARI, MED_URN, SECOND, STRANGER, UNAPPROVED, maskinporten_client,
+};
+use crate::common::steps::{
+    commands_handled, demo, flushed, flushing_app, kari_granted, kari_on_both_clients_synced,
+    publish_demo, sync_now, sync_now_for,
+};
 
-pub(crate) const FIRM: &str = "912345610";
-pub(crate) const CLIENT: &str = "998877660";
-/// A client that has not registered the firm as its accountant.
-pub(crate) const STRANGER: &str = "998877679";
-/// A firm whose system user Altinn has not approved.
-pub(crate) const UNAPPROVED: &str = "987654325";
-/// Another approved firm, which the demo client registered too.
-pub(crate) const SECOND: &str = "912345637";
-pub(crate) const KARI: &str = "3f2c8a1e-6b4d-4e7a-9c1f-0a5b7d2e8c41";
-const PUBLIC_KEY: &str = include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem");
-pub(crate) const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
-                      altinn:clientdelegations.read altinn:clientdelegations.write";
-pub(crate) const MED: &str = "urn:altinn:accesspackage:regnskapsforer-med-signeringsrettighet";
 const LONN: &str = "urn:altinn:accesspackage:regnskapsforer-lonn";
 
-pub(crate) struct Altinn {
-    pub(crate) sim: Simulator,
-    pub(crate) settings: AltinnSettings,
-    client: Uuid,
-    pub(crate) kari: Uuid,
-    ola: Uuid,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Altinn {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// The simulator on 127.0.0.1:0 with the demo firm, its two clients and its two employees.
-pub(crate) async fn altinn() -> Altinn {
-    let (client, stranger, kari, ola) = (
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    );
-    let person = |party, nin: &str, last: &str| Person {
-        party_uuid: party,
-        national_identity_number: nin.into(),
-        last_name: last.into(),
-        name: format!("Test {last}"),
-    };
-    let world = World {
-        maskinporten_clients: vec![maskinporten_client()],
-        maskinporten_issuer: None,
-        firms: vec![
-            sim::Firm {
-                org_number: FIRM.into(),
-                party_uuid: Uuid::new_v4(),
-                name: "Demo Regnskap AS".into(),
-                system_user_approved: true,
-            },
-            sim::Firm {
-                org_number: SECOND.into(),
-                party_uuid: Uuid::new_v4(),
-                name: "Andre Regnskap AS".into(),
-                system_user_approved: true,
-            },
-            sim::Firm {
-                org_number: UNAPPROVED.into(),
-                party_uuid: Uuid::new_v4(),
-                name: "Ikke Godkjent Regnskap AS".into(),
-                system_user_approved: false,
-            },
-        ],
-        clients: vec![
-            Client {
-                party_uuid: client,
-                org_number: CLIENT.into(),
-                name: "Fjordkraft Regnskap AS".into(),
-                firm_roles: vec![
-                    FirmRole {
-                        firm_org_number: FIRM.into(),
-                        role: "regnskapsforer".into(),
-                        packages: Vec::new(),
-                    },
-                    FirmRole {
-                        firm_org_number: SECOND.into(),
-                        role: "regnskapsforer".into(),
-                        packages: Vec::new(),
-                    },
-                ],
-            },
-            Client {
-                party_uuid: stranger,
-                org_number: STRANGER.into(),
-                name: "Fremmed AS".into(),
-                firm_roles: Vec::new(),
-            },
-        ],
-        persons: vec![
-            person(kari, "15038512363", "Nordmann"),
-            person(ola, "02078545642", "Hansen"),
-        ],
-        altinn_token_lifetime_secs: None,
-        held: Vec::new(),
-    };
-    let sim = Simulator::new();
-    let (settings, shutdown) = serve(world, sim.clone(), 5_000).await;
-    Altinn {
-        sim,
-        settings,
-        client,
-        kari,
-        ola,
-        shutdown,
-    }
-}
-
 /// A client for changing Altinn by hand, as a person in the portal would.
-fn by_hand(altinn: &Altinn) -> altinn_sync::altinn::AltinnClient {
+fn by_hand(altinn: &DemoAltinn) -> altinn_sync::altinn::AltinnClient {
     altinn_sync::altinn::AltinnClient::new(altinn.settings.validate().unwrap().unwrap()).unwrap()
 }
 
@@ -141,140 +38,24 @@ async fn nightly(app: &TestApp, commands: i64) -> String {
         .unwrap()
 }
 
-/// Serves `world` on 127.0.0.1:0; the settings reach it as the test Maskinporten client.
-pub(crate) async fn serve(
-    world: World,
-    sim: Simulator,
-    request_timeout_ms: u64,
-) -> (AltinnSettings, CancellationToken) {
-    sim.load(world).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(sim::serve(listener, sim, shutdown.clone()));
-    let key = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/altinn/fixtures/test-only-maskinporten-key-a.pem");
-    let settings = AltinnSettings {
-        altinn_base_url: Some(format!("http://{addr}")),
-        maskinporten_url: Some(format!("http://{addr}/")),
-        maskinporten_client_id: Some("test-client".into()),
-        maskinporten_kid: Some("kid-a".into()),
-        maskinporten_key_file: Some(key),
-        maskinporten_scopes: Some(SCOPES.into()),
-        altinn_request_timeout_ms: request_timeout_ms,
-        maskinporten_systemuser_external_ref: None,
-    };
-    (settings, shutdown)
-}
-
-/// The test Maskinporten client, whose key signs the worker's grants.
-pub(crate) fn maskinporten_client() -> MaskinportenClient {
-    MaskinportenClient {
-        client_id: "test-client".into(),
-        kid: "kid-a".into(),
-        public_key_pem: PUBLIC_KEY.into(),
-        scopes: SCOPES.split(' ').map(str::to_owned).collect(),
-    }
-}
-
-/// A fresh app whose worker flushes to `altinn`.
-pub(crate) async fn flushing_app(altinn: &Altinn) -> TestApp {
-    let mut app = TestApp::without_worker().await;
-    app.settings.altinn = altinn.settings.clone();
-    app.start_worker().await;
-    app
-}
-
-pub(crate) fn demo(file: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas/examples/demo")
-        .join(file);
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-pub(crate) async fn publish_demo(app: &TestApp, file: &str) -> Value {
-    let event = demo(file);
-    app.publish_event(&event).await;
-    event
-}
-
-pub(crate) async fn sync_now(app: &TestApp, after_sequence: i64) {
-    sync_now_for(app, FIRM, after_sequence).await;
-}
-
-async fn sync_now_for(app: &TestApp, firm: &str, after_sequence: i64) {
-    let command = json!({
-        "command_id": Uuid::new_v4(), "command_type": "SyncNow",
-        "requested_at": "2026-11-24T08:00:00Z", "requested_by": "admin@firm.example",
-        "firm": {"org_number": firm}, "after_sequence": after_sequence
-    });
-    app.publish_command(&command).await;
-}
-
-/// Waits until `commands` commands are recorded and handled and no change is pending.
-pub(crate) async fn flushed(app: &TestApp, commands: i64) {
-    let pool = app.pool.clone();
-    app.wait_until("the flush", || {
-        let pool = pool.clone();
-        async move {
-            let (recorded, unhandled, pending): (i64, i64, i64) = sqlx::query_as(
-                r#"SELECT (SELECT count(*) FROM commands),
-                          (SELECT count(*) FROM commands WHERE handled_at IS NULL),
-                          (SELECT count(*) FROM outbox WHERE status = 'pending')"#,
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            recorded == commands && unhandled == 0 && pending == 0
-        }
-    })
-    .await;
-}
-
-/// Kari on the demo client and on the one that has not registered the firm, then a sync-now.
-pub(crate) async fn kari_on_both_clients_synced(app: &TestApp) {
-    publish_demo(app, "01-kari-role-changed.json").await;
-    let mut stranger = publish_demo(app, "02-kari-client-assigned.json").await;
-    stranger["event_id"] = json!(Uuid::new_v4());
-    stranger["sequence"] = json!(1003);
-    stranger["data"]["client"]["org_number"] = json!(STRANGER);
-    app.publish_event(&stranger).await;
-    sync_now(app, 1003).await;
-    flushed(app, 1).await;
-}
-
-/// (agent, packages) for the demo client, as the simulator holds them.
-pub(crate) async fn delegations(altinn: &Altinn) -> Vec<(Uuid, Vec<String>)> {
-    let mut rows: Vec<(Uuid, Vec<String>)> = altinn
-        .sim
-        .delegations()
-        .await
-        .into_iter()
-        .filter(|d| d.client_party == altinn.client && !d.packages.is_empty())
-        .map(|d| (d.agent_party, d.packages))
-        .collect();
-    rows.sort();
-    rows
-}
-
 #[tokio::test]
 async fn sync_now_delivers_the_help_page_stories_to_altinn() {
-    let altinn = altinn().await;
-    let mut app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let mut app = flushing_app(&altinn.settings).await;
 
     publish_demo(&app, "01-kari-role-changed.json").await;
     publish_demo(&app, "02-kari-client-assigned.json").await;
     app.barrier().await;
     assert!(
-        delegations(&altinn).await.is_empty(),
+        altinn.delegations().await.is_empty(),
         "nothing changes in Altinn before a sync"
     );
 
     sync_now(&app, 1002).await;
     flushed(&app, 1).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
 
     // Ola becomes project accountant and Kari leaves the client: access moves.
@@ -284,7 +65,7 @@ async fn sync_now_delivers_the_help_page_stories_to_altinn() {
     sync_now(&app, 1005).await;
     flushed(&app, 2).await;
     assert_eq!(
-        delegations(&altinn).await,
+        altinn.delegations().await,
         vec![(altinn.ola, vec![LONN.to_owned()])]
     );
 
@@ -307,14 +88,14 @@ async fn sync_now_delivers_the_help_page_stories_to_altinn() {
 
 #[tokio::test]
 async fn a_client_that_has_not_registered_the_firm_is_parked_and_explained() {
-    let altinn = altinn().await;
-    let app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let app = flushing_app(&altinn.settings).await;
 
     kari_on_both_clients_synced(&app).await;
 
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     let parked: Vec<(String, String, i32)> = sqlx::query_as(
         "SELECT client_org_number, explanation, attempts FROM outbox WHERE status = 'parked'",
@@ -385,8 +166,8 @@ async fn a_client_that_has_not_registered_the_firm_is_parked_and_explained() {
 
 #[tokio::test]
 async fn the_sync_command_asks_the_worker_for_a_flush() {
-    let altinn = altinn().await;
-    let app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let app = flushing_app(&altinn.settings).await;
     publish_demo(&app, "01-kari-role-changed.json").await;
     publish_demo(&app, "02-kari-client-assigned.json").await;
     let prefix = app.settings.ingest.topology_prefix.clone();
@@ -409,8 +190,8 @@ async fn the_sync_command_asks_the_worker_for_a_flush() {
     );
     flushed(&app, 1).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     app.teardown().await;
 }
@@ -422,7 +203,7 @@ async fn cli(app: &TestApp, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn under_server_errors_every_change_still_converges() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     altinn
         .sim
         .set_faults(sim::Faults {
@@ -430,7 +211,7 @@ async fn under_server_errors_every_change_still_converges() {
             ..Default::default()
         })
         .await;
-    let app = flushing_app(&altinn).await;
+    let app = flushing_app(&altinn.settings).await;
 
     for file in [
         "01-kari-role-changed.json",
@@ -444,11 +225,11 @@ async fn under_server_errors_every_change_still_converges() {
     flushed(&app, 1).await;
 
     let mut want = vec![
-        (altinn.kari, vec![MED.to_owned()]),
+        (altinn.kari, vec![MED_URN.to_owned()]),
         (altinn.ola, vec![LONN.to_owned()]),
     ];
     want.sort();
-    assert_eq!(delegations(&altinn).await, want);
+    assert_eq!(altinn.delegations().await, want);
     // Each change is delivered once; failed attempts are retried, never a success.
     let delivered = app
         .count("SELECT count(*) FROM audit WHERE outcome = 'delivered'")
@@ -466,12 +247,12 @@ async fn under_server_errors_every_change_still_converges() {
 
 #[tokio::test]
 async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
-    let altinn = altinn().await;
-    let app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let app = flushing_app(&altinn.settings).await;
     kari_granted(&app).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
 
     // By hand in Altinn: Kari's package is swapped for one she should not hold.
@@ -480,7 +261,7 @@ async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
     let batch =
         |p: &str| altinn_sync::altinn::wire::DelegationBatch::for_role("regnskapsforer", [p]);
     by_hand
-        .revoke(&firm, altinn.client, altinn.kari, &batch(MED))
+        .revoke(&firm, altinn.client, altinn.kari, &batch(MED_URN))
         .await
         .unwrap();
     by_hand
@@ -488,15 +269,15 @@ async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
         .await
         .unwrap();
     assert_eq!(
-        delegations(&altinn).await,
+        altinn.delegations().await,
         vec![(altinn.kari, vec![LONN.to_owned()])]
     );
 
     // A sync-now trusts what it last applied and sees nothing to do; the nightly run looks.
     let outcome = nightly(&app, 2).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     assert!(
         outcome.contains("1 missing and 1 extra grants drifted"),
@@ -507,7 +288,7 @@ async fn the_nightly_reconcile_repairs_drift_made_by_hand_in_altinn() {
 
 #[tokio::test]
 async fn rows_claimed_by_a_dead_worker_are_taken_over_when_the_lease_runs_out() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     // First an ingest-only worker: the command is recorded, nothing is planned.
     let mut app = TestApp::spawn().await;
     publish_demo(&app, "01-kari-role-changed.json").await;
@@ -544,8 +325,8 @@ async fn rows_claimed_by_a_dead_worker_are_taken_over_when_the_lease_runs_out() 
     app.start_worker().await;
     flushed(&app, 1).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     let (attempts, leased_by): (i32, String) =
         sqlx::query_as("SELECT attempts, leased_by FROM outbox WHERE status = 'delivered'")
@@ -579,7 +360,7 @@ async fn removals(app: &TestApp, count: i64) -> Vec<String> {
 
 #[tokio::test]
 async fn idle_agents_are_removed_when_asked_but_never_with_packages_left() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     let mut app = TestApp::without_worker().await;
     app.settings.altinn = altinn.settings.clone();
     app.settings.flush.remove_idle_agents = true;
@@ -609,7 +390,7 @@ async fn idle_agents_are_removed_when_asked_but_never_with_packages_left() {
     flushed(&app, 2).await;
     assert_eq!(removals(&app, 1).await, ["delivered"]);
     assert!(agents().await.is_empty());
-    assert!(delegations(&altinn).await.is_empty());
+    assert!(altinn.delegations().await.is_empty());
 
     // She comes back (and is made an agent again), and someone gives her a package by hand.
     assigned["event_id"] = json!(Uuid::new_v4());
@@ -618,8 +399,8 @@ async fn idle_agents_are_removed_when_asked_but_never_with_packages_left() {
     sync_now(&app, 1006).await;
     flushed(&app, 3).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     let batch = altinn_sync::altinn::wire::DelegationBatch::for_role("regnskapsforer", [LONN]);
     by_hand
@@ -636,7 +417,7 @@ async fn idle_agents_are_removed_when_asked_but_never_with_packages_left() {
     assert_eq!(removals(&app, 2).await, ["delivered", "kept"]);
     assert_eq!(agents().await, vec![altinn.kari]);
     assert_eq!(
-        delegations(&altinn).await,
+        altinn.delegations().await,
         vec![(altinn.kari, vec![LONN.to_owned()])]
     );
     let kept: Option<String> = sqlx::query_scalar("SELECT kept_reason FROM altinn_agents")
@@ -653,8 +434,8 @@ async fn idle_agents_are_removed_when_asked_but_never_with_packages_left() {
 
 #[tokio::test]
 async fn a_firm_whose_system_user_altinn_refuses_is_paused_while_the_others_go_on() {
-    let altinn = altinn().await;
-    let app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let app = flushing_app(&altinn.settings).await;
     // The same story in two firms; Altinn refuses the second firm's system user.
     for file in ["01-kari-role-changed.json", "02-kari-client-assigned.json"] {
         let mut event = publish_demo(&app, file).await;
@@ -684,8 +465,8 @@ async fn a_firm_whose_system_user_altinn_refuses_is_paused_while_the_others_go_o
     app.wait_until("one firm delivered, the other paused", paused_and_delivered)
         .await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     let waiting: (String, i32) =
         sqlx::query_as("SELECT status, attempts FROM outbox WHERE firm = $1")
@@ -726,8 +507,8 @@ async fn a_firm_whose_system_user_altinn_refuses_is_paused_while_the_others_go_o
 
 #[tokio::test]
 async fn a_parked_grant_is_retried_once_adminflow_corrects_the_person() {
-    let altinn = altinn().await;
-    let app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let app = flushing_app(&altinn.settings).await;
     // AdminFlow has Kari's last name wrong (Altinn compares the first four letters): Altinn
     // cannot match the person.
     let mut role = publish_demo_as(&app, "01-kari-role-changed.json", "Normann").await;
@@ -740,7 +521,7 @@ async fn a_parked_grant_is_retried_once_adminflow_corrects_the_person() {
             .await
             .unwrap();
     assert!(parked.0.contains("do not match"), "{}", parked.0);
-    assert!(delegations(&altinn).await.is_empty());
+    assert!(altinn.delegations().await.is_empty());
 
     // The correction arrives; the next sync-now retries the parked grant, which goes through.
     role["event_id"] = json!(Uuid::new_v4());
@@ -750,8 +531,8 @@ async fn a_parked_grant_is_retried_once_adminflow_corrects_the_person() {
     sync_now(&app, 1003).await;
     flushed(&app, 2).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     let rows: Vec<(String, i32)> = sqlx::query_as("SELECT status, attempts FROM outbox")
         .fetch_all(&app.pool)
@@ -771,8 +552,8 @@ async fn publish_demo_as(app: &TestApp, file: &str, last_name: &str) -> Value {
 
 #[tokio::test]
 async fn the_nightly_reconcile_retries_parked_changes_and_re_adds_a_lost_agent() {
-    let altinn = altinn().await;
-    let app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let app = flushing_app(&altinn.settings).await;
     kari_on_both_clients_synced(&app).await;
     assert_eq!(
         app.count("SELECT count(*) FROM outbox WHERE status = 'parked'")
@@ -787,13 +568,13 @@ async fn the_nightly_reconcile_retries_parked_changes_and_re_adds_a_lost_agent()
         .remove_agent(&firm, altinn.kari, true)
         .await
         .unwrap();
-    assert!(delegations(&altinn).await.is_empty());
+    assert!(altinn.delegations().await.is_empty());
 
     let outcome = nightly(&app, 2).await;
     // Kari is made an agent again and gets her package back.
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     assert!(
         // Both of Kari's clients are missing: the lost one and the refused one.
@@ -819,8 +600,8 @@ async fn the_nightly_reconcile_retries_parked_changes_and_re_adds_a_lost_agent()
 
 #[tokio::test]
 async fn a_sync_now_waiting_for_its_events_is_honoured_after_a_plain_one() {
-    let altinn = altinn().await;
-    let mut app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let mut app = flushing_app(&altinn.settings).await;
     publish_demo(&app, "01-kari-role-changed.json").await;
     app.barrier().await;
     // AdminFlow asks for a sync after Kari's assignment (1002), which is still on its way; an
@@ -852,30 +633,11 @@ async fn a_sync_now_waiting_for_its_events_is_honoured_after_a_plain_one() {
     publish_demo(&app, "02-kari-client-assigned.json").await;
     flushed(&app, 2).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])],
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])],
         "the waiting sync-now delivered Kari's access once her assignment arrived"
     );
     app.teardown().await;
-}
-
-/// Kari, accountant with signing rights, assigned to the demo client and synced: she holds the
-/// package in Altinn.
-pub(crate) async fn kari_granted(app: &TestApp) {
-    publish_demo(app, "01-kari-role-changed.json").await;
-    publish_demo(app, "02-kari-client-assigned.json").await;
-    sync_now(app, 1002).await;
-    flushed(app, 1).await;
-}
-
-/// Waits until `commands` commands are recorded and handled (planned), whatever is on its way.
-pub(crate) async fn commands_handled(app: &TestApp, commands: i64) {
-    app.wait_until("the sync-nows planned", || async {
-        app.count("SELECT count(*) FROM commands WHERE handled_at IS NOT NULL")
-            .await
-            == commands
-    })
-    .await;
 }
 
 /// Kari's assignment again, as a new event after everything in the demo.
@@ -888,8 +650,8 @@ async fn kari_assigned_again(app: &TestApp, sequence: i64) {
 
 #[tokio::test]
 async fn a_removal_while_its_grant_is_in_flight_is_delivered_after_it() {
-    let altinn = altinn().await;
-    let app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let app = flushing_app(&altinn.settings).await;
     // Altinn holds the grant unanswered: it is on its way when Kari leaves the client.
     altinn.sim.close_gate();
     publish_demo(&app, "01-kari-role-changed.json").await;
@@ -903,7 +665,7 @@ async fn a_removal_while_its_grant_is_in_flight_is_delivered_after_it() {
     // No further command: the two sync-nows are all there is.
     flushed(&app, 2).await;
     assert_eq!(
-        delegations(&altinn).await,
+        altinn.delegations().await,
         vec![],
         "Kari, removed while her grant was in flight, holds nothing"
     );
@@ -922,8 +684,8 @@ async fn a_removal_while_its_grant_is_in_flight_is_delivered_after_it() {
 
 #[tokio::test]
 async fn access_wanted_again_while_its_revoke_is_in_flight_is_granted_after_it() {
-    let altinn = altinn().await;
-    let app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let app = flushing_app(&altinn.settings).await;
     kari_granted(&app).await;
     altinn.sim.close_gate();
     publish_demo(&app, "05-kari-client-removed.json").await;
@@ -935,8 +697,8 @@ async fn access_wanted_again_while_its_revoke_is_in_flight_is_granted_after_it()
     altinn.sim.open_gate();
     flushed(&app, 3).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])],
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])],
         "Kari, assigned again while her revoke was in flight, holds her access"
     );
     assert_eq!(app.count("SELECT count(*) FROM applied_grants").await, 1);
@@ -945,7 +707,7 @@ async fn access_wanted_again_while_its_revoke_is_in_flight_is_granted_after_it()
 
 #[tokio::test]
 async fn a_revoke_waits_for_the_new_project_accountant_only_so_long() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     let mut app = TestApp::without_worker().await;
     app.settings.altinn = altinn.settings.clone();
     app.settings.flush.make_before_break_max_secs = 2;
@@ -989,23 +751,23 @@ async fn a_revoke_waits_for_the_new_project_accountant_only_so_long() {
         1,
         "Ola's grant still waits out the lock-out"
     );
-    assert_eq!(delegations(&altinn).await, vec![], "Kari holds nothing");
+    assert_eq!(altinn.delegations().await, vec![], "Kari holds nothing");
     app.teardown().await;
 }
 
 #[tokio::test]
 async fn a_client_with_several_roles_gets_the_package_under_the_role_that_has_it() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     // Before its registration in ER, the client delegated payroll to the firm in Altinn.
     altinn
         .sim
         .give_firm_role(CLIENT, FIRM, "rettighetshaver", &[LONN])
         .await;
-    let app = flushing_app(&altinn).await;
+    let app = flushing_app(&altinn.settings).await;
     kari_granted(&app).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])],
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])],
         "delegated under regnskapsforer, the role that has the package, not the first listed"
     );
     app.teardown().await;
@@ -1013,13 +775,13 @@ async fn a_client_with_several_roles_gets_the_package_under_the_role_that_has_it
 
 #[tokio::test]
 async fn a_revoke_after_the_client_dropped_the_firm_in_er_is_done_not_parked() {
-    let altinn = altinn().await;
-    let mut app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let mut app = flushing_app(&altinn.settings).await;
     kari_granted(&app).await;
     // The client ends the firm's registration in ER: Altinn drops the delegations with it. A
     // restarted worker (nothing cached) finds the client no longer listed.
     altinn.sim.drop_firm_from_client(CLIENT, FIRM).await;
-    assert_eq!(delegations(&altinn).await, vec![]);
+    assert_eq!(altinn.delegations().await, vec![]);
     app.stop_worker().await;
     app.start_worker().await;
     publish_demo(&app, "05-kari-client-removed.json").await;
@@ -1046,8 +808,8 @@ async fn a_revoke_after_the_client_dropped_the_firm_in_er_is_done_not_parked() {
 
 #[tokio::test]
 async fn an_agent_removed_behind_the_workers_back_is_made_again_not_parked() {
-    let altinn = altinn().await;
-    let mut app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let mut app = flushing_app(&altinn.settings).await;
     kari_granted(&app).await;
     // Another replica (or a person in Altinn's portal) removes Kari as agent; this worker still
     // knows her as one.
@@ -1078,7 +840,7 @@ async fn an_agent_removed_behind_the_workers_back_is_made_again_not_parked() {
         .delegations()
         .await
         .into_iter()
-        .filter(|d| d.agent_party == altinn.kari && d.packages == [MED])
+        .filter(|d| d.agent_party == altinn.kari && d.packages == [MED_URN])
         .count();
     assert_eq!(held, 1, "Kari holds her second client's package");
     app.teardown().await;
@@ -1086,7 +848,7 @@ async fn an_agent_removed_behind_the_workers_back_is_made_again_not_parked() {
 
 #[tokio::test]
 async fn a_setup_error_holds_every_delivery_parks_nothing_and_clears_by_itself() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     let mut app = TestApp::without_worker().await;
     app.settings.altinn = altinn.settings.clone();
     // The operator configured a kid Maskinporten does not know: every grant is refused.
@@ -1126,8 +888,8 @@ async fn a_setup_error_holds_every_delivery_parks_nothing_and_clears_by_itself()
         .await;
     flushed(&app, 1).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     app.teardown().await;
 }
@@ -1144,7 +906,7 @@ async fn kari_story_in(app: &TestApp, firm: &str) {
 
 #[tokio::test]
 async fn a_403_on_every_firm_holds_every_delivery_pauses_no_firm_and_clears_by_itself() {
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     // The Maskinporten client was not granted the write scope: Altinn answers every change,
     // for every firm, with 403.
     let write = "altinn:clientdelegations.write";
@@ -1155,7 +917,7 @@ async fn a_403_on_every_firm_holds_every_delivery_pauses_no_firm_and_clears_by_i
             ..sim::Faults::default()
         })
         .await;
-    let app = flushing_app(&altinn).await;
+    let app = flushing_app(&altinn.settings).await;
     // One firm refused is that firm's refusal: it is paused, as before.
     kari_story_in(&app, FIRM).await;
     sync_now(&app, 1002).await;
@@ -1204,10 +966,10 @@ async fn a_403_on_every_firm_holds_every_delivery_pauses_no_firm_and_clears_by_i
     altinn.sim.set_faults(sim::Faults::default()).await;
     flushed(&app, 2).await;
     assert_eq!(
-        delegations(&altinn).await,
+        altinn.delegations().await,
         vec![
-            (altinn.kari, vec![MED.to_owned()]),
-            (altinn.kari, vec![MED.to_owned()])
+            (altinn.kari, vec![MED_URN.to_owned()]),
+            (altinn.kari, vec![MED_URN.to_owned()])
         ]
     );
     assert_eq!(
@@ -1221,7 +983,7 @@ async fn a_403_on_every_firm_holds_every_delivery_pauses_no_firm_and_clears_by_i
 #[tokio::test]
 async fn doctor_checks_a_setup_step_by_step_and_names_what_is_wrong() {
     use altinn_sync::doctor::{self, DoctorArgs};
-    let altinn = altinn().await;
+    let altinn = DemoAltinn::start().await;
     let app = TestApp::without_worker().await;
     let args = |altinn_settings: AltinnSettings, firm: &str| DoctorArgs {
         db: app.settings.db.clone(),
@@ -1294,8 +1056,8 @@ async fn doctor_checks_a_setup_step_by_step_and_names_what_is_wrong() {
 #[tokio::test]
 async fn a_person_already_an_agent_costs_no_lookup_even_during_a_lock_out() {
     use altinn_sync::altinn::wire::PersonInput;
-    let altinn = altinn().await;
-    let app = flushing_app(&altinn).await;
+    let altinn = DemoAltinn::start().await;
+    let app = flushing_app(&altinn.settings).await;
     // Kari was made the firm's agent by hand; then two failed lookups (another caller's, say)
     // set off Altinn's hour-long lock-out on person lookups.
     let client = by_hand(&altinn);
@@ -1315,8 +1077,8 @@ async fn a_person_already_an_agent_costs_no_lookup_even_during_a_lock_out() {
     // The worker finds Kari among the firm's agents and delegates without a lookup.
     kari_granted(&app).await;
     assert_eq!(
-        delegations(&altinn).await,
-        vec![(altinn.kari, vec![MED.to_owned()])]
+        altinn.delegations().await,
+        vec![(altinn.kari, vec![MED_URN.to_owned()])]
     );
     app.teardown().await;
 }

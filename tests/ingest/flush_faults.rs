@@ -11,11 +11,12 @@ use altinn_sync::sim::{self, Client, Faults, FirmRole, JournalEntry, Person, Sim
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::process::{Child, Command};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::DropGuard;
 use uuid::Uuid;
 
+use crate::common::altinn::{FIRM, MED_URN, SCOPES, maskinporten_client, serve};
+use crate::common::steps::{flushed, sync_now};
 use crate::common::{TestApp, workload};
-use crate::flush::{FIRM, MED, SCOPES, flushed, maskinporten_client, serve, sync_now};
 
 /// A journaling simulator with the firm, clients that registered it and employees.
 struct Office {
@@ -25,13 +26,7 @@ struct Office {
     people: Vec<(Uuid, Uuid, workload::Person)>,
     /// (org number, party) per client.
     clients: Vec<(String, Uuid)>,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Office {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _shutdown: DropGuard,
 }
 
 async fn office(people: u32, clients: u32, request_timeout_ms: u64) -> Office {
@@ -79,13 +74,13 @@ async fn office(people: u32, clients: u32, request_timeout_ms: u64) -> Office {
         held: Vec::new(),
     };
     let sim = Simulator::with_journal();
-    let (settings, shutdown) = serve(world, sim.clone(), request_timeout_ms).await;
+    let (settings, _shutdown) = serve(world, sim.clone(), request_timeout_ms).await;
     Office {
         sim,
         settings,
         people,
         clients,
-        shutdown,
+        _shutdown,
     }
 }
 
@@ -162,7 +157,7 @@ impl Office {
             .await
             .into_iter()
             .map(|(employee, client, package)| {
-                assert_eq!(format!("urn:altinn:accesspackage:{package}"), MED);
+                assert_eq!(format!("urn:altinn:accesspackage:{package}"), MED_URN);
                 (agent_of[&employee], client_of[client.as_str()])
             })
             .collect();
@@ -178,7 +173,7 @@ impl Office {
             .into_iter()
             .filter(|d| !d.packages.is_empty())
             .map(|d| {
-                assert_eq!(d.packages, [MED], "only the story's package");
+                assert_eq!(d.packages, [MED_URN], "only the story's package");
                 (d.agent_party, d.client_party)
             })
             .collect()

@@ -1,189 +1,13 @@
 //! Guard rails end to end: the mass-revoke guard (its threshold on both sides, approve,
 //! reject) and the kill switch, against the simulator.
 
-use altinn_sync::altinn::{AltinnClient, AltinnSettings};
-use altinn_sync::sim::{self, Client, FirmRole, Simulator, World};
-use altinn_sync::sync::{self, Dispatcher, FlushSettings};
-use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
+use altinn_sync::sync::{self, Dispatcher};
+use serde_json::Value;
 
 use crate::common::TestApp;
-use crate::common::workload::{FirmEvents, Person, org_number};
-use crate::flush::{FIRM, flushed, maskinporten_client, serve, sync_now};
-
-pub(crate) const MED: &str = "regnskapsforer-med-signeringsrettighet";
-pub(crate) const SIGNING: &str = "AccountantWithSigningRights";
-
-/// The simulator with the demo firm, `clients` clients that registered it as their accountant,
-/// and `persons` (with the delegations in `held`, made by hand before the worker came).
-pub(crate) struct Altinn {
-    pub sim: Simulator,
-    pub settings: AltinnSettings,
-    /// (party, organisation number) of each client.
-    pub clients: Vec<(Uuid, String)>,
-    /// The party of each person, in the order given.
-    pub parties: Vec<Uuid>,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Altinn {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl Altinn {
-    /// `held`: (person, package, clients) given by hand.
-    pub(crate) async fn start(
-        clients: usize,
-        persons: &[&Person],
-        held: &[(usize, &str, &[usize])],
-    ) -> Self {
-        let clients: Vec<(Uuid, String)> = (0..clients)
-            .map(|i| (Uuid::new_v4(), org_number(1_500_000 + i as u32)))
-            .collect();
-        let parties: Vec<Uuid> = persons.iter().map(|_| Uuid::new_v4()).collect();
-        let world = World {
-            maskinporten_clients: vec![maskinporten_client()],
-            maskinporten_issuer: None,
-            firms: vec![sim::Firm {
-                org_number: FIRM.into(),
-                party_uuid: Uuid::new_v4(),
-                name: "Demo Regnskap AS".into(),
-                system_user_approved: true,
-            }],
-            clients: clients
-                .iter()
-                .map(|(party, org)| Client {
-                    party_uuid: *party,
-                    org_number: org.clone(),
-                    name: format!("Client {org} AS"),
-                    firm_roles: vec![FirmRole {
-                        firm_org_number: FIRM.into(),
-                        role: "regnskapsforer".into(),
-                        packages: Vec::new(),
-                    }],
-                })
-                .collect(),
-            persons: persons
-                .iter()
-                .zip(&parties)
-                .map(|(p, party)| sim::Person {
-                    party_uuid: *party,
-                    national_identity_number: p.nin.clone(),
-                    last_name: p.last_name.clone(),
-                    name: format!("Test {}", p.last_name),
-                })
-                .collect(),
-            altinn_token_lifetime_secs: None,
-            // The simulator's bulk load of delegations made by hand.
-            held: held
-                .iter()
-                .map(|(person, package, on)| {
-                    let on: Vec<Uuid> = on.iter().map(|&c| clients[c].0).collect();
-                    serde_json::from_value(json!({
-                        "firmOrgNumber": FIRM, "agentParty": parties[*person],
-                        "role": "regnskapsforer", "package": package, "clientParties": on
-                    }))
-                    .unwrap()
-                })
-                .collect(),
-        };
-        let sim = Simulator::new();
-        let (settings, shutdown) = serve(world, sim.clone(), 5_000).await;
-        Self {
-            sim,
-            settings,
-            clients,
-            parties,
-            shutdown,
-        }
-    }
-
-    /// The clients (by index) on which the person `party` holds `package`.
-    pub(crate) async fn holds(&self, party: Uuid, package: &str) -> Vec<usize> {
-        let urn = format!("urn:altinn:accesspackage:{package}");
-        let rows = self.sim.delegations().await;
-        let mut on: Vec<usize> = self
-            .clients
-            .iter()
-            .enumerate()
-            .filter(|(_, (client, _))| {
-                rows.iter().any(|d| {
-                    d.agent_party == party && d.client_party == *client && d.packages.contains(&urn)
-                })
-            })
-            .map(|(i, _)| i)
-            .collect();
-        on.sort_unstable();
-        on
-    }
-
-    pub(crate) fn client(&self) -> AltinnClient {
-        AltinnClient::new(self.settings.validate().unwrap().unwrap()).unwrap()
-    }
-}
-
-/// A fresh app whose worker flushes to `altinn` with `flush` adjusted first.
-pub(crate) async fn app_with(altinn: &Altinn, flush: impl FnOnce(&mut FlushSettings)) -> TestApp {
-    let mut app = TestApp::without_worker().await;
-    app.settings.altinn = altinn.settings.clone();
-    flush(&mut app.settings.flush);
-    app.start_worker().await;
-    app
-}
-
-/// Publishes `events` and returns the last one's sequence.
-pub(crate) async fn publish(app: &TestApp, events: Vec<Value>) -> i64 {
-    let mut last = 0;
-    for e in events {
-        last = e["sequence"].as_i64().unwrap();
-        app.publish_event(&e).await;
-    }
-    last
-}
-
-/// Kari with signing rights on clients `0..h`, synced: H = h.
-pub(crate) async fn kari_granted(
-    app: &TestApp,
-    altinn: &Altinn,
-    kari: &Person,
-    h: usize,
-) -> FirmEvents {
-    let mut events = FirmEvents::new(FIRM);
-    let mut batch = vec![events.role_changed(kari, &[SIGNING])];
-    for (_, org) in &altinn.clients[..h] {
-        batch.push(events.client_assigned(kari, org));
-    }
-    let last = publish(app, batch).await;
-    sync_now(app, last).await;
-    flushed(app, 1).await;
-    assert_eq!(applied(app).await, h as i64);
-    events
-}
-
-/// Removes Kari from clients `range` and syncs, as the `commands`th command.
-pub(crate) async fn remove(
-    app: &TestApp,
-    altinn: &Altinn,
-    events: &mut FirmEvents,
-    kari: &Person,
-    range: std::ops::Range<usize>,
-    commands: i64,
-) {
-    let batch = altinn.clients[range]
-        .iter()
-        .map(|(_, org)| events.client_removed(kari, org))
-        .collect();
-    let last = publish(app, batch).await;
-    sync_now(app, last).await;
-    flushed(app, commands).await;
-}
-
-async fn applied(app: &TestApp) -> i64 {
-    app.count("SELECT count(*) FROM applied_grants").await
-}
+use crate::common::altinn::{ClientsAltinn, FIRM, MED};
+use crate::common::steps::{app_with, flushed, kari_granted_on, publish, remove, sync_now};
+use crate::common::workload::Person;
 
 async fn staged_count(app: &TestApp) -> i64 {
     app.count("SELECT count(*) FROM outbox WHERE status = 'staged'")
@@ -217,9 +41,9 @@ fn the_threshold_is_r_at_least_min_and_more_than_the_share_of_h() {
 /// how many clients Kari still holds in Altinn. A grant on a new client joins the second sync.
 async fn one_removal(h: usize, r: usize) -> (i64, usize) {
     let kari = Person::new(1);
-    let altinn = Altinn::start(h + 1, &[&kari], &[]).await;
-    let app = app_with(&altinn, |_| {}).await;
-    let mut events = kari_granted(&app, &altinn, &kari, h).await;
+    let altinn = ClientsAltinn::start(h + 1, &[&kari], &[]).await;
+    let app = app_with(&altinn.settings, |_| {}).await;
+    let mut events = kari_granted_on(&app, &altinn, &kari, h).await;
     let mut batch: Vec<Value> = altinn.clients[..r]
         .iter()
         .map(|(_, org)| events.client_removed(&kari, org))
@@ -265,9 +89,9 @@ async fn eleven_revokes_of_fifty_grants_are_staged() {
 #[tokio::test]
 async fn revokes_sent_in_slices_count_towards_the_guard_for_24_hours() {
     let kari = Person::new(1);
-    let altinn = Altinn::start(20, &[&kari], &[]).await;
-    let app = app_with(&altinn, |_| {}).await;
-    let mut events = kari_granted(&app, &altinn, &kari, 20).await;
+    let altinn = ClientsAltinn::start(20, &[&kari], &[]).await;
+    let app = app_with(&altinn.settings, |_| {}).await;
+    let mut events = kari_granted_on(&app, &altinn, &kari, 20).await;
     remove(&app, &altinn, &mut events, &kari, 0..9, 2).await;
     assert_eq!(staged_count(&app).await, 0);
     assert_eq!(altinn.holds(altinn.parties[0], MED).await.len(), 11);
@@ -291,9 +115,9 @@ async fn revokes_sent_in_slices_count_towards_the_guard_for_24_hours() {
 #[tokio::test]
 async fn approved_revokes_go_out_and_are_not_staged_again() {
     let kari = Person::new(1);
-    let altinn = Altinn::start(20, &[&kari], &[]).await;
-    let mut app = app_with(&altinn, |_| {}).await;
-    let mut events = kari_granted(&app, &altinn, &kari, 20).await;
+    let altinn = ClientsAltinn::start(20, &[&kari], &[]).await;
+    let mut app = app_with(&altinn.settings, |_| {}).await;
+    let mut events = kari_granted_on(&app, &altinn, &kari, 20).await;
     remove(&app, &altinn, &mut events, &kari, 0..12, 2).await;
     let staged = sync::staged(&app.pool, FIRM).await.unwrap();
     assert_eq!(staged.len(), 12);
@@ -400,9 +224,9 @@ async fn approved_revokes_go_out_and_are_not_staged_again() {
 #[tokio::test]
 async fn rejected_revokes_are_staged_again_and_a_grant_wanted_again_supersedes_its_revoke() {
     let kari = Person::new(1);
-    let altinn = Altinn::start(20, &[&kari], &[]).await;
-    let app = app_with(&altinn, |_| {}).await;
-    let mut events = kari_granted(&app, &altinn, &kari, 20).await;
+    let altinn = ClientsAltinn::start(20, &[&kari], &[]).await;
+    let app = app_with(&altinn.settings, |_| {}).await;
+    let mut events = kari_granted_on(&app, &altinn, &kari, 20).await;
     remove(&app, &altinn, &mut events, &kari, 0..12, 2).await;
     let staged = sync::staged(&app.pool, FIRM).await.unwrap();
     assert_eq!(staged.len(), 12);
@@ -464,9 +288,9 @@ async fn rejected_revokes_are_staged_again_and_a_grant_wanted_again_supersedes_i
 #[tokio::test]
 async fn the_kill_switch_holds_revokes_and_idle_agent_removal_until_turned_back() {
     let kari = Person::new(1);
-    let altinn = Altinn::start(4, &[&kari], &[]).await;
-    let mut app = app_with(&altinn, |f| f.revokes_enabled = false).await;
-    let mut events = kari_granted(&app, &altinn, &kari, 3).await;
+    let altinn = ClientsAltinn::start(4, &[&kari], &[]).await;
+    let mut app = app_with(&altinn.settings, |f| f.revokes_enabled = false).await;
+    let mut events = kari_granted_on(&app, &altinn, &kari, 3).await;
 
     // Removed from two clients and given a fourth, in one sync: the grant goes out; the
     // revokes, planned with it and due as early, are never claimed.

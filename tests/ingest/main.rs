@@ -22,6 +22,7 @@ mod faults;
 mod flush;
 mod flush_faults;
 mod guard;
+mod harness;
 mod maintenance;
 mod ordering;
 mod poison;

@@ -1,17 +1,16 @@
 //! The nightly reconcile end to end: what it promises about parked changes and about keys a
 //! dispatcher is delivering while Altinn is read.
 
-use std::path::Path;
-
 use altinn_sync::altinn::AltinnClient;
 use altinn_sync::altinn::wire::DelegationBatch;
 use altinn_sync::sim::{Simulator, World};
-use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
+use serde_json::json;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 use crate::common::TestApp;
-use crate::flush::{FIRM, MED, maskinporten_client, serve};
+use crate::common::altinn::{FIRM, MED_URN, maskinporten_client, serve};
+use crate::common::steps::{demo, flushing_app};
 
 /// Registered the firm as its accountant in ER.
 const CLIENT_A: &str = "998877660";
@@ -29,13 +28,7 @@ struct Altinn {
     a: Uuid,
     b: Uuid,
     kari: Uuid,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Altinn {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _shutdown: DropGuard,
 }
 
 impl Altinn {
@@ -53,12 +46,12 @@ impl Altinn {
             a,
             b,
             kari,
-            shutdown: CancellationToken::new(),
+            _shutdown: CancellationToken::new().drop_guard(),
         };
         let world = altinn.world(b_registered, &[]);
         let (settings, shutdown) = serve(world, altinn.sim.clone(), 5_000).await;
         altinn.settings = settings;
-        altinn.shutdown = shutdown;
+        altinn._shutdown = shutdown;
         altinn
     }
 
@@ -90,7 +83,7 @@ impl Altinn {
         let rows = self.sim.delegations().await;
         let holds = |client: Uuid| {
             rows.iter().any(|d| {
-                d.agent_party == self.kari && d.client_party == client && d.packages == [MED]
+                d.agent_party == self.kari && d.client_party == client && d.packages == [MED_URN]
             })
         };
         [(self.a, CLIENT_A), (self.b, CLIENT_B)]
@@ -104,26 +97,12 @@ impl Altinn {
     async fn revoke_by_hand(&self, client: Uuid) {
         let by_hand = AltinnClient::new(self.settings.validate().unwrap().unwrap()).unwrap();
         let firm = by_hand.firm_party(FIRM).await.unwrap();
-        let batch = DelegationBatch::for_role("regnskapsforer", [MED]);
+        let batch = DelegationBatch::for_role("regnskapsforer", [MED_URN]);
         by_hand
             .revoke(&firm, client, self.kari, &batch)
             .await
             .unwrap();
     }
-}
-
-async fn flushing_app(altinn: &Altinn) -> TestApp {
-    let mut app = TestApp::without_worker().await;
-    app.settings.altinn = altinn.settings.clone();
-    app.start_worker().await;
-    app
-}
-
-fn demo(file: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas/examples/demo")
-        .join(file);
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 /// Kari (signing rights) on clients A and B, sequences 1001 to 1003.
@@ -210,7 +189,7 @@ async fn applied(app: &TestApp) -> Vec<(String, chrono::DateTime<chrono::Utc>)> 
 async fn a_parked_change_is_retried_by_the_nightly_reconcile_and_goes_through_once_fixed() {
     // Client B has not registered the firm as its accountant yet.
     let altinn = Altinn::start(false).await;
-    let app = flushing_app(&altinn).await;
+    let app = flushing_app(&altinn.settings).await;
     kari_on_a_and_b(&app).await;
     sync_now(&app, 1003).await;
     settled(&app, 1, "").await;
@@ -279,7 +258,7 @@ async fn a_parked_change_is_retried_by_the_nightly_reconcile_and_goes_through_on
 #[tokio::test]
 async fn the_reconcile_leaves_a_key_another_dispatcher_is_delivering_to_that_dispatcher() {
     let altinn = Altinn::start(true).await;
-    let app = flushing_app(&altinn).await;
+    let app = flushing_app(&altinn.settings).await;
     kari_on_a_and_b(&app).await;
     sync_now(&app, 1003).await;
     settled(&app, 1, "").await;
