@@ -93,9 +93,9 @@ pub async fn plan_flush(
     })
 }
 
-/// Drops an open change no longer needed (the desired state changed back), and so a parked one
-/// (a parked grant for a grant no longer wanted is moot) or a staged revoke whose grant is
-/// wanted again. Returns how many.
+/// Supersedes the open changes no longer needed (the desired state changed back), a parked one
+/// too (a parked grant for a grant no longer wanted is moot), and a staged revoke whose grant
+/// is wanted again; a change a dispatcher holds right now is left to it. Returns how many.
 async fn supersede_unneeded(conn: &mut PgConnection, firm: &str) -> Result<u64> {
     let superseded = sqlx::query!(
         r#"UPDATE outbox o SET status = 'superseded', finished_at = now()
