@@ -31,7 +31,7 @@ pub async fn auto_sync(
     at: Option<DateTime<Utc>>,
 ) -> Result<Vec<String>> {
     let mut tx = pool.begin().await?;
-    let firms: Vec<String> = sqlx::query_scalar(
+    let firms: Vec<String> = sqlx::query_scalar!(
         r#"WITH due AS (
                SELECT org_number FROM firms
                WHERE desired_changed_first IS NOT NULL
@@ -48,17 +48,17 @@ pub async fn auto_sync(
            )
            INSERT INTO commands (command_id, command_type, firm, requested_at, requested_by)
            SELECT gen_random_uuid(), 'SyncNow', org_number, now(), $4 FROM cleared
-           RETURNING firm"#,
+           RETURNING firm AS "firm!""#,
+        at,
+        after.as_secs_f64(),
+        (after * CAP).as_secs_f64(),
+        REQUESTED_BY
     )
-    .bind(at)
-    .bind(after.as_secs_f64())
-    .bind((after * CAP).as_secs_f64())
-    .bind(REQUESTED_BY)
     .fetch_all(&mut *tx)
     .await?;
     if !firms.is_empty() {
         // Every replica's sync-now planning wakes, as after ingest.
-        sqlx::query("SELECT pg_notify('altinn_sync_ingested', '')")
+        sqlx::query!("SELECT pg_notify('altinn_sync_ingested', '')")
             .execute(&mut *tx)
             .await?;
     }
@@ -75,12 +75,12 @@ pub async fn auto_sync(
 /// After a plan that read the firm's desired grants when `changes` changes had been counted:
 /// clears the marks unless a change was ingested since.
 pub(super) async fn planned(conn: &mut PgConnection, firm: &str, changes: i64) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         r#"UPDATE firms SET desired_changed_first = NULL, desired_changed_last = NULL
            WHERE org_number = $1 AND desired_changes = $2 AND desired_changed_first IS NOT NULL"#,
+        firm,
+        changes
     )
-    .bind(firm)
-    .bind(changes)
     .execute(conn)
     .await?;
     Ok(())

@@ -15,7 +15,7 @@
 //! - A staged revoke whose grant is wanted again is superseded by the next plan (`plan`).
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{FlushSettings, Result};
@@ -49,37 +49,8 @@ pub(super) async fn guard(
     cause: Uuid,
     settings: &FlushSettings,
 ) -> Result<(u64, Option<Tripped>)> {
-    // A key whose last revoke an operator rejected: its new revoke waits for them again.
-    let restaged = stage(
-        conn,
-        firm,
-        cause,
-        "planned again after a rejection",
-        r#"AND EXISTS (SELECT 1 FROM outbox r
-                       WHERE r.firm = o.firm AND r.employee_id = o.employee_id
-                         AND r.client_org_number = o.client_org_number
-                         AND r.package = o.package AND r.generation = o.generation - 1
-                         AND r.action = 'revoke' AND r.rejected_by IS NOT NULL)"#,
-    )
-    .await?;
-    let (grants, open, recent): (i64, i64, i64) = sqlx::query_as(
-        r#"SELECT (SELECT count(*) FROM applied_grants a
-                   WHERE a.firm = $1 AND a.package IN (SELECT package FROM role_mapping)),
-                  (SELECT count(*) FROM outbox o
-                   WHERE o.firm = $1 AND o.action = 'revoke' AND o.approved_by IS NULL
-                     AND o.status IN ('pending', 'staged')),
-                  (SELECT count(*) FROM outbox o
-                   WHERE o.firm = $1 AND o.action = 'revoke' AND o.approved_by IS NULL
-                     AND o.status = 'delivered' AND o.finished_at > now() - interval '24 hours')"#,
-    )
-    .bind(firm)
-    .fetch_one(&mut *conn)
-    .await?;
-    let tripped = Tripped {
-        revokes: (open + recent).unsigned_abs(),
-        recent: recent.unsigned_abs(),
-        grants: grants.unsigned_abs(),
-    };
+    let restaged = stage_rejected_again(conn, firm, cause).await?;
+    let tripped = figures(conn, firm).await?;
     if !guard_trips(
         tripped.revokes,
         tripped.grants,
@@ -93,26 +64,48 @@ pub(super) async fn guard(
          against {} grants in Altinn",
         tripped.revokes, tripped.recent, tripped.grants
     );
-    let staged = stage(conn, firm, cause, &detail, "").await?;
+    let staged = stage_all(conn, firm, cause, &detail).await?;
     Ok((restaged + staged, Some(tripped)))
 }
 
-/// Stages the firm's unsent, unapproved revokes that `filter` (a constant) selects, with an
-/// audit row each. Returns how many.
-async fn stage(
-    conn: &mut PgConnection,
-    firm: &str,
-    cause: Uuid,
-    detail: &str,
-    filter: &'static str,
-) -> Result<u64> {
-    let sql = format!(
+/// H and R, as the guard counts them.
+async fn figures(conn: &mut PgConnection, firm: &str) -> Result<Tripped> {
+    let counts = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM applied_grants a
+                   WHERE a.firm = $1 AND a.package IN (SELECT package FROM role_mapping))
+                    AS "grants!",
+                  (SELECT count(*) FROM outbox o
+                   WHERE o.firm = $1 AND o.action = 'revoke' AND o.approved_by IS NULL
+                     AND o.status IN ('pending', 'staged')) AS "open!",
+                  (SELECT count(*) FROM outbox o
+                   WHERE o.firm = $1 AND o.action = 'revoke' AND o.approved_by IS NULL
+                     AND o.status = 'delivered' AND o.finished_at > now() - interval '24 hours')
+                    AS "recent!""#,
+        firm
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Tripped {
+        revokes: (counts.open + counts.recent).unsigned_abs(),
+        recent: counts.recent.unsigned_abs(),
+        grants: counts.grants.unsigned_abs(),
+    })
+}
+
+/// Stages the revokes of keys whose last revoke an operator rejected: a new one waits for them
+/// again, whatever the threshold says. Each gets an audit row. Returns how many.
+async fn stage_rejected_again(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Result<u64> {
+    let staged = sqlx::query_scalar!(
         r#"WITH staged AS (
                UPDATE outbox o SET status = 'staged', staged_at = now()
                WHERE o.firm = $1 AND o.status = 'pending' AND o.action = 'revoke'
                  AND o.approved_by IS NULL
                  AND (o.lease_until IS NULL OR o.lease_until < now())
-                 {filter}
+                 AND EXISTS (SELECT 1 FROM outbox r
+                             WHERE r.firm = o.firm AND r.employee_id = o.employee_id
+                               AND r.client_org_number = o.client_org_number
+                               AND r.package = o.package AND r.generation = o.generation - 1
+                               AND r.action = 'revoke' AND r.rejected_by IS NOT NULL)
                RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package
            ), audited AS (
                INSERT INTO audit (firm, employee_id, client_org_number, package, action,
@@ -121,20 +114,45 @@ async fn stage(
                       id, $3, 'worker'
                FROM staged
            )
-           SELECT count(*) FROM staged"#
-    );
-    // `filter` is one of this module's constants; every value is bound.
-    let staged: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(firm)
-        .bind(cause)
-        .bind(detail)
-        .fetch_one(&mut *conn)
-        .await?;
+           SELECT count(*) AS "staged!" FROM staged"#,
+        firm,
+        cause,
+        "planned again after a rejection"
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(staged.unsigned_abs())
+}
+
+/// Stages every unsent, unapproved revoke of the firm, with an audit row each giving `detail`.
+/// Returns how many.
+async fn stage_all(conn: &mut PgConnection, firm: &str, cause: Uuid, detail: &str) -> Result<u64> {
+    let staged = sqlx::query_scalar!(
+        r#"WITH staged AS (
+               UPDATE outbox o SET status = 'staged', staged_at = now()
+               WHERE o.firm = $1 AND o.status = 'pending' AND o.action = 'revoke'
+                 AND o.approved_by IS NULL
+                 AND (o.lease_until IS NULL OR o.lease_until < now())
+               RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package
+           ), audited AS (
+               INSERT INTO audit (firm, employee_id, client_org_number, package, action,
+                                  outcome, cause, outbox_id, detail, actor)
+               SELECT firm, employee_id, client_org_number, package, 'revoke', 'staged', $2,
+                      id, $3, 'worker'
+               FROM staged
+           )
+           SELECT count(*) AS "staged!" FROM staged"#,
+        firm,
+        cause,
+        detail
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(staged.unsigned_abs())
 }
 
 /// A revoke the guard holds back.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StagedRevoke {
     /// The outbox id, for approving or rejecting this one.
     pub id: i64,
@@ -148,12 +166,13 @@ pub struct StagedRevoke {
 
 /// The firm's staged revokes, oldest first.
 pub async fn staged(pool: &PgPool, firm: &str) -> Result<Vec<StagedRevoke>> {
-    let rows = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        StagedRevoke,
         r#"SELECT id, employee_id, client_org_number, package, staged_at, cause FROM outbox
            WHERE firm = $1 AND status = 'staged'
            ORDER BY id"#,
+        firm
     )
-    .bind(firm)
     .fetch_all(pool)
     .await?;
     Ok(rows)
@@ -168,22 +187,35 @@ pub async fn approve_staged(
     ids: Option<&[i64]>,
     actor: &str,
 ) -> Result<u64> {
-    decide(
-        pool,
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query_scalar!(
+        r#"WITH decided AS (
+               UPDATE outbox o SET status = 'pending', approved_by = $3, approved_at = now(),
+                                   next_attempt_at = now(), lease_until = NULL
+               WHERE o.firm = $1 AND o.status = 'staged'
+                 AND ($2::bigint[] IS NULL OR o.id = ANY($2))
+                 AND NOT EXISTS (SELECT 1 FROM outbox p
+                                 WHERE p.firm = o.firm AND p.employee_id = o.employee_id
+                                   AND p.client_org_number = o.client_org_number
+                                   AND p.package = o.package AND p.action = o.action
+                                   AND p.status = 'pending')
+               RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package, o.cause
+           ), audited AS (
+               INSERT INTO audit (firm, employee_id, client_org_number, package, action,
+                                  outcome, cause, outbox_id, actor)
+               SELECT firm, employee_id, client_org_number, package, 'revoke', $4, cause, id,
+                      $3
+               FROM decided
+           )
+           SELECT count(*) AS "n!" FROM decided"#,
         firm,
         ids,
         actor,
-        "approved",
-        r#"UPDATE outbox o SET status = 'pending', approved_by = $3, approved_at = now(),
-                               next_attempt_at = now(), lease_until = NULL
-           WHERE o.firm = $1 AND o.status = 'staged' AND ($2::bigint[] IS NULL OR o.id = ANY($2))
-             AND NOT EXISTS (SELECT 1 FROM outbox p
-                             WHERE p.firm = o.firm AND p.employee_id = o.employee_id
-                               AND p.client_org_number = o.client_org_number
-                               AND p.package = o.package AND p.action = o.action
-                               AND p.status = 'pending')"#,
+        "approved"
     )
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    decided(tx, firm, actor, "approved", n).await
 }
 
 /// Drops the firm's staged revokes (those of `ids`, or all): they are superseded, with an
@@ -195,30 +227,12 @@ pub async fn reject_staged(
     ids: Option<&[i64]>,
     actor: &str,
 ) -> Result<u64> {
-    decide(
-        pool,
-        firm,
-        ids,
-        actor,
-        "rejected",
-        r#"UPDATE outbox o SET status = 'superseded', finished_at = now(), rejected_by = $3
-           WHERE o.firm = $1 AND o.status = 'staged' AND ($2::bigint[] IS NULL OR o.id = ANY($2))"#,
-    )
-    .await
-}
-
-/// Runs `update` (a constant that returns nothing yet) and audits each row it changed.
-async fn decide(
-    pool: &PgPool,
-    firm: &str,
-    ids: Option<&[i64]>,
-    actor: &str,
-    outcome: &str,
-    update: &'static str,
-) -> Result<u64> {
-    let sql = format!(
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query_scalar!(
         r#"WITH decided AS (
-               {update}
+               UPDATE outbox o SET status = 'superseded', finished_at = now(), rejected_by = $3
+               WHERE o.firm = $1 AND o.status = 'staged'
+                 AND ($2::bigint[] IS NULL OR o.id = ANY($2))
                RETURNING o.id, o.firm, o.employee_id, o.client_org_number, o.package, o.cause
            ), audited AS (
                INSERT INTO audit (firm, employee_id, client_org_number, package, action,
@@ -227,20 +241,27 @@ async fn decide(
                       $3
                FROM decided
            )
-           SELECT count(*) FROM decided"#
-    );
-    let mut tx = pool.begin().await?;
-    // `update` is one of this module's constants; every value is bound.
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(firm)
-        .bind(ids)
-        .bind(actor)
-        .bind(outcome)
-        .fetch_one(&mut *tx)
-        .await?;
-    // Wakes whoever follows the firm's flush.
-    sqlx::query("SELECT pg_notify('altinn_sync_flushed', $1)")
-        .bind(firm)
+           SELECT count(*) AS "n!" FROM decided"#,
+        firm,
+        ids,
+        actor,
+        "rejected"
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    decided(tx, firm, actor, "rejected", n).await
+}
+
+/// Ends an operator's decision on `n` staged revokes: wakes whoever follows the firm's flush,
+/// commits, and logs the decision. Returns `n`.
+async fn decided(
+    mut tx: Transaction<'_, Postgres>,
+    firm: &str,
+    actor: &str,
+    outcome: &str,
+    n: i64,
+) -> Result<u64> {
+    sqlx::query!("SELECT pg_notify('altinn_sync_flushed', $1)", firm)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

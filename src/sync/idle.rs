@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Result;
@@ -26,7 +27,7 @@ impl Dispatcher {
             return Ok(0);
         }
         // Claimed by pushing the next attempt ahead, so replicas do not both remove one person.
-        let idle: Vec<(String, Uuid, Uuid, i32)> = sqlx::query_as(
+        let idle = sqlx::query!(
             r#"UPDATE altinn_agents SET removal_due_at = now() + make_interval(secs => $2),
                                         removal_attempts = removal_attempts + 1
                WHERE (firm, employee_id) IN (
@@ -44,24 +45,35 @@ impl Dispatcher {
                    LIMIT $1
                    FOR UPDATE OF a SKIP LOCKED)
                RETURNING firm, employee_id, agent_party, removal_attempts"#,
+            BATCH,
+            self.settings().flush_lease_secs as f64
         )
-        .bind(BATCH)
-        .bind(self.settings().flush_lease_secs as f64)
         .fetch_all(self.pool())
         .await?;
         let mut removed = 0;
-        for (firm, employee, agent, attempts) in idle {
-            let outcome = match self.firm(&firm).await {
-                Ok(party) => self.altinn().remove_agent(&party, agent, false).await,
+        for agent in idle {
+            let outcome = match self.firm(&agent.firm).await {
+                Ok(party) => {
+                    self.altinn()
+                        .remove_agent(&party, agent.agent_party, false)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             removed += usize::from(outcome.is_ok());
-            self.record_removal(&firm, employee, attempts, outcome)
-                .await?;
+            self.record_removal(
+                &agent.firm,
+                agent.employee_id,
+                agent.removal_attempts,
+                outcome,
+            )
+            .await?;
         }
         Ok(removed)
     }
 
+    /// Records what became of one removal: the agent forgotten, or its next attempt put off;
+    /// an audit row either way.
     async fn record_removal(
         &self,
         firm: &str,
@@ -69,7 +81,50 @@ impl Dispatcher {
         attempts: i32,
         outcome: altinn::Result<()>,
     ) -> Result<()> {
-        let (audit, detail, wait) = match &outcome {
+        let (audit, detail, wait) = self.removal_verdict(&outcome, attempts);
+        let mut tx = self.pool().begin().await?;
+        if outcome.is_ok() {
+            sqlx::query!(
+                "DELETE FROM altinn_agents WHERE firm = $1 AND employee_id = $2",
+                firm,
+                employee
+            )
+            .execute(&mut *tx)
+            .await?;
+            self.forget_agent(firm, employee);
+        } else {
+            sqlx::query!(
+                r#"UPDATE altinn_agents
+                   SET removal_due_at = now() + make_interval(secs => $3),
+                       kept_reason = CASE WHEN $4 = 'kept' THEN $5 END
+                   WHERE firm = $1 AND employee_id = $2"#,
+                firm,
+                employee,
+                wait.unwrap_or_default().as_secs_f64(),
+                audit,
+                detail.as_deref()
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        audit_removal(&mut tx, firm, employee, audit, detail.as_deref()).await?;
+        tx.commit().await?;
+        match outcome {
+            Ok(()) => tracing::info!(firm, employee.id = %employee, "idle agent removed"),
+            Err(e) => tracing::warn!(firm, employee.id = %employee, outcome = audit, error = %e,
+                "idle agent not removed"),
+        }
+        Ok(())
+    }
+
+    /// The audit's outcome of a removal, its detail, and how long until the next attempt: a
+    /// person Altinn would not remove is kept for a while, a failure retried with backoff.
+    fn removal_verdict(
+        &self,
+        outcome: &altinn::Result<()>,
+        attempts: i32,
+    ) -> (&'static str, Option<String>, Option<Duration>) {
+        match outcome {
             Ok(()) => ("delivered", None, None),
             Err(altinn::Error::Permanent(r)) => {
                 ("kept", Some(r.explanation.clone()), Some(KEPT_FOR))
@@ -82,50 +137,30 @@ impl Dispatcher {
                 Some(e.to_string()),
                 Some(retry_delay(self.settings(), e, attempts)),
             ),
-        };
-        let mut tx = self.pool().begin().await?;
-        if outcome.is_ok() {
-            sqlx::query("DELETE FROM altinn_agents WHERE firm = $1 AND employee_id = $2")
-                .bind(firm)
-                .bind(employee)
-                .execute(&mut *tx)
-                .await?;
-            self.forget_agent(firm, employee);
-        } else {
-            sqlx::query(
-                r#"UPDATE altinn_agents
-                   SET removal_due_at = now() + make_interval(secs => $3),
-                       kept_reason = CASE WHEN $4 = 'kept' THEN $5 END
-                   WHERE firm = $1 AND employee_id = $2"#,
-            )
-            .bind(firm)
-            .bind(employee)
-            .bind(wait.unwrap_or_default().as_secs_f64())
-            .bind(audit)
-            .bind(&detail)
-            .execute(&mut *tx)
-            .await?;
         }
-        sqlx::query(
-            r#"INSERT INTO audit (firm, employee_id, action, outcome, detail)
-               VALUES ($1, $2, 'remove-agent', $3, $4)"#,
-        )
-        .bind(firm)
-        .bind(employee)
-        .bind(audit)
-        .bind(&detail)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("SELECT pg_notify('altinn_sync_flushed', $1)")
-            .bind(firm)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        match outcome {
-            Ok(()) => tracing::info!(firm, employee.id = %employee, "idle agent removed"),
-            Err(e) => tracing::warn!(firm, employee.id = %employee, outcome = audit, error = %e,
-                "idle agent not removed"),
-        }
-        Ok(())
     }
+}
+
+/// The audit row of a removal, and a wake-up for whoever follows the firm's flush.
+async fn audit_removal(
+    conn: &mut PgConnection,
+    firm: &str,
+    employee: Uuid,
+    audit: &str,
+    detail: Option<&str>,
+) -> Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO audit (firm, employee_id, action, outcome, detail)
+           VALUES ($1, $2, 'remove-agent', $3, $4)"#,
+        firm,
+        employee,
+        audit,
+        detail
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!("SELECT pg_notify('altinn_sync_flushed', $1)", firm)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

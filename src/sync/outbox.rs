@@ -7,7 +7,7 @@ use super::Result;
 
 /// Open outbox rows by state. `pending` never counts rows in flight, nor revokes the kill
 /// switch holds (those are `held`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct OutboxCounts {
     pub pending: i64,
     pub in_flight: i64,
@@ -24,33 +24,60 @@ pub async fn outbox_counts(
     firm: Option<&str>,
     revokes_enabled: bool,
 ) -> Result<OutboxCounts> {
-    // Two fixed filters rather than `$2 IS NULL OR firm = $2`, which a generic plan could not
+    // Two fixed queries rather than `$2 IS NULL OR firm = $2`, which a generic plan could not
     // serve from the firm's index.
-    let rows = match firm {
-        Some(_) => "firm = $2 AND",
-        None => "",
+    let counts = match firm {
+        Some(firm) => firm_counts(pool, firm, revokes_enabled).await?,
+        None => every_firms_counts(pool, revokes_enabled).await?,
     };
-    let sql = format!(
+    Ok(counts)
+}
+
+async fn firm_counts(pool: &PgPool, firm: &str, revokes_enabled: bool) -> Result<OutboxCounts> {
+    let counts = sqlx::query_as!(
+        OutboxCounts,
         r#"WITH o AS (
                SELECT status, action, created_at, lease_until > now() AS leased FROM outbox
-               WHERE {rows} status IN ('pending', 'parked', 'staged'))
+               WHERE firm = $2 AND status IN ('pending', 'parked', 'staged'))
            SELECT
              (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
-                AND ($1 OR action = 'grant')) AS pending,
-             (SELECT count(*) FROM o WHERE status = 'pending' AND leased) AS in_flight,
-             (SELECT count(*) FROM o WHERE status = 'parked') AS parked,
-             (SELECT count(*) FROM o WHERE status = 'staged') AS staged,
+                AND ($1 OR action = 'grant')) AS "pending!",
+             (SELECT count(*) FROM o WHERE status = 'pending' AND leased) AS "in_flight!",
+             (SELECT count(*) FROM o WHERE status = 'parked') AS "parked!",
+             (SELECT count(*) FROM o WHERE status = 'staged') AS "staged!",
              (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
-                AND NOT $1 AND action = 'revoke') AS held,
+                AND NOT $1 AND action = 'revoke') AS "held!",
              coalesce((SELECT extract(epoch FROM now() - min(created_at))::float8 FROM o
                        WHERE status = 'pending' AND ($1 OR action = 'grant')), 0)
-               AS oldest_pending_secs"#
-    );
-    // `rows` is one of two constants above; every value is bound.
-    let query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(revokes_enabled);
-    let query = match firm {
-        Some(f) => query.bind(f),
-        None => query,
-    };
-    Ok(query.fetch_one(pool).await?)
+               AS "oldest_pending_secs!""#,
+        revokes_enabled,
+        firm
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(counts)
+}
+
+async fn every_firms_counts(pool: &PgPool, revokes_enabled: bool) -> Result<OutboxCounts> {
+    let counts = sqlx::query_as!(
+        OutboxCounts,
+        r#"WITH o AS (
+               SELECT status, action, created_at, lease_until > now() AS leased FROM outbox
+               WHERE status IN ('pending', 'parked', 'staged'))
+           SELECT
+             (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
+                AND ($1 OR action = 'grant')) AS "pending!",
+             (SELECT count(*) FROM o WHERE status = 'pending' AND leased) AS "in_flight!",
+             (SELECT count(*) FROM o WHERE status = 'parked') AS "parked!",
+             (SELECT count(*) FROM o WHERE status = 'staged') AS "staged!",
+             (SELECT count(*) FROM o WHERE status = 'pending' AND leased IS NOT TRUE
+                AND NOT $1 AND action = 'revoke') AS "held!",
+             coalesce((SELECT extract(epoch FROM now() - min(created_at))::float8 FROM o
+                       WHERE status = 'pending' AND ($1 OR action = 'grant')), 0)
+               AS "oldest_pending_secs!""#,
+        revokes_enabled
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(counts)
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::Result;
 
-#[derive(Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Parked {
     pub id: i64,
     pub firm: String,
@@ -20,7 +20,7 @@ pub struct Parked {
 }
 
 /// A firm whose flush is paused because Altinn refused its system user.
-#[derive(Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct PausedFirm {
     pub firm: String,
     pub since: DateTime<Utc>,
@@ -32,16 +32,17 @@ pub struct PausedFirm {
 
 /// Firms whose flush is paused, optionally only the one named.
 pub async fn paused(pool: &PgPool, firm: Option<&str>) -> Result<Vec<PausedFirm>> {
-    let rows = sqlx::query_as(
-        r#"SELECT f.org_number AS firm, f.flush_paused_at AS since, f.flush_paused_until AS until,
-                  f.flush_pause_reason AS reason,
+    let rows = sqlx::query_as!(
+        PausedFirm,
+        r#"SELECT f.org_number AS firm, f.flush_paused_at AS "since!",
+                  f.flush_paused_until AS until, f.flush_pause_reason AS reason,
                   (SELECT count(*) FROM outbox o
-                   WHERE o.firm = f.org_number AND o.status = 'pending') AS pending
+                   WHERE o.firm = f.org_number AND o.status = 'pending') AS "pending!"
            FROM firms f
            WHERE f.flush_paused_at IS NOT NULL AND ($1::text IS NULL OR f.org_number = $1)
            ORDER BY f.org_number"#,
+        firm
     )
-    .bind(firm)
     .fetch_all(pool)
     .await?;
     Ok(rows)
@@ -49,14 +50,15 @@ pub async fn paused(pool: &PgPool, firm: Option<&str>) -> Result<Vec<PausedFirm>
 
 /// Parked changes, newest first, optionally for one firm.
 pub async fn parked(pool: &PgPool, firm: Option<&str>) -> Result<Vec<Parked>> {
-    let rows = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        Parked,
         r#"SELECT id, firm, employee_id, client_org_number, package, action, explanation,
                   attempts, finished_at AS parked_at
            FROM outbox
            WHERE status = 'parked' AND ($1::text IS NULL OR firm = $1)
            ORDER BY finished_at DESC, id DESC"#,
+        firm
     )
-    .bind(firm)
     .fetch_all(pool)
     .await?;
     Ok(rows)
@@ -103,7 +105,7 @@ pub async fn requeue_parked(
         Requeue::One(id) => (Some(id), false),
         Requeue::WhoseDesiredStateChanged => (None, true),
     };
-    let requeued: i64 = sqlx::query_scalar(
+    let requeued = sqlx::query_scalar!(
         r#"WITH requeued AS (
            UPDATE outbox o SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
                                lease_until = NULL
@@ -129,12 +131,12 @@ pub async fn requeue_parked(
                       id, 'parked change re-queued', $4
                FROM requeued
            )
-           SELECT count(*) FROM requeued"#,
+           SELECT count(*) AS "requeued!" FROM requeued"#,
+        firm,
+        id,
+        changed_only,
+        actor
     )
-    .bind(firm)
-    .bind(id)
-    .bind(changed_only)
-    .bind(actor)
     .fetch_one(&mut *conn)
     .await?;
     Ok(requeued.unsigned_abs())
@@ -143,7 +145,7 @@ pub async fn requeue_parked(
 /// A sync-now or retry is the moment to try a paused firm again: the pause ends now and the
 /// firm's waiting changes are due. The pause itself is cleared by the first delivery.
 pub async fn lift_pause(conn: &mut PgConnection, firm: &str) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         r#"WITH lifted AS (
                UPDATE firms SET flush_paused_until = now()
                WHERE org_number = $1 AND flush_paused_until > now()
@@ -152,8 +154,8 @@ pub async fn lift_pause(conn: &mut PgConnection, firm: &str) -> Result<()> {
            UPDATE outbox SET next_attempt_at = now()
            WHERE firm IN (SELECT org_number FROM lifted) AND status = 'pending'
              AND next_attempt_at > now()"#,
+        firm
     )
-    .bind(firm)
     .execute(&mut *conn)
     .await?;
     Ok(())

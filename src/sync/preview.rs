@@ -7,7 +7,7 @@ use super::plan::plan_flush;
 use super::{FlushSettings, Result};
 
 /// One change of a dry run.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Change {
     pub employee_id: Uuid,
     pub client_org_number: String,
@@ -28,23 +28,23 @@ pub struct Preview {
 pub async fn preview(pool: &PgPool, firm: &str, settings: &FlushSettings) -> Result<Preview> {
     let mut tx = pool.begin().await?;
     plan_flush(&mut tx, firm, Uuid::nil(), settings).await?;
-    let rows: Vec<(String, String, Uuid, String, String)> = sqlx::query_as(
+    let rows = sqlx::query!(
         r#"SELECT status, action, employee_id, client_org_number, package FROM outbox
            WHERE firm = $1 AND status IN ('pending', 'staged')
            ORDER BY employee_id, client_org_number, package, generation"#,
+        firm
     )
-    .bind(firm)
     .fetch_all(&mut *tx)
     .await?;
     tx.rollback().await?;
     let mut preview = Preview::default();
-    for (status, action, employee_id, client_org_number, package) in rows {
+    for row in rows {
         let change = Change {
-            employee_id,
-            client_org_number,
-            package,
+            employee_id: row.employee_id,
+            client_org_number: row.client_org_number,
+            package: row.package,
         };
-        match (status.as_str(), action.as_str()) {
+        match (row.status.as_str(), row.action.as_str()) {
             ("staged", _) => preview.staged_revokes.push(change),
             (_, "grant") => preview.grants.push(change),
             _ => preview.revokes.push(change),

@@ -22,35 +22,8 @@ pub async fn run(pool: PgPool, dispatcher: &Dispatcher, shutdown: CancellationTo
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen("altinn_sync_ingested").await?;
     let (commands, reconciles, planned) = (Notify::new(), Notify::new(), Notify::new());
-    // The automatic sync wakes only on its tick.
-    let never = Notify::new();
-    let ingested = async {
-        let mut waits = RetryPolicy::DEFAULT.waits();
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                received = listener.recv() => match received {
-                    Ok(_) => {
-                        waits.reset();
-                        commands.notify_one();
-                        reconciles.notify_one();
-                    }
-                    // sqlx reconnects on the next call; the loops' ticks cover the gap.
-                    Err(e) => {
-                        let wait = waits.next_wait();
-                        tracing::warn!(error = %e, retry_in = ?wait,
-                            "lost the database notifications; reconnecting");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(wait) => {}
-                        }
-                    }
-                },
-            }
-        }
-    };
     tokio::try_join!(
-        ingested,
+        relay_ingested(&mut listener, &shutdown, [&commands, &reconciles]),
         repeat("sync-now planning", &shutdown, &commands, || async {
             let handled = handle_commands(&pool, dispatcher.settings())
                 .await
@@ -73,21 +46,64 @@ pub async fn run(pool: PgPool, dispatcher: &Dispatcher, shutdown: CancellationTo
             dispatcher.drain(&shutdown).await?;
             dispatcher.remove_idle_agents().await.map(drop)
         }),
-        async {
-            let Some(after) = dispatcher.settings().auto_sync_after() else {
-                return Ok(());
-            };
-            // Checked every second: a firm fires within a second of being due.
-            repeat("automatic sync", &shutdown, &never, || async {
-                if !auto_sync(&pool, after, None).await?.is_empty() {
-                    commands.notify_one();
-                }
-                Ok(())
-            })
-            .await
-        },
+        automatic_sync(&pool, dispatcher, &shutdown, &commands),
     )?;
     Ok(())
+}
+
+/// Wakes `loops` on every notification that something was ingested, until `shutdown`.
+async fn relay_ingested(
+    listener: &mut PgListener,
+    shutdown: &CancellationToken,
+    loops: [&Notify; 2],
+) -> Result<()> {
+    let mut waits = RetryPolicy::DEFAULT.waits();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            received = listener.recv() => match received {
+                Ok(_) => {
+                    waits.reset();
+                    for wake in loops {
+                        wake.notify_one();
+                    }
+                }
+                // sqlx reconnects on the next call; the loops' ticks cover the gap.
+                Err(e) => {
+                    let wait = waits.next_wait();
+                    tracing::warn!(error = %e, retry_in = ?wait,
+                        "lost the database notifications; reconnecting");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The automatic sync's loop, when it is on; a firm it syncs wakes the sync-now planning
+/// (`commands`).
+async fn automatic_sync(
+    pool: &PgPool,
+    dispatcher: &Dispatcher,
+    shutdown: &CancellationToken,
+    commands: &Notify,
+) -> Result<()> {
+    let Some(after) = dispatcher.settings().auto_sync_after() else {
+        return Ok(());
+    };
+    // It wakes only on its tick: checked every second, a firm fires within a second of being
+    // due.
+    let never = Notify::new();
+    repeat("automatic sync", shutdown, &never, || async {
+        if !auto_sync(pool, after, None).await?.is_empty() {
+            commands.notify_one();
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Runs `work` now, then on every `wake` and every second, until `shutdown`. A retryable

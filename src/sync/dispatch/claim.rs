@@ -11,12 +11,12 @@ impl Dispatcher {
     /// Gives up the leases this dispatcher still holds, as it stops: the rows are due at once
     /// for the next holder instead of when the leases run out. Returns how many.
     pub async fn release_leases(&self) -> Result<u64> {
-        let released = sqlx::query(
+        let released = sqlx::query!(
             r#"UPDATE outbox SET lease_until = NULL
                WHERE status = 'pending' AND lease_until > now()
                  AND starts_with(leased_by, $1 || '/')"#,
+            self.id
         )
-        .bind(&self.id)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -44,13 +44,13 @@ impl Dispatcher {
             return Ok(true);
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let renewed = sqlx::query(
+        let renewed = sqlx::query!(
             r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $3)
                WHERE id = ANY($1) AND leased_by = $2 AND status = 'pending'"#,
+            &ids,
+            lease,
+            length.as_secs_f64()
         )
-        .bind(&ids)
-        .bind(lease)
-        .bind(length.as_secs_f64())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -72,17 +72,12 @@ impl Dispatcher {
         let per_firm_rows = self.settings.flush_concurrency_per_firm.max(1) * 2;
         let per_firm = i64::try_from(per_firm_rows).unwrap_or(i64::MAX);
         // Firms other lanes already keep busy are left to them, so lanes spread over firms.
-        let busy: Vec<String> = self
-            .in_flight
-            .locked()
-            .iter()
-            .filter(|(_, rows)| **rows >= per_firm_rows)
-            .map(|(firm, _)| firm.clone())
-            .collect();
+        let busy = self.busy_firms(per_firm_rows);
         // The firms whose oldest due row is oldest, then a few rows of each: one index probe
         // per firm, however long the backlog.
         let firms = (limit / per_firm + 1) * 2;
-        let rows = sqlx::query_as(
+        let rows = sqlx::query_as!(
+            Row,
             r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $2),
                                  leased_by = $3, attempts = attempts + 1
                WHERE id IN (
@@ -118,17 +113,27 @@ impl Dispatcher {
                    FOR UPDATE SKIP LOCKED)
                RETURNING id, firm, employee_id, client_org_number, package, action, attempts,
                          cause, traceparent"#,
+            limit,
+            self.settings.flush_lease_secs as f64,
+            lease,
+            per_firm,
+            firms,
+            &busy,
+            self.settings.make_before_break_max_secs as f64,
+            self.settings.revokes_enabled
         )
-        .bind(limit)
-        .bind(self.settings.flush_lease_secs as f64)
-        .bind(lease)
-        .bind(per_firm)
-        .bind(firms)
-        .bind(&busy)
-        .bind(self.settings.make_before_break_max_secs as f64)
-        .bind(self.settings.revokes_enabled)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
+    }
+
+    /// The firms with at least `rows` rows in flight over all lanes.
+    fn busy_firms(&self, rows: usize) -> Vec<String> {
+        self.in_flight
+            .locked()
+            .iter()
+            .filter(|(_, n)| **n >= rows)
+            .map(|(firm, _)| firm.clone())
+            .collect()
     }
 }

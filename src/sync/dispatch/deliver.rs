@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::Result;
 use super::dispatcher::{Dispatcher, PACKAGE_URN, closed, database, permanent};
 use super::locked::Locked;
-use super::row::{GroupKey, People, Person, PersonRow, Row, Verdict};
+use super::row::{GroupKey, People, Person, Row, Verdict};
 use crate::altinn::wire::PersonInput;
 use crate::altinn::{self, Class, Firm};
 
@@ -22,10 +22,13 @@ impl Dispatcher {
             .iter()
             .map(|r| (r.firm.as_str(), r.employee_id))
             .unzip();
-        let found: Vec<PersonRow> = sqlx::query_as(
-            r#"SELECT k.firm, k.employee_id, a.agent_party, e.national_identity_number,
-                      e.last_name,
+        let found = sqlx::query!(
+            r#"SELECT k.firm AS "firm!", k.employee_id AS "employee_id!",
+                      a.agent_party AS "agent_party?",
+                      e.national_identity_number AS "national_identity_number?",
+                      e.last_name AS "last_name?",
                       extract(epoch FROM f.agent_lookups_locked_until - now())::float8
+                        AS "locked_secs?"
                FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::uuid[]))
                     AS k(firm, employee_id)
                LEFT JOIN firms f
@@ -34,31 +37,32 @@ impl Dispatcher {
                       ON a.firm = k.firm AND a.employee_id = k.employee_id
                LEFT JOIN employee_identities e
                       ON e.firm = k.firm AND e.employee_id = k.employee_id"#,
+            &firms as &[&str],
+            &employees
         )
-        .bind(&firms)
-        .bind(&employees)
         .fetch_all(&self.pool)
         .await?;
         let mut locks = self.lookup_locks.locked();
         Ok(found
             .into_iter()
-            .map(|(firm, employee, agent, nin, last_name, locked_secs)| {
-                if let Some(secs) = locked_secs {
+            .map(|found| {
+                let firm = found.firm;
+                if let Some(secs) = found.locked_secs {
                     locks.insert(firm.clone(), Instant::now() + Duration::from_secs_f64(secs));
                 }
-                let identity = match (nin, last_name) {
+                let identity = match (found.national_identity_number, found.last_name) {
                     (Some(nin), Some(last_name)) => Some(PersonInput {
                         person_identifier: nin,
                         last_name,
                     }),
                     _ => None,
                 };
-                let person = match (agent, identity) {
+                let person = match (found.agent_party, identity) {
                     (Some(party), identity) => Person::Agent { party, identity },
                     (None, Some(identity)) => Person::ToAdd(identity),
                     (None, None) => Person::Unknown,
                 };
-                ((firm, employee), person)
+                ((firm, found.employee_id), person)
             })
             .collect())
     }
@@ -274,10 +278,7 @@ impl Dispatcher {
             .agent_by_identity(&self.altinn, firm, &person.person_identifier, permits)
             .await?;
         if let Some(agent) = listed {
-            self.unsaved_agents
-                .locked()
-                .push((firm.org_number.clone(), employee, agent));
-            self.added.locked().insert(key, agent);
+            self.remember_agent(key, agent);
             return Ok(agent);
         }
         let locked_until = self.lookup_locks.locked().get(&firm.org_number).copied();
@@ -290,29 +291,43 @@ impl Dispatcher {
         };
         let assignment = match assignment {
             Err(altinn::Error::LockedOut { retry_after }) => {
-                sqlx::query(
-                    r#"UPDATE firms SET agent_lookups_locked_until = now() + make_interval(secs => $2)
-                       WHERE org_number = $1"#,
-                )
-                .bind(&firm.org_number)
-                .bind(retry_after.as_secs_f64())
-                .execute(&self.pool)
-                .await
-                .map_err(database)?;
-                self.lookup_locks
-                    .locked()
-                    .insert(firm.org_number.clone(), Instant::now() + retry_after);
-                return Err(altinn::Error::LockedOut { retry_after });
+                return Err(self.locked_out(&firm.org_number, retry_after).await);
             }
             other => other?,
         };
         // Saved with the step's outcomes; should that fail, the next attempt adds the person
         // again, which Altinn answers with the same agent.
+        self.remember_agent(key, assignment.to_id);
+        Ok(assignment.to_id)
+    }
+
+    /// Keeps the agent of (firm, employee) for the lanes that wait on the person, and for the
+    /// step's outcomes to save.
+    fn remember_agent(&self, key: (String, Uuid), agent: Uuid) {
         self.unsaved_agents
             .locked()
-            .push((firm.org_number.clone(), employee, assignment.to_id));
-        self.added.locked().insert(key, assignment.to_id);
-        Ok(assignment.to_id)
+            .push((key.0.clone(), key.1, agent));
+        self.added.locked().insert(key, agent);
+    }
+
+    /// Altinn's person-lookup lock-out for the firm, kept for every replica and remembered
+    /// here, so no person of the firm is looked up until it ends. Returns the error to report.
+    async fn locked_out(&self, firm: &str, retry_after: Duration) -> altinn::Error {
+        let recorded = sqlx::query!(
+            r#"UPDATE firms SET agent_lookups_locked_until = now() + make_interval(secs => $2)
+               WHERE org_number = $1"#,
+            firm,
+            retry_after.as_secs_f64()
+        )
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = recorded {
+            return database(e);
+        }
+        self.lookup_locks
+            .locked()
+            .insert(firm.to_owned(), Instant::now() + retry_after);
+        altinn::Error::LockedOut { retry_after }
     }
 }
 

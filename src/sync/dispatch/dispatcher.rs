@@ -273,11 +273,11 @@ impl Dispatcher {
         }
         let result = self.finish(lease, verdicts).await;
         if result.is_err() {
-            let released = sqlx::query(
+            let released = sqlx::query!(
                 r#"UPDATE outbox SET lease_until = NULL
                    WHERE leased_by = $1 AND status = 'pending'"#,
+                lease
             )
-            .bind(lease)
             .execute(&self.pool)
             .await;
             if let Err(e) = released {

@@ -14,32 +14,30 @@ impl Dispatcher {
     /// holds: the row's new state, `applied_grants`, the audit, and the firm's pause lifted by
     /// a delivery. A row whose lease ran out and was taken over is left to its new holder.
     pub(super) async fn finish(&self, lease: &str, verdicts: &[(Row, Verdict)]) -> Result<()> {
-        let mut ids = Vec::with_capacity(verdicts.len());
-        let mut outcomes = Vec::with_capacity(verdicts.len());
-        let mut details = Vec::with_capacity(verdicts.len());
-        let mut traces = Vec::with_capacity(verdicts.len());
-        let mut waits = Vec::with_capacity(verdicts.len());
-        for (row, verdict) in verdicts {
-            ids.push(row.id);
-            let (outcome, detail, trace, wait) = match verdict {
-                Verdict::Delivered(note) => ("delivered", note.clone(), None, 0.0),
-                Verdict::Parked { explanation, trace } => {
-                    ("parked", Some(explanation.clone()), trace.clone(), 0.0)
-                }
-                Verdict::Retry { error, wait, .. } => {
-                    ("retry", Some(error.clone()), None, wait.as_secs_f64())
-                }
-            };
-            outcomes.push(outcome);
-            details.push(detail);
-            traces.push(trace);
-            waits.push(wait);
-        }
+        let outcomes = Outcomes::of(verdicts);
         let agents = std::mem::take(&mut *self.unsaved_agents.locked());
+        if let Err(e) = self.record_outcomes(lease, &outcomes, &agents).await {
+            // Saved with the next step's outcomes instead.
+            self.unsaved_agents.locked().extend(agents);
+            return Err(e.into());
+        }
+        count_deliveries(verdicts, &outcomes.outcomes);
+        Ok(())
+    }
+
+    /// The statement [`Self::finish`] runs, with the agents added since the last one.
+    // Long because it is one statement, so every outcome commits together and only while the
+    // lease holds; its SQL is most of it.
+    async fn record_outcomes(
+        &self,
+        lease: &str,
+        o: &Outcomes,
+        agents: &[(String, Uuid, Uuid)],
+    ) -> sqlx::Result<()> {
         let agent_firms: Vec<&str> = agents.iter().map(|a| a.0.as_str()).collect();
         let agent_employees: Vec<Uuid> = agents.iter().map(|a| a.1).collect();
         let agent_parties: Vec<Uuid> = agents.iter().map(|a| a.2).collect();
-        let finished = sqlx::query(
+        sqlx::query!(
             r#"WITH input AS (
                    SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],
                                         $6::float8[]) AS i(id, outcome, detail, trace, wait)
@@ -88,45 +86,83 @@ impl Dispatcher {
                )
                -- Delivered on commit: lets tests and tools wait for the flush without polling.
                SELECT pg_notify('altinn_sync_flushed', firm) FROM (SELECT DISTINCT firm FROM done) f"#,
+            lease,
+            &o.ids,
+            &o.outcomes as &[&str],
+            &o.details as &[Option<String>],
+            &o.traces as &[Option<String>],
+            &o.waits,
+            &agent_firms as &[&str],
+            &agent_employees,
+            &agent_parties
         )
-        .bind(lease)
-        .bind(&ids)
-        .bind(&outcomes)
-        .bind(&details)
-        .bind(&traces)
-        .bind(&waits)
-        .bind(&agent_firms)
-        .bind(&agent_employees)
-        .bind(&agent_parties)
         .execute(&self.pool)
-        .await;
-        if let Err(e) = finished {
-            drop(agent_firms);
-            self.unsaved_agents.locked().extend(agents);
-            return Err(e.into());
-        }
-        // Counted once recorded, one increment per label pair rather than per row; rows
-        // another holder took over are counted by it, roughly.
-        let mut counts = [[0_u64; 3]; 2];
-        for ((row, _), outcome) in verdicts.iter().zip(&outcomes) {
-            let action = usize::from(row.action == "revoke");
-            let outcome = match *outcome {
-                "delivered" => 0,
-                "parked" => 1,
-                _ => 2,
-            };
-            counts[action][outcome] += 1;
-        }
-        for (action, by_outcome) in ["grant", "revoke"].into_iter().zip(counts) {
-            for (outcome, n) in ["delivered", "parked", "retried"]
-                .into_iter()
-                .zip(by_outcome)
-            {
-                if n > 0 {
-                    metrics::deliveries(action, outcome, n);
+        .await?;
+        Ok(())
+    }
+}
+
+/// A step's outcomes as columns, one entry per row, for `unnest`.
+struct Outcomes {
+    ids: Vec<i64>,
+    /// `delivered`, `parked` or `retry`.
+    outcomes: Vec<&'static str>,
+    details: Vec<Option<String>>,
+    traces: Vec<Option<String>>,
+    /// Seconds until a retried row's next attempt.
+    waits: Vec<f64>,
+}
+
+impl Outcomes {
+    fn of(verdicts: &[(Row, Verdict)]) -> Self {
+        let mut o = Self {
+            ids: Vec::with_capacity(verdicts.len()),
+            outcomes: Vec::with_capacity(verdicts.len()),
+            details: Vec::with_capacity(verdicts.len()),
+            traces: Vec::with_capacity(verdicts.len()),
+            waits: Vec::with_capacity(verdicts.len()),
+        };
+        for (row, verdict) in verdicts {
+            o.ids.push(row.id);
+            let (outcome, detail, trace, wait) = match verdict {
+                Verdict::Delivered(note) => ("delivered", note.clone(), None, 0.0),
+                Verdict::Parked { explanation, trace } => {
+                    ("parked", Some(explanation.clone()), trace.clone(), 0.0)
                 }
+                Verdict::Retry { error, wait, .. } => {
+                    ("retry", Some(error.clone()), None, wait.as_secs_f64())
+                }
+            };
+            o.outcomes.push(outcome);
+            o.details.push(detail);
+            o.traces.push(trace);
+            o.waits.push(wait);
+        }
+        o
+    }
+}
+
+/// Counts the recorded outcomes, one increment per label pair rather than per row; rows
+/// another holder took over are counted by it, roughly.
+fn count_deliveries(verdicts: &[(Row, Verdict)], outcomes: &[&str]) {
+    let mut counts = [[0_u64; 3]; 2];
+    for ((row, _), outcome) in verdicts.iter().zip(outcomes) {
+        let action = usize::from(row.action == "revoke");
+        let outcome = match *outcome {
+            "delivered" => 0,
+            "parked" => 1,
+            _ => 2,
+        };
+        counts[action][outcome] += 1;
+    }
+    for (action, by_outcome) in ["grant", "revoke"].into_iter().zip(counts) {
+        for (outcome, n) in ["delivered", "parked", "retried"]
+            .into_iter()
+            .zip(by_outcome)
+        {
+            if n > 0 {
+                metrics::deliveries(action, outcome, n);
             }
         }
-        Ok(())
     }
 }

@@ -17,7 +17,7 @@ pub(super) struct GroupKey<'a> {
     pub(super) action: &'a str,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(super) struct Row {
     pub(super) id: i64,
     pub(super) firm: String,
@@ -75,16 +75,6 @@ pub(super) enum Person {
     /// AdminFlow has sent no identity.
     Unknown,
 }
-
-/// (firm, employee, agent party, national identity number, last name, lock-out seconds left).
-pub(super) type PersonRow = (
-    String,
-    Uuid,
-    Option<Uuid>,
-    Option<String>,
-    Option<String>,
-    Option<f64>,
-);
 
 /// By (firm, employee).
 pub(super) type People = HashMap<(String, Uuid), Person>;

@@ -254,7 +254,7 @@ impl Dispatcher {
             reason: FORBIDDEN_REASON.to_owned(),
         }
         .to_string();
-        let unpaused = sqlx::query(
+        let unpaused = sqlx::query!(
             r#"WITH unpaused AS (
                    UPDATE firms SET flush_paused_at = NULL, flush_paused_until = NULL,
                                     flush_pause_reason = NULL
@@ -263,9 +263,9 @@ impl Dispatcher {
                UPDATE outbox SET next_attempt_at = now()
                WHERE firm = ANY($1) AND status = 'pending' AND last_error = $2
                  AND next_attempt_at > now()"#,
+            &firms,
+            reason
         )
-        .bind(&firms)
-        .bind(&reason)
         .execute(&self.pool)
         .await;
         if let Err(e) = unpaused {
@@ -275,15 +275,15 @@ impl Dispatcher {
 
     /// Pauses the firm's flush; best effort, as the row's own backoff already holds it back.
     pub(super) async fn pause_firm(&self, firm: &str, wait: Duration, reason: &str) {
-        let paused = sqlx::query(
+        let paused = sqlx::query!(
             r#"UPDATE firms SET flush_paused_at = coalesce(flush_paused_at, now()),
                                 flush_paused_until = now() + make_interval(secs => $2),
                                 flush_pause_reason = $3
                WHERE org_number = $1"#,
+            firm,
+            wait.as_secs_f64(),
+            reason
         )
-        .bind(firm)
-        .bind(wait.as_secs_f64())
-        .bind(reason)
         .execute(&self.pool)
         .await;
         match paused {
