@@ -105,6 +105,10 @@ async fn forget_gone(
     Ok(())
 }
 
+/// A mapped package an employee this worker manages holds: (employee, client org number,
+/// package).
+type Held = (Uuid, String, String);
+
 /// Sorts the mapped packages Altinn lists into those held by the managed `agents`, as
 /// (employee, client, package), and a count of packages per agent this worker does not know.
 /// Packages outside the mapping are left out.
@@ -112,7 +116,7 @@ fn sort_packages(
     packages: Vec<(Uuid, String, String)>,
     managed: &HashSet<String>,
     agents: &HashMap<Uuid, Uuid>,
-) -> (Vec<(Uuid, String, String)>, HashMap<Uuid, u64>) {
+) -> (Vec<Held>, HashMap<Uuid, u64>) {
     let mut held = Vec::with_capacity(packages.len());
     let mut strangers: HashMap<Uuid, u64> = HashMap::new();
     for (agent, client, package) in packages {
@@ -148,13 +152,8 @@ fn left_alone(
     left_alone
 }
 
-/// Writes the (employee, client, package) the firm holds to `reconcile_actual`.
-async fn write_actual(
-    pool: &PgPool,
-    cause: Uuid,
-    org: &str,
-    mut held: Vec<(Uuid, String, String)>,
-) -> Result<()> {
+/// Writes what the firm's employees hold to `reconcile_actual`.
+async fn write_actual(pool: &PgPool, cause: Uuid, org: &str, mut held: Vec<Held>) -> Result<()> {
     // A package Altinn lists twice (under two roles, say) is held once.
     held.sort_unstable();
     held.dedup();
