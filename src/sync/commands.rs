@@ -199,7 +199,7 @@ pub async fn handle_reconciles(
 }
 
 /// Claims reconcile `id` for this replica: one replica per reconcile. The claim is a session
-/// lock on a connection of its own, returned with the lock's key; closing the connection (and
+/// lock on a connection of its own, returned with the lock's key: the connection closes (and
 /// the lock with it) when it is dropped, however the reconcile ends, or when the worker dies.
 /// `None` when another replica holds it or the command was handled meanwhile.
 async fn claim(pool: &PgPool, id: Uuid) -> Result<Option<(PgConnection, String)>> {
