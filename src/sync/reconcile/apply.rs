@@ -1,7 +1,7 @@
 //! Applying a firm's actual state: the drift counted, `applied_grants` aligned, the delta planned.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::sync::parked::{Requeue, WORKER, requeue_parked};
@@ -27,20 +27,43 @@ pub(super) async fn apply_firm(
     let mut tx = pool.begin().await?;
     // Everything here is planned again by the next reconcile or sync-now, so a crash may lose
     // the last few commits: no need to wait for each firm's flush to disk.
-    sqlx::query("SET LOCAL synchronous_commit = off")
+    sqlx::query!(r#"SET LOCAL synchronous_commit = off"#)
         .execute(&mut *tx)
         .await?;
-    // One statement, each of the firm's sets read once from its index: the drift counted
-    // against the facts, then Altinn's state made `applied_grants` by writing only the
-    // differences (in a steady state, a handful of rows). Keys a dispatcher is delivering, or
-    // delivered since the read, keep what the dispatcher recorded: the read may predate it.
-    const TOUCHED: &str = r#"EXISTS (
-        SELECT 1 FROM outbox o
-        WHERE o.firm = $1 AND o.employee_id = k.employee_id
-          AND o.client_org_number = k.client_org_number AND o.package = k.package
-          AND ((o.status = 'pending' AND o.lease_until > now()) OR o.finished_at >= $2))"#;
-    // Built from constants only; every value is bound.
-    let (missing, extra): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let (missing, extra) = align_applied(&mut tx, firm, cause, read_at).await?;
+    // The help page promises that the nightly run tries refused changes again.
+    let retried = requeue_parked(&mut tx, firm, Requeue::All, WORKER).await?;
+    trace_planning(&mut tx).await?;
+    let planned = plan_flush(&mut tx, firm, cause, settings).await?;
+    sqlx::query!(
+        r#"DELETE FROM reconcile_actual WHERE command_id = $1 AND firm = $2"#,
+        cause,
+        firm
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Applied {
+        missing,
+        extra,
+        retried,
+        planned,
+    })
+}
+
+/// Counts the drift against the facts, then makes Altinn's state `applied_grants` by writing
+/// only the differences (in a steady state, a handful of rows). Returns (missing, extra).
+///
+/// One statement, each of the firm's sets read once from its index. Keys a dispatcher is
+/// delivering, or delivered since the read (the `NOT EXISTS` on `outbox`), keep what the
+/// dispatcher recorded: the read may predate it.
+async fn align_applied(
+    conn: &mut PgConnection,
+    firm: &str,
+    cause: Uuid,
+    read_at: DateTime<Utc>,
+) -> Result<(u64, u64)> {
+    let drift = sqlx::query!(
         r#"WITH actual AS MATERIALIZED (
                SELECT employee_id, client_org_number, package FROM reconcile_actual
                WHERE command_id = $3 AND firm = $1
@@ -58,35 +81,32 @@ pub(super) async fn apply_firm(
                DELETE FROM applied_grants k USING gone g
                WHERE k.firm = $1 AND k.employee_id = g.employee_id
                  AND k.client_org_number = g.client_org_number AND k.package = g.package
-                 AND NOT {TOUCHED}
+                 AND NOT EXISTS (
+                   SELECT 1 FROM outbox o
+                   WHERE o.firm = $1 AND o.employee_id = k.employee_id
+                     AND o.client_org_number = k.client_org_number AND o.package = k.package
+                     AND ((o.status = 'pending' AND o.lease_until > now())
+                          OR o.finished_at >= $2))
            ), learnt AS (
                INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
                SELECT $1, k.employee_id, k.client_org_number, k.package FROM new k
-               WHERE NOT {TOUCHED}
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM outbox o
+                   WHERE o.firm = $1 AND o.employee_id = k.employee_id
+                     AND o.client_org_number = k.client_org_number AND o.package = k.package
+                     AND ((o.status = 'pending' AND o.lease_until > now())
+                          OR o.finished_at >= $2))
                ON CONFLICT DO NOTHING
            )
-           SELECT (SELECT count(*) FROM (SELECT * FROM desired EXCEPT SELECT * FROM actual) m),
-                  (SELECT count(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM desired) e)"#
-    )))
-    .bind(firm)
-    .bind(read_at)
-    .bind(cause)
-    .fetch_one(&mut *tx)
+           SELECT (SELECT count(*) FROM (SELECT * FROM desired EXCEPT SELECT * FROM actual) m)
+                    AS "missing!",
+                  (SELECT count(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM desired) e)
+                    AS "extra!""#,
+        firm,
+        read_at,
+        cause
+    )
+    .fetch_one(conn)
     .await?;
-    // The help page promises that the nightly run tries refused changes again.
-    let retried = requeue_parked(&mut tx, firm, Requeue::All, WORKER).await?;
-    trace_planning(&mut tx).await?;
-    let planned = plan_flush(&mut tx, firm, cause, settings).await?;
-    sqlx::query("DELETE FROM reconcile_actual WHERE command_id = $1 AND firm = $2")
-        .bind(cause)
-        .bind(firm)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Applied {
-        missing: missing.unsigned_abs(),
-        extra: extra.unsigned_abs(),
-        retried,
-        planned,
-    })
+    Ok((drift.missing.unsigned_abs(), drift.extra.unsigned_abs()))
 }

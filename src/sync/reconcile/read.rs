@@ -36,37 +36,15 @@ pub(super) async fn read_firm(
 ) -> Result<altinn::Result<FirmRead>> {
     // By the database's clock, which also stamps deliveries (`finished_at`) and agents
     // (`added_at`): a delivery recorded after this may not show in the reading.
-    let read_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+    let read_at = sqlx::query_scalar!(r#"SELECT clock_timestamp() AS "read_at!""#)
         .fetch_one(pool)
         .await?;
     let actual = match actual(dispatcher, org).await {
         Ok(actual) => actual,
         Err(e) => return Ok(Err(e)),
     };
-    let mut agents: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
-        "SELECT agent_party, employee_id FROM altinn_agents WHERE firm = $1",
-    )
-    .bind(org)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .collect();
-    // Agents removed in Altinn (by hand, or a simulator that started empty) are forgotten, so
-    // the next grant adds the person again. One added since the read began is kept.
-    let listed: Vec<Uuid> = actual.agents.iter().map(|a| a.id).collect();
-    let gone: Vec<Uuid> = sqlx::query_scalar(
-        r#"DELETE FROM altinn_agents
-           WHERE firm = $1 AND agent_party <> ALL($2) AND added_at < $3
-           RETURNING employee_id"#,
-    )
-    .bind(org)
-    .bind(&listed)
-    .bind(read_at)
-    .fetch_all(pool)
-    .await?;
-    for employee in gone {
-        dispatcher.forget_agent(org, employee);
-    }
+    let mut agents = managed_agents(pool, org).await?;
+    forget_gone(pool, dispatcher, org, &actual.agents, read_at).await?;
     // The agents Altinn lists that this worker does not manage, with their identities.
     let (parties, identities): (Vec<Uuid>, Vec<String>) = actual
         .agents
@@ -77,9 +55,71 @@ pub(super) async fn read_firm(
     let adopted = adopt(pool, org, parties, identities).await?;
     let adopted_count = adopted.len() as u64;
     agents.extend(adopted);
-    let mut held = Vec::with_capacity(actual.packages.len());
+    let (held, strangers) = sort_packages(actual.packages, managed, &agents);
+    write_actual(pool, cause, org, held).await?;
+    Ok(Ok(FirmRead {
+        at: read_at,
+        unknown: strangers.values().sum(),
+        adopted: adopted_count,
+        left_alone: left_alone(org, &actual.agents, &strangers),
+    }))
+}
+
+/// The firm's agents this worker manages: employee by agent party.
+async fn managed_agents(pool: &PgPool, org: &str) -> Result<HashMap<Uuid, Uuid>> {
+    let agents = sqlx::query!(
+        r#"SELECT agent_party, employee_id FROM altinn_agents WHERE firm = $1"#,
+        org
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|a| (a.agent_party, a.employee_id))
+    .collect();
+    Ok(agents)
+}
+
+/// Forgets the agents removed in Altinn (by hand, or a simulator that started empty), so the
+/// next grant adds the person again. One added since the read began (`read_at`) is kept.
+async fn forget_gone(
+    pool: &PgPool,
+    dispatcher: &Dispatcher,
+    org: &str,
+    listed: &[CompactEntity],
+    read_at: DateTime<Utc>,
+) -> Result<()> {
+    let listed: Vec<Uuid> = listed.iter().map(|a| a.id).collect();
+    let gone = sqlx::query_scalar!(
+        r#"DELETE FROM altinn_agents
+           WHERE firm = $1 AND agent_party <> ALL($2) AND added_at < $3
+           RETURNING employee_id"#,
+        org,
+        &listed,
+        read_at
+    )
+    .fetch_all(pool)
+    .await?;
+    for employee in gone {
+        dispatcher.forget_agent(org, employee);
+    }
+    Ok(())
+}
+
+/// A mapped package an employee this worker manages holds: (employee, client org number,
+/// package).
+type Held = (Uuid, String, String);
+
+/// Sorts the mapped packages Altinn lists into those held by the managed `agents`, as
+/// (employee, client, package), and a count of packages per agent this worker does not know.
+/// Packages outside the mapping are left out.
+fn sort_packages(
+    packages: Vec<(Uuid, String, String)>,
+    managed: &HashSet<String>,
+    agents: &HashMap<Uuid, Uuid>,
+) -> (Vec<Held>, HashMap<Uuid, u64>) {
+    let mut held = Vec::with_capacity(packages.len());
     let mut strangers: HashMap<Uuid, u64> = HashMap::new();
-    for (agent, client, package) in actual.packages {
+    for (agent, client, package) in packages {
         if !managed.contains(&package) {
             continue;
         }
@@ -88,9 +128,16 @@ pub(super) async fn read_firm(
             None => *strangers.entry(agent).or_default() += 1,
         }
     }
-    let unknown = strangers.values().sum();
-    let mut left_alone: Vec<LeftAlone> = actual
-        .agents
+    (held, strangers)
+}
+
+/// The persons holding mapped packages whom AdminFlow does not know (`strangers`), by party.
+fn left_alone(
+    org: &str,
+    agents: &[CompactEntity],
+    strangers: &HashMap<Uuid, u64>,
+) -> Vec<LeftAlone> {
+    let mut left_alone: Vec<LeftAlone> = agents
         .iter()
         .filter_map(|a| {
             strangers.get(&a.id).map(|&packages| LeftAlone {
@@ -102,6 +149,11 @@ pub(super) async fn read_firm(
         })
         .collect();
     left_alone.sort_by_key(|p| p.party);
+    left_alone
+}
+
+/// Writes what the firm's employees hold to `reconcile_actual`.
+async fn write_actual(pool: &PgPool, cause: Uuid, org: &str, mut held: Vec<Held>) -> Result<()> {
     // A package Altinn lists twice (under two roles, say) is held once.
     held.sort_unstable();
     held.dedup();
@@ -115,23 +167,18 @@ pub(super) async fn read_firm(
         clients.push(client);
         packages.push(package);
     }
-    sqlx::query(
+    sqlx::query!(
         r#"INSERT INTO reconcile_actual (command_id, firm, employee_id, client_org_number, package)
            SELECT $1, $2, * FROM unnest($3::uuid[], $4::text[], $5::text[])"#,
+        cause,
+        org,
+        &employees,
+        &clients,
+        &packages
     )
-    .bind(cause)
-    .bind(org)
-    .bind(&employees)
-    .bind(&clients)
-    .bind(&packages)
     .execute(pool)
     .await?;
-    Ok(Ok(FirmRead {
-        at: read_at,
-        unknown,
-        adopted: adopted_count,
-        left_alone,
-    }))
+    Ok(())
 }
 
 /// Adopts the agents Altinn lists (`parties`, with their `identities`) that this worker does
@@ -148,7 +195,7 @@ pub(super) async fn adopt(
     }
     // An employee already managed under another party keeps it (ON CONFLICT): Altinn lists
     // one party per person, so that row is the newer one, added since the read.
-    let adopted = sqlx::query_as(
+    let adopted = sqlx::query!(
         r#"INSERT INTO altinn_agents (firm, employee_id, agent_party)
            SELECT DISTINCT ON (a.party) $1, e.employee_id, a.party
            FROM unnest($2::uuid[], $3::text[]) AS a(party, identity)
@@ -157,12 +204,15 @@ pub(super) async fn adopt(
            ORDER BY a.party, e.employee_id
            ON CONFLICT (firm, employee_id) DO NOTHING
            RETURNING agent_party, employee_id"#,
+        org,
+        &parties,
+        &identities
     )
-    .bind(org)
-    .bind(&parties)
-    .bind(&identities)
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|a| (a.agent_party, a.employee_id))
+    .collect();
     Ok(adopted)
 }
 

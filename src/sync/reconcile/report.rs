@@ -87,29 +87,37 @@ impl std::fmt::Display for Report {
             write!(f, "; not read: {}", names.join(", "))?;
         }
         if !self.left_alone.is_empty() {
-            let listed: Vec<String> = self
-                .left_alone
-                .iter()
-                .take(LEFT_ALONE_LISTED)
-                .map(|p| {
-                    format!(
-                        "party {} ({}) for firm {}",
-                        p.party,
-                        p.name.as_deref().unwrap_or("no name"),
-                        p.firm
-                    )
-                })
-                .collect();
-            write!(
-                f,
-                "; persons AdminFlow does not know, left alone: {}",
-                listed.join(", ")
-            )?;
-            if let Some(more) = self.left_alone.len().checked_sub(LEFT_ALONE_LISTED)
-                && more > 0
-            {
-                write!(f, " and {more} more")?;
-            }
+            self.fmt_left_alone(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl Report {
+    /// The first [`LEFT_ALONE_LISTED`] persons left alone by party and name, the rest counted.
+    fn fmt_left_alone(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let listed: Vec<String> = self
+            .left_alone
+            .iter()
+            .take(LEFT_ALONE_LISTED)
+            .map(|p| {
+                format!(
+                    "party {} ({}) for firm {}",
+                    p.party,
+                    p.name.as_deref().unwrap_or("no name"),
+                    p.firm
+                )
+            })
+            .collect();
+        write!(
+            f,
+            "; persons AdminFlow does not know, left alone: {}",
+            listed.join(", ")
+        )?;
+        if let Some(more) = self.left_alone.len().checked_sub(LEFT_ALONE_LISTED)
+            && more > 0
+        {
+            write!(f, " and {more} more")?;
         }
         Ok(())
     }

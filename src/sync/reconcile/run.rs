@@ -13,9 +13,9 @@ use crate::sync::Result;
 use crate::sync::dispatch::Dispatcher;
 use crate::sync::plan::log_staged;
 
-use super::apply::apply_firm;
-use super::read::read_firm;
-use super::report::{Reconciled, Report};
+use super::apply::{Applied, apply_firm};
+use super::read::{FirmRead, read_firm};
+use super::report::{LeftAlone, Reconciled, Report};
 
 /// Firms planned at once: the work is PostgreSQL's, and two transactions keep two cores busy.
 const APPLY_PARALLELISM: usize = 2;
@@ -29,24 +29,66 @@ pub async fn reconcile(
     firms: &[String],
     cause: Uuid,
 ) -> Result<Report> {
-    let managed: HashSet<String> = sqlx::query_scalar("SELECT package FROM role_mapping")
+    let managed: HashSet<String> = sqlx::query_scalar!(r#"SELECT package FROM role_mapping"#)
         .fetch_all(pool)
         .await?
         .into_iter()
         .collect();
     // A rerun of an interrupted reconcile starts clean.
-    sqlx::query("DELETE FROM reconcile_actual WHERE command_id = $1")
-        .bind(cause)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        r#"DELETE FROM reconcile_actual WHERE command_id = $1"#,
+        cause
+    )
+    .execute(pool)
+    .await?;
 
     let started = Instant::now();
+    let ReadAll {
+        read,
+        unread,
+        left_alone,
+        mut total,
+    } = read_all(pool, dispatcher, firms, cause, &managed).await?;
+    let read_time = started.elapsed();
+
+    let started = Instant::now();
+    let _hold = dispatcher.hold_for_reconcile();
+    apply_all(pool, dispatcher, read, cause, &mut total).await?;
+    Ok(Report {
+        reconciled: total,
+        unread,
+        left_alone,
+        read: read_time,
+        apply: started.elapsed(),
+    })
+}
+
+/// What the first phase found: the firms read, for the second, and what the report tells.
+struct ReadAll {
+    /// Each firm read, with when it was read.
+    read: Vec<(String, DateTime<Utc>)>,
+    unread: Vec<(String, String)>,
+    left_alone: Vec<LeftAlone>,
+    /// The persons' figures (`unknown`, `adopted`); the second phase adds the rest.
+    total: Reconciled,
+}
+
+/// The first phase: every firm's actual state read from Altinn, firms side by side at the pace
+/// Altinn allows. A firm that cannot be read is reported and left as it was.
+async fn read_all(
+    pool: &PgPool,
+    dispatcher: &Dispatcher,
+    firms: &[String],
+    cause: Uuid,
+    managed: &HashSet<String>,
+) -> Result<ReadAll> {
     let mut progress = Progress::new("reading Altinn", firms.len());
-    let mut read: Vec<(String, DateTime<Utc>)> = Vec::with_capacity(firms.len());
-    let mut unread = Vec::new();
-    let mut left_alone = Vec::new();
-    let mut total = Reconciled::default();
-    let managed = &managed;
+    let mut all = ReadAll {
+        read: Vec::with_capacity(firms.len()),
+        unread: Vec::new(),
+        left_alone: Vec::new(),
+        total: Reconciled::default(),
+    };
     let phase = tracing::info_span!("reconcile.read", firms = firms.len());
     let mut reads = futures_util::stream::iter(firms.iter().cloned())
         .map(|firm| {
@@ -58,47 +100,58 @@ pub async fn reconcile(
         })
         .buffer_unordered(dispatcher.altinn().pace().current());
     while let Some((firm, outcome)) = reads.next().await {
-        match outcome {
-            Ok(Ok(firm_read)) => {
-                let persons = firm_read.left_alone.len();
-                if firm_read.unknown > 0 {
-                    tracing::warn!(
-                        firm,
-                        packages = firm_read.unknown,
-                        persons,
-                        "Altinn shows mapped packages on persons AdminFlow does not know; left alone"
-                    );
-                }
-                if firm_read.adopted > 0 {
-                    tracing::info!(
-                        firm,
-                        agents = firm_read.adopted,
-                        "adopted agents given access by hand who are known employees"
-                    );
-                }
-                total.unknown += firm_read.unknown;
-                total.adopted += firm_read.adopted;
-                left_alone.extend(firm_read.left_alone);
-                read.push((firm, firm_read.at));
-            }
-            Ok(Err(e)) => {
+        match outcome? {
+            Ok(firm_read) => all.add(firm, firm_read),
+            Err(e) => {
                 tracing::warn!(firm, error = %e, "could not read Altinn; firm not reconciled");
-                unread.push((firm, e.to_string()));
+                all.unread.push((firm, e.to_string()));
             }
-            Err(e) => return Err(e),
         }
         progress.tick();
     }
-    drop(reads);
-    drop(phase);
-    let read_time = started.elapsed();
+    Ok(all)
+}
 
-    let started = Instant::now();
-    let _hold = dispatcher.hold_for_reconcile();
+impl ReadAll {
+    /// Counts and logs what reading `firm` found about persons, and keeps it for the second
+    /// phase.
+    fn add(&mut self, firm: String, firm_read: FirmRead) {
+        let persons = firm_read.left_alone.len();
+        if firm_read.unknown > 0 {
+            tracing::warn!(
+                firm,
+                packages = firm_read.unknown,
+                persons,
+                "Altinn shows mapped packages on persons AdminFlow does not know; left alone"
+            );
+        }
+        if firm_read.adopted > 0 {
+            tracing::info!(
+                firm,
+                agents = firm_read.adopted,
+                "adopted agents given access by hand who are known employees"
+            );
+        }
+        self.total.unknown += firm_read.unknown;
+        self.total.adopted += firm_read.adopted;
+        self.left_alone.extend(firm_read.left_alone);
+        self.read.push((firm, firm_read.at));
+    }
+}
+
+/// The second phase, while this worker's deliveries wait: firm by firm, the drift counted,
+/// Altinn's state made `applied_grants` and the delta planned, all added to `total`.
+async fn apply_all(
+    pool: &PgPool,
+    dispatcher: &Dispatcher,
+    read: Vec<(String, DateTime<Utc>)>,
+    cause: Uuid,
+    total: &mut Reconciled,
+) -> Result<()> {
     // The reading replaced the table's contents: without fresh statistics PostgreSQL plans
     // each firm's joins as if the table were as it last saw it (empty, say), and compares
     // every applied grant with every grant read. This also renews the cached plans.
-    sqlx::query("ANALYZE reconcile_actual")
+    sqlx::query!(r#"ANALYZE reconcile_actual"#)
         .execute(pool)
         .await?;
     let mut progress = Progress::new("planning", read.len());
@@ -125,24 +178,22 @@ pub async fn reconcile(
                 "drift found"
             );
         }
-        total.firms += 1;
-        total.missing += r.missing;
-        total.extra += r.extra;
-        total.retried += r.retried;
-        total.planned.grants += r.planned.grants;
-        total.planned.revokes += r.planned.revokes;
-        total.planned.superseded += r.planned.superseded;
-        total.planned.requeued += r.planned.requeued;
-        total.planned.staged += r.planned.staged;
+        add_applied(total, &r);
         progress.tick();
     }
-    Ok(Report {
-        reconciled: total,
-        unread,
-        left_alone,
-        read: read_time,
-        apply: started.elapsed(),
-    })
+    Ok(())
+}
+
+fn add_applied(total: &mut Reconciled, r: &Applied) {
+    total.firms += 1;
+    total.missing += r.missing;
+    total.extra += r.extra;
+    total.retried += r.retried;
+    total.planned.grants += r.planned.grants;
+    total.planned.revokes += r.planned.revokes;
+    total.planned.superseded += r.planned.superseded;
+    total.planned.requeued += r.planned.requeued;
+    total.planned.staged += r.planned.staged;
 }
 
 /// Logs how far a long phase has got, at most every [`PROGRESS_EVERY`]: firms done and left,
