@@ -137,6 +137,15 @@ fn the_dockerfile_pins_caches_labels_runs_unprivileged_and_checks_health() {
         );
     }
 
+    // The runtime stage installs nothing (no apt step, so no unpinned package, DL3008): what it
+    // needs is in the base image or copied from a pinned stage.
+    let runtime = &lines[lines.iter().rposition(|l| l.starts_with("FROM ")).unwrap()..];
+    assert!(
+        !runtime.iter().any(|l| l.starts_with("RUN ")),
+        "the runtime stage runs {:?}",
+        runtime.iter().find(|l| l.starts_with("RUN "))
+    );
+
     // The runtime user is the one the manifests run as.
     let user = lines
         .iter()

@@ -17,14 +17,18 @@ const KUSTOMIZATIONS: [&str; 4] = [
     "deploy/kubernetes/components/servicemonitor",
 ];
 
-/// The base's resources by kind (one of each).
-fn base() -> BTreeMap<String, Value> {
+/// The base's resources by kind (one of each), the NetworkPolicies (one per component) by
+/// `NetworkPolicy/NAME`.
+pub fn base() -> BTreeMap<String, Value> {
     let kustomization = yaml(&code::read("deploy/kubernetes/base/kustomization.yaml"));
     let mut by_kind = BTreeMap::new();
     for resource in seq(&kustomization["resources"], "resources") {
         let path = format!("deploy/kubernetes/base/{}", str_of(resource, "resource"));
         for doc in yaml_documents(&code::read(&path)) {
-            let kind = str_of(&doc["kind"], "kind").to_owned();
+            let mut kind = str_of(&doc["kind"], "kind").to_owned();
+            if kind == "NetworkPolicy" {
+                kind = format!("{kind}/{}", str_of(&doc["metadata"]["name"], "name"));
+            }
             assert!(
                 by_kind.insert(kind.clone(), doc).is_none(),
                 "two {kind}s in the base"
@@ -35,7 +39,7 @@ fn base() -> BTreeMap<String, Value> {
 }
 
 /// `KEY=VALUE` literals of the `altinn-sync` ConfigMap generator of a kustomization.
-fn config_literals(kustomization: &Value) -> BTreeMap<String, String> {
+pub fn config_literals(kustomization: &Value) -> BTreeMap<String, String> {
     let generators = seq(&kustomization["configMapGenerator"], "configMapGenerator");
     let generator = generators
         .iter()
@@ -53,7 +57,7 @@ fn config_literals(kustomization: &Value) -> BTreeMap<String, String> {
 }
 
 /// The settings a worker gets in an overlay: the base's literals merged with the overlay's.
-fn settings(overlay: &str) -> BTreeMap<String, String> {
+pub fn settings(overlay: &str) -> BTreeMap<String, String> {
     let base = yaml(&code::read("deploy/kubernetes/base/kustomization.yaml"));
     let over = yaml(&code::read(&format!(
         "deploy/kubernetes/overlays/{overlay}/kustomization.yaml"

@@ -13,5 +13,7 @@ mod code;
 mod compose;
 mod host;
 mod kubernetes;
+mod linters;
 mod negative;
+mod network;
 mod observability;

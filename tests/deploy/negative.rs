@@ -7,6 +7,7 @@ use crate::checks::{
 };
 use crate::code::{Series, env_names, parse_invocation};
 use crate::compose::token_line_problems;
+use crate::network::policy_problems;
 use crate::observability::{binary_invocations, unaggregated_postgres_gauges, unknown_subcommand};
 
 const BAD_CONTAINER: &str = r#"
@@ -124,4 +125,13 @@ fn a_malformed_token_line_or_an_unpinned_image_is_caught() {
     assert!(!is_pinned("grafana/grafana"));
     assert!(!is_pinned("grafana/grafana:latest"));
     assert!(!is_pinned("localhost:5000/grafana"));
+}
+
+#[test]
+fn a_policy_that_admits_everyone_is_caught() {
+    let policy = yaml(
+        "spec:\n  policyTypes: [Egress]\n  egress:\n    - to: [{podSelector: {matchLabels: {k8s-app: kube-dns}}}]\n    - ports: [{port: 443}]\n",
+    );
+    let problems = policy_problems(&policy);
+    assert_eq!(problems.len(), 4, "{problems:?}");
 }
