@@ -220,7 +220,7 @@ pub async fn apply_events(
     keys.employees = upsert_roles(conn, &facts).await?;
     keys.pairs = upsert_assignments(conn, &facts).await?;
     keys.pairs.extend(upsert_slots(conn, &facts).await?);
-    refresh_desired(conn, &keys).await?;
+    refresh_desired(conn, keys).await?;
     raise_high_water(conn, &accepted).await?;
     let new = record_processed(conn, &accepted).await?;
     outcome.applied = new;
