@@ -132,7 +132,7 @@ pub(super) async fn roles(pool: &PgPool, firm: &str, employee: Uuid) -> Result<O
 }
 
 /// Every client the employee works with, worked with, holds access for, or has a change on
-/// its way for; their packages are left for [`super::package`] to fill in.
+/// its way for; their packages are left for `package` to fill in.
 pub(super) async fn clients(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Vec<ClientFacts>> {
     let rows = sqlx::query!(
         r#"WITH keys AS (
