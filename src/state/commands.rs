@@ -22,14 +22,17 @@ pub async fn record_traced_commands(
         return Ok(0);
     }
     let ids: Vec<_> = commands.iter().map(|c| c.id).collect();
-    let types: Vec<_> = commands.iter().map(|c| c.kind.type_name()).collect();
-    let firms: Vec<_> = commands
+    let types: Vec<String> = commands
+        .iter()
+        .map(|c| c.kind.type_name().to_owned())
+        .collect();
+    let firms: Vec<Option<String>> = commands
         .iter()
         .map(|c| c.kind.firm().map(|f| f.to_string()))
         .collect();
     let at: Vec<_> = commands.iter().map(|c| c.requested_at).collect();
-    let by: Vec<_> = commands.iter().map(|c| c.requested_by.clone()).collect();
-    let after: Vec<_> = commands
+    let by: Vec<Option<String>> = commands.iter().map(|c| c.requested_by.clone()).collect();
+    let after: Vec<Option<i64>> = commands
         .iter()
         .map(|c| match c.kind {
             CommandKind::SyncNow { after_sequence, .. } => after_sequence,
@@ -39,21 +42,22 @@ pub async fn record_traced_commands(
     let traceparents: Vec<Option<&str>> = (0..commands.len())
         .map(|i| traceparents.get(i).and_then(|t| t.as_deref()))
         .collect();
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         r#"INSERT INTO commands
                (command_id, command_type, firm, requested_at, requested_by, after_sequence,
                 traceparent)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
                                 $5::text[], $6::bigint[], $7::text[])
            ON CONFLICT (command_id) DO NOTHING"#,
+        &ids,
+        &types,
+        // The macro's check knows no arrays with NULLs in them; these are text[] and bigint[].
+        &firms as &[Option<String>],
+        &at,
+        &by as &[Option<String>],
+        &after as &[Option<i64>],
+        &traceparents as &[Option<&str>],
     )
-    .bind(ids)
-    .bind(types)
-    .bind(firms)
-    .bind(at)
-    .bind(by)
-    .bind(after)
-    .bind(traceparents)
     .execute(&mut *conn)
     .await?
     .rows_affected();

@@ -21,19 +21,19 @@ pub struct DeadLetterRow<'a> {
 /// Records a dead letter. Its text fields come from the sender, so they are cleaned first: the
 /// record of a bad message must not itself be refused (a NUL in a message id would be).
 pub async fn record_dead_letter(conn: &mut PgConnection, row: &DeadLetterRow<'_>) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         r#"INSERT INTO dead_letters (queue, routing_key, message_id, firm, reason_code, reason,
                                      body_bytes, redelivered)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        row.queue,
+        printable(row.routing_key, 255),
+        row.message_id.map(|m| printable(m, 255)),
+        row.firm.map(|f| printable(f, 64)),
+        row.reason_code,
+        printable(row.reason, 2000),
+        i32::try_from(row.body_bytes).unwrap_or(i32::MAX),
+        row.redelivered,
     )
-    .bind(row.queue)
-    .bind(printable(row.routing_key, 255))
-    .bind(row.message_id.map(|m| printable(m, 255)))
-    .bind(row.firm.map(|f| printable(f, 64)))
-    .bind(row.reason_code)
-    .bind(printable(row.reason, 2000))
-    .bind(i32::try_from(row.body_bytes).unwrap_or(i32::MAX))
-    .bind(row.redelivered)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -47,7 +47,7 @@ fn printable(text: &str, max: usize) -> String {
         .collect()
 }
 
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct DeadLetter {
     pub id: i64,
     pub queue: String,
@@ -94,15 +94,16 @@ pub async fn list_dead_letters(
     firm: Option<&str>,
     limit: i64,
 ) -> Result<Vec<DeadLetter>> {
-    let rows = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        DeadLetter,
         r#"SELECT id, queue, routing_key, message_id, firm, reason_code, reason, body_bytes,
                   received_at
            FROM dead_letters
            WHERE $1::text IS NULL OR firm = $1
            ORDER BY id DESC LIMIT $2"#,
+        firm,
+        limit,
     )
-    .bind(firm)
-    .bind(limit)
     .fetch_all(pool)
     .await?;
     Ok(rows)

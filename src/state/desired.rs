@@ -18,27 +18,25 @@ pub(super) struct RefreshKeys {
 /// Recomputes the desired grants for the changed keys and writes only the difference. A firm
 /// whose grants changed is marked for the automatic sync (`sync::auto`), in the same
 /// transaction; the batch holds its `firms` row already.
-pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys) -> Result<()> {
+// Long because it is one statement: every step feeds the next, and splitting it would pass
+// whole key sets back and forth.
+pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: RefreshKeys) -> Result<()> {
     if keys.pairs.is_empty() && keys.employees.is_empty() {
         return Ok(());
     }
-    let (pair_firms, pair_emps, pair_clients): (Vec<&str>, Vec<Uuid>, Vec<&str>) = keys
-        .pairs
-        .iter()
-        .map(|(f, e, c)| (f.as_str(), *e, c.as_str()))
-        .fold(Default::default(), |(mut a, mut b, mut c), (f, e, cl)| {
-            a.push(f);
-            b.push(e);
-            c.push(cl);
-            (a, b, c)
-        });
-    let (emp_firms, emp_ids): (Vec<&str>, Vec<Uuid>) =
-        keys.employees.iter().map(|(f, e)| (f.as_str(), *e)).unzip();
-    // Built from constants only; every value is bound.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        // Every lookup here is driven by the changed keys through a primary-key index: scalar
-        // subqueries and OFFSET 0 fences keep the planner from hashing whole tables, so a
-        // batch costs the same however large the tables grow.
+    let (mut pair_firms, mut pair_emps, mut pair_clients) = (Vec::new(), Vec::new(), Vec::new());
+    for (firm, employee, client) in keys.pairs {
+        pair_firms.push(firm);
+        pair_emps.push(employee);
+        pair_clients.push(client);
+    }
+    let (emp_firms, emp_ids): (Vec<String>, Vec<Uuid>) = keys.employees.into_iter().unzip();
+    // Every lookup here is driven by the changed keys through a primary-key index: scalar
+    // subqueries and OFFSET 0 fences keep the planner from hashing whole tables, so a batch
+    // costs the same however large the tables grow. The last UPDATE marks the firms for the
+    // automatic sync: the first change since the last plan, the last one, and a count that
+    // lets a plan tell whether it saw them all (as `rebuild` does).
+    sqlx::query!(
         r#"WITH k AS (
                SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])
                    AS p(firm, employee_id, client_org_number)
@@ -98,32 +96,28 @@ pub(super) async fn refresh_desired(conn: &mut PgConnection, keys: &RefreshKeys)
                ON CONFLICT DO NOTHING
                RETURNING firm
            )
-           {MARK} (SELECT firm FROM gone UNION SELECT firm FROM added)"#
-    )))
+           UPDATE firms
+               SET desired_changed_first = coalesce(desired_changed_first, now()),
+                   desired_changed_last = now(), desired_changes = desired_changes + 1
+               WHERE org_number IN (SELECT firm FROM gone UNION SELECT firm FROM added)"#,
+        &pair_firms,
+        &pair_emps,
+        &pair_clients,
+        &emp_firms,
+        &emp_ids,
+    )
     // Unprepared, so it is planned for each batch's actual keys: tables grow by orders of
     // magnitude during an initial load, and a plan cached while they were small would stay.
     .persistent(false)
-    .bind(pair_firms)
-    .bind(pair_emps)
-    .bind(pair_clients)
-    .bind(emp_firms)
-    .bind(emp_ids)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Marks the firms a subquery names as changed, for the automatic sync: the first change since
-/// the last plan, the last one, and a count that lets a plan tell whether it saw them all.
-const MARK: &str = r#"UPDATE firms
-    SET desired_changed_first = coalesce(desired_changed_first, now()),
-        desired_changed_last = now(), desired_changes = desired_changes + 1
-    WHERE org_number IN"#;
-
 /// Makes `desired_grants` equal to what the facts imply, keeping `since` on unchanged rows.
+/// Firms whose grants change are marked for the automatic sync as in [`refresh_desired`].
 async fn rebuild(conn: &mut PgConnection) -> Result<(u64, u64)> {
-    // Built from constants only.
-    let removed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    let removed = sqlx::query_scalar!(
         r#"WITH gone AS (
                DELETE FROM desired_grants d
                WHERE NOT EXISTS (SELECT 1 FROM desired_grants_expected x
@@ -132,23 +126,29 @@ async fn rebuild(conn: &mut PgConnection) -> Result<(u64, u64)> {
                                    AND x.package = d.package)
                RETURNING firm
            ), marked AS (
-               {MARK} (SELECT firm FROM gone)
+               UPDATE firms
+               SET desired_changed_first = coalesce(desired_changed_first, now()),
+                   desired_changed_last = now(), desired_changes = desired_changes + 1
+               WHERE org_number IN (SELECT firm FROM gone)
            )
-           SELECT count(*) FROM gone"#
-    )))
+           SELECT count(*) AS "removed!" FROM gone"#
+    )
     .fetch_one(&mut *conn)
     .await?;
-    let added: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    let added = sqlx::query_scalar!(
         r#"WITH added AS (
                INSERT INTO desired_grants (firm, employee_id, client_org_number, package)
                SELECT firm, employee_id, client_org_number, package FROM desired_grants_expected
                ON CONFLICT DO NOTHING
                RETURNING firm
            ), marked AS (
-               {MARK} (SELECT firm FROM added)
+               UPDATE firms
+               SET desired_changed_first = coalesce(desired_changed_first, now()),
+                   desired_changed_last = now(), desired_changes = desired_changes + 1
+               WHERE org_number IN (SELECT firm FROM added)
            )
-           SELECT count(*) FROM added"#
-    )))
+           SELECT count(*) AS "added!" FROM added"#
+    )
     .fetch_one(&mut *conn)
     .await?;
     Ok((added.unsigned_abs(), removed.unsigned_abs()))
@@ -176,13 +176,15 @@ pub async fn align_role_mapping(
     force: bool,
 ) -> Result<Realigned> {
     let mut tx = pool.begin().await?;
-    sqlx::query("LOCK TABLE role_mapping IN ACCESS EXCLUSIVE MODE")
+    sqlx::query!("LOCK TABLE role_mapping IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    let mut stored: Vec<(String, String)> =
-        sqlx::query_as("SELECT role, package FROM role_mapping")
-            .fetch_all(&mut *tx)
-            .await?;
+    let mut stored: Vec<(String, String)> = sqlx::query!("SELECT role, package FROM role_mapping")
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.role, r.package))
+        .collect();
     // Compared in Rust: the database's collation may order roles differently.
     stored.sort();
     let wanted: Vec<(String, String)> = mapping
@@ -194,15 +196,15 @@ pub async fn align_role_mapping(
         return Ok(Realigned::Unchanged);
     }
     if changed {
-        sqlx::query("DELETE FROM role_mapping")
+        sqlx::query!("DELETE FROM role_mapping")
             .execute(&mut *tx)
             .await?;
         let (roles, packages): (Vec<String>, Vec<String>) = wanted.into_iter().unzip();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO role_mapping (role, package) SELECT * FROM unnest($1::text[], $2::text[])",
+            &roles,
+            &packages,
         )
-        .bind(roles)
-        .bind(packages)
         .execute(&mut *tx)
         .await?;
     }
@@ -219,7 +221,7 @@ pub async fn align_role_mapping(
     Ok(Realigned::Rebuilt { added, removed })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DesiredGrant {
     pub employee_id: Uuid,
     pub client_org_number: String,
@@ -250,12 +252,13 @@ impl std::fmt::Display for DesiredGrants {
 
 /// The firm's desired grants, sorted by employee id, client and package.
 pub async fn desired_grants(pool: &PgPool, firm: &str) -> Result<Vec<DesiredGrant>> {
-    let rows = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        DesiredGrant,
         r#"SELECT employee_id, client_org_number, package FROM desired_grants
            WHERE firm = $1
            ORDER BY employee_id, client_org_number, package"#,
+        firm
     )
-    .bind(firm)
     .fetch_all(pool)
     .await?;
     Ok(rows)

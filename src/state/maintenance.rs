@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::Result;
 
@@ -52,52 +52,57 @@ impl std::fmt::Display for PruneOutcome {
 /// keep the retention longer than any redelivery or replay you expect.
 pub async fn prune(pool: &PgPool, retention: &Retention) -> Result<PruneOutcome> {
     let secs = retention.days.as_secs_f64();
-    let delete = |sql: &'static str, secs: f64| async move {
-        Ok::<_, super::Error>(
-            sqlx::query(sql)
-                .bind(secs)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        )
-    };
     Ok(PruneOutcome {
-        processed_events: delete(
+        processed_events: sqlx::query!(
             "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
-            secs,
+            secs
         )
-        .await?,
-        tombstones: delete(
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        tombstones: sqlx::query!(
             "DELETE FROM assignments WHERE NOT active AND updated_at < now() - make_interval(secs => $1)",
-            secs,
+            secs
         )
-        .await?,
-        outbox_rows: delete(
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        outbox_rows: sqlx::query!(
             r#"DELETE FROM outbox WHERE status IN ('delivered', 'superseded')
                  AND finished_at < now() - make_interval(secs => $1)"#,
-            secs,
+            secs
         )
-        .await?,
-        commands: delete(
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        commands: sqlx::query!(
             "DELETE FROM commands WHERE handled_at < now() - make_interval(secs => $1)",
-            secs,
+            secs
         )
-        .await?,
-        dead_letters: delete(
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        dead_letters: sqlx::query!(
             "DELETE FROM dead_letters WHERE received_at < now() - make_interval(secs => $1)",
-            secs,
+            secs
         )
-        .await?,
-        sequence_regressions: delete(
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        sequence_regressions: sqlx::query!(
             "DELETE FROM sequence_regressions WHERE detected_at < now() - make_interval(secs => $1)",
-            secs,
+            secs
         )
-        .await?,
-        audit_rows: delete(
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        audit_rows: sqlx::query!(
             "DELETE FROM audit WHERE at < now() - make_interval(secs => $1)",
-            retention.audit.as_secs_f64(),
+            retention.audit.as_secs_f64()
         )
-        .await?,
+        .execute(pool)
+        .await?
+        .rows_affected(),
     })
 }
 
@@ -129,42 +134,59 @@ impl std::fmt::Display for Resequenced {
 /// `None` for an unknown firm.
 pub async fn resequence(pool: &PgPool, firm: &str, force: bool) -> Result<Option<Resequenced>> {
     let mut tx = pool.begin().await?;
-    let row: Option<(i64, bool)> = sqlx::query_as(
-        "SELECT high_water_sequence, held_since IS NOT NULL FROM firms WHERE org_number = $1 FOR UPDATE",
+    let row = sqlx::query!(
+        r#"SELECT high_water_sequence, held_since IS NOT NULL AS "held!"
+           FROM firms WHERE org_number = $1 FOR UPDATE"#,
+        firm
     )
-    .bind(firm)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((old, held)) = row else {
+    let Some(row) = row else {
         return Ok(None);
     };
+    let (old, held) = (row.high_water_sequence, row.held);
     if !held && !force {
         return Ok(Some(Resequenced::NotHeld));
     }
-    for table in [
-        "employee_identities",
-        "employee_roles",
-        "assignments",
-        "clients",
-        "project_accountants",
-    ] {
-        // `table` comes from the constant list above.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {table} SET sequence = -1 WHERE firm = $1"
-        )))
-        .bind(firm)
-        .execute(&mut *tx)
-        .await?;
-    }
-    sqlx::query(
+    forget_sequences(&mut tx, firm).await?;
+    sqlx::query!(
         "UPDATE firms SET high_water_sequence = -1, held_since = NULL, updated_at = now() \
          WHERE org_number = $1",
+        firm
     )
-    .bind(firm)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Some(Resequenced::Done {
         old_high_water: old,
     }))
+}
+
+/// Lets the next event for each of the firm's facts win, whatever its sequence.
+async fn forget_sequences(conn: &mut PgConnection, firm: &str) -> Result<()> {
+    sqlx::query!(
+        "UPDATE employee_identities SET sequence = -1 WHERE firm = $1",
+        firm
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE employee_roles SET sequence = -1 WHERE firm = $1",
+        firm
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!("UPDATE assignments SET sequence = -1 WHERE firm = $1", firm)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("UPDATE clients SET sequence = -1 WHERE firm = $1", firm)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!(
+        "UPDATE project_accountants SET sequence = -1 WHERE firm = $1",
+        firm
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
