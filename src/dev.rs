@@ -280,15 +280,16 @@ async fn reconcile_known_firms(pool: &sqlx::PgPool) -> Result<Known, state::Erro
             Uuid::parse_str(event["event_id"].as_str()?).ok()
         })
         .collect();
-    let (firms, demo_events_seen): (i64, i64) = sqlx::query_as(
-        r#"SELECT (SELECT count(*) FROM firms),
+    let seen = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM firms) AS "firms!",
                   (SELECT count(*) FROM processed_events
-                   WHERE firm = $1 AND event_id = ANY($2))"#,
+                   WHERE firm = $1 AND event_id = ANY($2)) AS "demo_events_seen!""#,
+        DEMO_FIRM,
+        &demo_ids
     )
-    .bind(DEMO_FIRM)
-    .bind(&demo_ids)
     .fetch_one(pool)
     .await?;
+    let (firms, demo_events_seen) = (seen.firms, seen.demo_events_seen);
     if firms > 0 {
         let reconcile = Command {
             id: Uuid::new_v4(),

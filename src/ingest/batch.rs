@@ -265,8 +265,7 @@ async fn commit_range(
         state::record_dead_letter(&mut tx, &row).await?;
     }
     // Delivered on commit: lets tests and operators' tools wait for ingest without polling.
-    sqlx::query("SELECT pg_notify('altinn_sync_ingested', $1)")
-        .bind(queue)
+    sqlx::query!(r#"SELECT pg_notify('altinn_sync_ingested', $1)"#, queue)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

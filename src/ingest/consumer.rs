@@ -284,7 +284,10 @@ impl QueueWorker<'_> {
     async fn wait_for_database(&self, shutdown: &CancellationToken) -> Result<Handled, Error> {
         let mut waits = self.settings.retry_policy().waits();
         loop {
-            match sqlx::query("SELECT 1").execute(&self.pool).await {
+            match sqlx::query_scalar!(r#"SELECT 1 AS "one!""#)
+                .fetch_one(&self.pool)
+                .await
+            {
                 Ok(_) => return Ok(Handled::Requeued),
                 Err(e) => tracing::debug!(error = %e, "PostgreSQL still unavailable"),
             }
