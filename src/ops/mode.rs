@@ -50,7 +50,8 @@ impl Mode {
     /// settings.
     pub async fn observed(mut self, pool: &PgPool) -> Result<Self> {
         let seen = sqlx::query!(
-            r#"SELECT bool_or(flush_on) AS "flush_on?", bool_or(revokes_enabled) AS "revokes_enabled?"
+            r#"SELECT bool_or(flush_on) AS "flush_on?",
+                      bool_or(revokes_enabled) AS "revokes_enabled?"
                FROM worker_modes
                WHERE seen_at > now() - make_interval(secs => $1)"#,
             MODE_FRESH_SECS

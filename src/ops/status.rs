@@ -89,26 +89,25 @@ async fn summary(
 ) -> Result<Option<SyncSummary>> {
     let row = sqlx::query_as!(
         SummaryRow,
-        r#"
-    SELECT c.command_id, c.command_type, c.requested_by, c.received_at, c.handled_at,
-           count(o.id) AS "planned!",
-           count(o.id) FILTER (WHERE o.status = 'delivered') AS "delivered!",
-           count(o.id) FILTER (WHERE o.status = 'parked') AS "parked!",
-           count(o.id) FILTER (WHERE o.status IN ('pending', 'staged')) AS "pending!",
-           count(o.id) FILTER (WHERE o.status IN ('delivered', 'parked')
-                               AND o.finished_at > now() - interval '1 minute')
-             AS "recently_finished!",
-           least(60, extract(epoch FROM now() - coalesce(c.handled_at, now())))::float8
-             AS "window_secs!"
-    FROM commands c
-    LEFT JOIN outbox o ON o.cause = c.command_id AND o.firm = $1
-    WHERE c.command_id = (
-        SELECT command_id FROM commands
-        WHERE (firm = $1 OR (firm IS NULL AND command_type = 'NightlyReconcile'))
-          AND ($2::uuid IS NULL OR command_id = $2)
-          AND ($3::text IS NULL OR command_type = $3)
-        ORDER BY received_at DESC LIMIT 1)
-    GROUP BY c.command_id"#,
+        r#"SELECT c.command_id, c.command_type, c.requested_by, c.received_at, c.handled_at,
+                  count(o.id) AS "planned!",
+                  count(o.id) FILTER (WHERE o.status = 'delivered') AS "delivered!",
+                  count(o.id) FILTER (WHERE o.status = 'parked') AS "parked!",
+                  count(o.id) FILTER (WHERE o.status IN ('pending', 'staged')) AS "pending!",
+                  count(o.id) FILTER (WHERE o.status IN ('delivered', 'parked')
+                                      AND o.finished_at > now() - interval '1 minute')
+                    AS "recently_finished!",
+                  least(60, extract(epoch FROM now() - coalesce(c.handled_at, now())))::float8
+                    AS "window_secs!"
+           FROM commands c
+           LEFT JOIN outbox o ON o.cause = c.command_id AND o.firm = $1
+           WHERE c.command_id = (
+               SELECT command_id FROM commands
+               WHERE (firm = $1 OR (firm IS NULL AND command_type = 'NightlyReconcile'))
+                 AND ($2::uuid IS NULL OR command_id = $2)
+                 AND ($3::text IS NULL OR command_type = $3)
+               ORDER BY received_at DESC LIMIT 1)
+           GROUP BY c.command_id"#,
         firm,
         id,
         kind
