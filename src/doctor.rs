@@ -80,7 +80,7 @@ pub async fn run(args: &DoctorArgs) -> Result<Vec<Check>, Error> {
         Some(firm) => vec![firm.clone()],
         None => {
             let pool = state::connect(&args.db).await?;
-            let firms = sqlx::query_scalar("SELECT org_number FROM firms ORDER BY org_number")
+            let firms = sqlx::query_scalar!("SELECT org_number FROM firms ORDER BY org_number")
                 .fetch_all(&pool)
                 .await
                 .map_err(state::Error::from)?;

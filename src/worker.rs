@@ -164,31 +164,62 @@ async fn work(
         return Ok(());
     };
     health.set_pool(pool.clone());
-    state::migrate(&pool).await?;
-    if let Err(e) = mode.record(&pool, worker).await {
+    prepare_database(&pool, settings, mode, worker).await?;
+    // Checked before consuming anything, so half-set or unreadable settings stop the start.
+    let dispatcher = dispatcher(settings, &pool)?;
+    tracing::info!(role_mapping = %settings.housekeeping.role_mapping, "worker starting");
+    let result = ingest_and_flush(settings, &health, &pool, dispatcher.as_ref(), &shutdown).await;
+    if let Some(dispatcher) = &dispatcher {
+        release_leases(dispatcher).await;
+    }
+    report(&health.ingest, "worker stopped");
+    let _ = ops::Mode::forget(&pool, worker).await;
+    pool.close().await;
+    result
+}
+
+/// Migrates, records the worker's mode for the CLI and rebuilds the desired grants if the
+/// role mapping changed.
+async fn prepare_database(
+    pool: &PgPool,
+    settings: &WorkerSettings,
+    mode: &ops::Mode,
+    worker: &str,
+) -> Result<(), Error> {
+    state::migrate(pool).await?;
+    if let Err(e) = mode.record(pool, worker).await {
         tracing::warn!(error = %e, "could not record the worker's mode for the CLI");
     }
-    state::align_role_mapping(&pool, &settings.housekeeping.role_mapping, false).await?;
-    // Checked before consuming anything, so half-set or unreadable settings stop the start.
-    let dispatcher = match settings.altinn.validate()? {
-        Some(config) => {
-            tracing::info!(altinn = %config.altinn_base_url, "flushing to Altinn on SyncNow");
-            Some(Dispatcher::new(
-                pool.clone(),
-                AltinnClient::new(config)?,
-                settings.flush.clone(),
-            ))
-        }
-        None => {
-            tracing::info!(
-                "Altinn settings are not configured: ingesting events into the desired state \
-                 only; nothing is sent to Altinn"
-            );
-            None
-        }
-    };
-    tracing::info!(role_mapping = %settings.housekeeping.role_mapping, "worker starting");
+    state::align_role_mapping(pool, &settings.housekeeping.role_mapping, false).await?;
+    Ok(())
+}
 
+/// The flush's dispatcher when the Altinn settings are configured; none when they are not.
+fn dispatcher(settings: &WorkerSettings, pool: &PgPool) -> Result<Option<Dispatcher>, Error> {
+    let Some(config) = settings.altinn.validate()? else {
+        tracing::info!(
+            "Altinn settings are not configured: ingesting events into the desired state \
+             only; nothing is sent to Altinn"
+        );
+        return Ok(None);
+    };
+    tracing::info!(altinn = %config.altinn_base_url, "flushing to Altinn on SyncNow");
+    Ok(Some(Dispatcher::new(
+        pool.clone(),
+        AltinnClient::new(config)?,
+        settings.flush.clone(),
+    )))
+}
+
+/// Ingests and flushes, with housekeeping alongside, until both halves stop or the shutdown
+/// grace runs out.
+async fn ingest_and_flush(
+    settings: &WorkerSettings,
+    health: &Health,
+    pool: &PgPool,
+    dispatcher: Option<&Dispatcher>,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
     let metrics = &health.ingest;
     // Either half failing stops the other, and the process with an error: a worker that only
     // ingests, or only flushes, would look alive while doing half its job.
@@ -203,45 +234,42 @@ async fn work(
         .await
         .map_err(Error::Ingest);
         health.stopped(admin::Half::Ingest);
-        stop_on_error(&result, "ingest", &shutdown);
+        stop_on_error(&result, "ingest", shutdown);
         result
     };
     let flush = async {
-        let Some(dispatcher) = &dispatcher else {
+        let Some(dispatcher) = dispatcher else {
             return Ok(());
         };
         let result = sync::run(pool.clone(), dispatcher, shutdown.clone())
             .await
             .map_err(Error::Flush);
         health.stopped(admin::Half::Flush);
-        stop_on_error(&result, "the flush to Altinn", &shutdown);
+        stop_on_error(&result, "the flush to Altinn", shutdown);
         result
     };
     let grace = Duration::from_secs(settings.housekeeping.shutdown_grace_secs);
-    let result = tokio::select! {
+    tokio::select! {
         (ingested, flushed) = async { tokio::join!(ingest, flush) } => ingested.and(flushed),
-        () = grace_runs_out(&shutdown, grace) => {
+        () = grace_runs_out(shutdown, grace) => {
             tracing::error!(grace_secs = grace.as_secs(),
                 "still busy when the shutdown grace period ran out; abandoning the work in \
                  hand: unacked messages are redelivered, unfinished deliveries retried");
             Ok(())
         }
-        () = housekeeping(&pool, &settings.housekeeping, metrics) => unreachable!("housekeeping never returns"),
-    };
-    // The next holder need not wait for the leases to run out.
-    if let Some(dispatcher) = &dispatcher {
-        match dispatcher.release_leases().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "released the leases of unfinished deliveries"),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not release leases; they run out by themselves")
-            }
+        () = housekeeping(pool, &settings.housekeeping, metrics) => unreachable!("housekeeping never returns"),
+    }
+}
+
+/// The next holder need not wait for the leases to run out.
+async fn release_leases(dispatcher: &Dispatcher) {
+    match dispatcher.release_leases().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "released the leases of unfinished deliveries"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not release leases; they run out by themselves")
         }
     }
-    report(metrics, "worker stopped");
-    let _ = ops::Mode::forget(&pool, worker).await;
-    pool.close().await;
-    result
 }
 
 fn stop_on_error<T>(result: &Result<T, Error>, half: &str, shutdown: &CancellationToken) {
@@ -281,7 +309,8 @@ async fn connect_with_retry(
     }
 }
 
-/// Progress reports and pruning. Never returns; it is dropped when ingest stops.
+/// Progress reports and pruning. Never returns; it is dropped once ingest and the flush have
+/// both stopped, or when the shutdown grace runs out.
 async fn housekeeping(pool: &PgPool, settings: &Housekeeping, metrics: &Metrics) {
     let mut progress = interval(Duration::from_secs(settings.progress_interval_secs.max(1)));
     progress.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -92,7 +92,7 @@ impl Health {
             return false;
         };
         let probe = async move {
-            sqlx::query_scalar::<_, i32>("SELECT 1")
+            sqlx::query_scalar!(r#"SELECT 1 AS "one!""#)
                 .fetch_one(&pool)
                 .await
         };

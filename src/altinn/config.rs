@@ -68,21 +68,7 @@ impl AltinnSettings {
     /// `Ok(None)` when no Altinn setting is given; an error naming the missing ones when only
     /// some are.
     pub fn validate(&self) -> Result<Option<ValidatedAltinnConfig>> {
-        let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
-        let fields = [
-            ("ALTINN_BASE_URL", present(&self.altinn_base_url)),
-            ("MASKINPORTEN_URL", present(&self.maskinporten_url)),
-            (
-                "MASKINPORTEN_CLIENT_ID",
-                present(&self.maskinporten_client_id),
-            ),
-            ("MASKINPORTEN_KID", present(&self.maskinporten_kid)),
-            (
-                "MASKINPORTEN_KEY_FILE",
-                self.maskinporten_key_file.is_some(),
-            ),
-            ("MASKINPORTEN_SCOPES", present(&self.maskinporten_scopes)),
-        ];
+        let fields = self.presence();
         let missing: Vec<&str> = fields.iter().filter(|(_, p)| !p).map(|(n, _)| *n).collect();
         if missing.len() == fields.len() {
             return Ok(None);
@@ -94,26 +80,8 @@ impl AltinnSettings {
             )));
         }
         let maskinporten_url = self.maskinporten_url.clone().unwrap_or_default();
-        // The token endpoint is the issuer followed by `token`, so the slash matters.
-        if !maskinporten_url.ends_with('/') {
-            return Err(Error::Config(format!(
-                "MASKINPORTEN_URL must end with '/' (it is the issuer), got {maskinporten_url}"
-            )));
-        }
-        // Without one of these every firm gets a 403, which looks like every firm's pause.
-        let scopes = self.maskinporten_scopes.as_deref().unwrap_or_default();
-        let lacking: Vec<&str> = REQUIRED_SCOPES
-            .iter()
-            .copied()
-            .filter(|needed| !scopes.split_whitespace().any(|s| s == *needed))
-            .collect();
-        if !lacking.is_empty() {
-            return Err(Error::Config(format!(
-                "MASKINPORTEN_SCOPES lacks {}: the worker needs all of {}",
-                lacking.join(" and "),
-                REQUIRED_SCOPES.join(", ")
-            )));
-        }
+        check_issuer(&maskinporten_url)?;
+        check_scopes(self.maskinporten_scopes.as_deref().unwrap_or_default())?;
         if self.altinn_request_timeout_ms == 0 {
             return Err(Error::Config(
                 "ALTINN_REQUEST_TIMEOUT_MS must be above 0".into(),
@@ -137,6 +105,54 @@ impl AltinnSettings {
                 .clone()
                 .filter(|r| !r.trim().is_empty()),
         }))
+    }
+
+    /// Each setting `validate` requires, by its variable's name, and whether it is given.
+    fn presence(&self) -> [(&'static str, bool); 6] {
+        let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        [
+            ("ALTINN_BASE_URL", present(&self.altinn_base_url)),
+            ("MASKINPORTEN_URL", present(&self.maskinporten_url)),
+            (
+                "MASKINPORTEN_CLIENT_ID",
+                present(&self.maskinporten_client_id),
+            ),
+            ("MASKINPORTEN_KID", present(&self.maskinporten_kid)),
+            (
+                "MASKINPORTEN_KEY_FILE",
+                self.maskinporten_key_file.is_some(),
+            ),
+            ("MASKINPORTEN_SCOPES", present(&self.maskinporten_scopes)),
+        ]
+    }
+}
+
+/// The token endpoint is the issuer followed by `token`, so the slash matters.
+fn check_issuer(maskinporten_url: &str) -> Result<()> {
+    if maskinporten_url.ends_with('/') {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "MASKINPORTEN_URL must end with '/' (it is the issuer), got {maskinporten_url}"
+        )))
+    }
+}
+
+/// Without one of these every firm gets a 403, which looks like every firm's pause.
+fn check_scopes(scopes: &str) -> Result<()> {
+    let lacking: Vec<&str> = REQUIRED_SCOPES
+        .iter()
+        .copied()
+        .filter(|needed| !scopes.split_whitespace().any(|s| s == *needed))
+        .collect();
+    if lacking.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "MASKINPORTEN_SCOPES lacks {}: the worker needs all of {}",
+            lacking.join(" and "),
+            REQUIRED_SCOPES.join(", ")
+        )))
     }
 }
 

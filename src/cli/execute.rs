@@ -180,17 +180,7 @@ async fn maintain(command: Command) -> anyhow::Result<()> {
             let rows = state::list_dead_letters(&pool, firm.as_deref(), limit).await?;
             output(json, &state::DeadLetters(rows))?;
         }
-        Command::Resequence { db, firm, force } => {
-            let pool = connect_migrated(&db).await?;
-            match state::resequence(&pool, &firm, force).await? {
-                Some(done @ state::Resequenced::Done { .. }) => println!("firm {firm}: {done}"),
-                Some(state::Resequenced::NotHeld) => anyhow::bail!(
-                    "firm {firm} is not on hold after a sequence regression; \
-                     add --force to reset its sequences anyway"
-                ),
-                None => anyhow::bail!("firm {firm} is not known"),
-            }
-        }
+        Command::Resequence { db, firm, force } => resequence(&db, &firm, force).await?,
         Command::Prune {
             db,
             retention_days,
@@ -206,6 +196,20 @@ async fn maintain(command: Command) -> anyhow::Result<()> {
         }
 
         other => anyhow::bail!("not a maintenance command: {other:?}"),
+    }
+    Ok(())
+}
+
+/// `resequence`: lifts a firm's hold after a sequence regression.
+async fn resequence(db: &state::DbSettings, firm: &str, force: bool) -> anyhow::Result<()> {
+    let pool = connect_migrated(db).await?;
+    match state::resequence(&pool, firm, force).await? {
+        Some(done @ state::Resequenced::Done { .. }) => println!("firm {firm}: {done}"),
+        Some(state::Resequenced::NotHeld) => anyhow::bail!(
+            "firm {firm} is not on hold after a sequence regression; \
+             add --force to reset its sequences anyway"
+        ),
+        None => anyhow::bail!("firm {firm} is not known"),
     }
     Ok(())
 }

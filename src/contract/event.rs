@@ -141,13 +141,26 @@ struct RawProjectAccountantChanged {
 /// dead-letter reason.
 pub fn decode_event(routing_key: &str, body: &[u8], rules: &Rules) -> Result<Event, ContractError> {
     let raw: RawEnvelope = parse_json(body, rules)?;
+    check_envelope(&raw, routing_key)?;
+    let body = decode_body(&raw.event_type, raw.data, rules)?;
+    Ok(Event {
+        id: strict_uuid("event_id", &raw.event_id)?,
+        firm: OrgNumber::parse("firm.org_number", &raw.firm.org_number)?,
+        sequence: raw.sequence,
+        occurred_at: timestamp("occurred_at", &raw.occurred_at)?,
+        body,
+    })
+}
+
+/// A known type, sent with its own routing key, and a sequence that can be compared.
+fn check_envelope(raw: &RawEnvelope, routing_key: &str) -> Result<(), ContractError> {
     if !EVENT_TYPES.contains(&raw.event_type.as_str()) {
         return Err(ContractError::UnknownType(redact_type(&raw.event_type)));
     }
     if raw.event_type != routing_key {
         return Err(ContractError::RoutingKeyMismatch {
             routing_key: redact_type(routing_key),
-            declared: raw.event_type,
+            declared: raw.event_type.clone(),
         });
     }
     if raw.sequence < 0 {
@@ -156,23 +169,32 @@ pub fn decode_event(routing_key: &str, body: &[u8], rules: &Rules) -> Result<Eve
             reason: "must not be negative",
         });
     }
-    let body = match raw.event_type.as_str() {
+    Ok(())
+}
+
+/// The `data` of an event whose type [`check_envelope`] has accepted.
+fn decode_body(
+    event_type: &str,
+    payload: serde_json::Value,
+    rules: &Rules,
+) -> Result<EventBody, ContractError> {
+    Ok(match event_type {
         "ClientAssigned" => {
-            let d: RawClientAssigned = data(raw.data)?;
+            let d: RawClientAssigned = data(payload)?;
             EventBody::ClientAssigned {
                 employee: d.employee.validate(rules)?,
                 client: d.client.validate()?,
             }
         }
         "ClientRemoved" => {
-            let d: RawClientRemoved = data(raw.data)?;
+            let d: RawClientRemoved = data(payload)?;
             EventBody::ClientRemoved {
                 employee_id: strict_uuid("employee_id", &d.employee_id)?,
                 client_org_number: OrgNumber::parse("client_org_number", &d.client_org_number)?,
             }
         }
         "RoleChanged" => {
-            let d: RawRoleChanged = data(raw.data)?;
+            let d: RawRoleChanged = data(payload)?;
             let roles = d
                 .roles
                 .iter()
@@ -184,7 +206,7 @@ pub fn decode_event(routing_key: &str, body: &[u8], rules: &Rules) -> Result<Eve
             }
         }
         _ => {
-            let d: RawProjectAccountantChanged = data(raw.data)?;
+            let d: RawProjectAccountantChanged = data(payload)?;
             EventBody::ProjectAccountantChanged {
                 client: d.client.validate()?,
                 previous_employee_id: d
@@ -194,13 +216,6 @@ pub fn decode_event(routing_key: &str, body: &[u8], rules: &Rules) -> Result<Eve
                 employee: d.employee.map(|e| e.validate(rules)).transpose()?,
             }
         }
-    };
-    Ok(Event {
-        id: strict_uuid("event_id", &raw.event_id)?,
-        firm: OrgNumber::parse("firm.org_number", &raw.firm.org_number)?,
-        sequence: raw.sequence,
-        occurred_at: timestamp("occurred_at", &raw.occurred_at)?,
-        body,
     })
 }
 

@@ -1,7 +1,7 @@
 //! The AdminFlow contract: what may arrive on our queues, decoded and checked.
 //!
 //! The JSON Schemas in `schemas/` describe the same shapes for other teams; the corpus test in
-//! `tests/contract.rs` shows the two agree. Rules a schema cannot express (check digits, body
+//! `tests/contract/main.rs` shows the two agree. Rules a schema cannot express (check digits, body
 //! size, routing key, real calendar dates) are enforced here only.
 
 mod command;

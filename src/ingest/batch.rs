@@ -201,76 +201,23 @@ async fn commit_range(
     if pending.is_empty() {
         return Ok(Tally::default());
     }
-    let mut poisons: Vec<(usize, Poison)> = Vec::new();
-    let mut events = Vec::new();
-    let mut event_index = Vec::new();
-    let mut commands = Vec::new();
-    // The `traceparent` each command arrived with, so its handling continues the sender's trace.
-    let mut traceparents = Vec::new();
-    for &i in &pending {
-        match (&items[i].decoded, &refused) {
-            (_, Some(p)) => poisons.push((i, p.clone())),
-            (Err(p), None) => poisons.push((i, p.clone())),
-            (Ok(Message::Event(e)), None) => {
-                events.push(e);
-                event_index.push(i);
-            }
-            (Ok(Message::Command(c)), None) => {
-                commands.push(c);
-                traceparents.push(telemetry::amqp_traceparent(
-                    items[i].delivery.properties.headers().as_ref(),
-                ));
-            }
-        }
-    }
-
+    let mut sorted = Sorted::new(items, &pending, refused.as_ref());
     let mut tx = pool.begin().await?;
-    let outcome = state::apply_events(&mut tx, &events, opts).await?;
-    for &r in &outcome.regressed {
-        poisons.push((
-            event_index[r],
-            Poison {
-                code: "sequence-regression",
-                reason: "the sequence is far below the firm's high-water mark; AdminFlow may \
-                         have been restored from a backup. The firm's events are held until \
-                         an operator runs `altinn-sync resequence`"
-                    .to_owned(),
-            },
-        ));
-    }
-    for &h in &outcome.held {
-        poisons.push((
-            event_index[h],
-            Poison {
-                code: "sequence-regression",
-                reason: "the firm is on hold after a sequence regression; replay this message \
-                         after `altinn-sync resequence`"
-                    .to_owned(),
-            },
-        ));
-    }
-    let new_commands = state::record_traced_commands(&mut tx, &commands, &traceparents).await?;
-    for (i, p) in &poisons {
-        let item = &items[*i];
-        let row = DeadLetterRow {
-            queue,
-            routing_key: item.delivery.routing_key.as_str(),
-            message_id: item.message_id(),
-            firm: item.decoded.as_ref().ok().and_then(Message::firm),
-            reason_code: p.code,
-            reason: &p.reason,
-            body_bytes: item.delivery.data.len(),
-            redelivered: item.delivery.redelivered,
-        };
-        state::record_dead_letter(&mut tx, &row).await?;
+    let outcome = state::apply_events(&mut tx, &sorted.events, opts).await?;
+    sorted.poison_held_events(&outcome);
+    let new_commands =
+        state::record_traced_commands(&mut tx, &sorted.commands, &sorted.traceparents).await?;
+    for (i, p) in &sorted.poisons {
+        state::record_dead_letter(&mut tx, &dead_letter_row(queue, &items[*i], p)).await?;
     }
     // Delivered on commit: lets tests and operators' tools wait for ingest without polling.
-    sqlx::query("SELECT pg_notify('altinn_sync_ingested', $1)")
-        .bind(queue)
+    sqlx::query!(r#"SELECT pg_notify('altinn_sync_ingested', $1)"#, queue)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
 
+    let commands = sorted.commands.len() as u64;
+    let poisons = sorted.poisons;
     for &i in &pending {
         items[i].status = Status::Committed;
     }
@@ -284,9 +231,90 @@ async fn commit_range(
     }
     Ok(Tally {
         applied: outcome.applied as u64 + new_commands,
-        duplicates: outcome.duplicates as u64 + (commands.len() as u64 - new_commands),
+        duplicates: outcome.duplicates as u64 + (commands - new_commands),
         dead_lettered,
     })
+}
+
+/// A range's pending items, sorted by what the transaction does with them.
+struct Sorted<'a> {
+    events: Vec<&'a Event>,
+    /// Each event's index in the range.
+    event_index: Vec<usize>,
+    commands: Vec<&'a Command>,
+    /// The `traceparent` each command arrived with, so its handling continues the sender's
+    /// trace.
+    traceparents: Vec<Option<String>>,
+    /// Items to dead-letter (by index in the range), and why.
+    poisons: Vec<(usize, Poison)>,
+}
+
+impl<'a> Sorted<'a> {
+    fn new(items: &'a [Item], pending: &[usize], refused: Option<&Poison>) -> Self {
+        let mut sorted = Self {
+            events: Vec::new(),
+            event_index: Vec::new(),
+            commands: Vec::new(),
+            traceparents: Vec::new(),
+            poisons: Vec::new(),
+        };
+        for &i in pending {
+            match (&items[i].decoded, refused) {
+                (_, Some(p)) | (Err(p), None) => sorted.poisons.push((i, p.clone())),
+                (Ok(Message::Event(e)), None) => {
+                    sorted.events.push(e);
+                    sorted.event_index.push(i);
+                }
+                (Ok(Message::Command(c)), None) => {
+                    sorted.commands.push(c);
+                    sorted.traceparents.push(telemetry::amqp_traceparent(
+                        items[i].delivery.properties.headers().as_ref(),
+                    ));
+                }
+            }
+        }
+        sorted
+    }
+
+    /// Events the database would not apply for a sequence regression become poisons.
+    fn poison_held_events(&mut self, outcome: &state::ApplyOutcome) {
+        for &r in &outcome.regressed {
+            self.poisons.push((
+                self.event_index[r],
+                Poison {
+                    code: "sequence-regression",
+                    reason: "the sequence is far below the firm's high-water mark; AdminFlow may \
+                             have been restored from a backup. The firm's events are held until \
+                             an operator runs `altinn-sync resequence`"
+                        .to_owned(),
+                },
+            ));
+        }
+        for &h in &outcome.held {
+            self.poisons.push((
+                self.event_index[h],
+                Poison {
+                    code: "sequence-regression",
+                    reason: "the firm is on hold after a sequence regression; replay this \
+                             message after `altinn-sync resequence`"
+                        .to_owned(),
+                },
+            ));
+        }
+    }
+}
+
+fn dead_letter_row<'a>(queue: &'a str, item: &'a Item, p: &'a Poison) -> DeadLetterRow<'a> {
+    DeadLetterRow {
+        queue,
+        routing_key: item.delivery.routing_key.as_str(),
+        message_id: item.message_id(),
+        firm: item.decoded.as_ref().ok().and_then(Message::firm),
+        reason_code: p.code,
+        reason: &p.reason,
+        body_bytes: item.delivery.data.len(),
+        redelivered: item.delivery.redelivered,
+    }
 }
 
 impl Tally {

@@ -12,6 +12,7 @@
 //!   channel.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -168,6 +169,27 @@ impl QueueWorker<'_> {
             .into_iter()
             .map(|d| Item::decode(self.stream, d, &rules))
             .collect();
+        let tally = match self
+            .commit_retrying(&mut items, last_tag, consumer, backlog, shutdown)
+            .await?
+        {
+            ControlFlow::Continue(tally) => tally,
+            ControlFlow::Break(handled) => return Ok(handled),
+        };
+        self.acknowledge(&items, last_tag, tally, started).await?;
+        Ok(Handled::Acked)
+    }
+
+    /// Commits the batch, retrying through conflicts and database outages; breaks with what
+    /// became of the batch when shutdown comes first or an outage outlasts the hold time.
+    async fn commit_retrying(
+        &self,
+        items: &mut Vec<Item>,
+        last_tag: u64,
+        consumer: &mut Option<Consumer>,
+        backlog: &mut VecDeque<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> Result<ControlFlow<Handled, batch::Tally>, Error> {
         let opts = ApplyOptions {
             regression_threshold: self.settings.sequence_regression_threshold,
         };
@@ -176,24 +198,15 @@ impl QueueWorker<'_> {
         let mut conflict_waits = CONFLICT_RETRY.waits();
         let mut outage_started: Option<Instant> = None;
         let tally = loop {
-            match batch::commit(
-                &self.pool,
-                &self.queue,
-                &mut items,
-                &opts,
-                self.settings.parallelism,
-            )
-            .await
+            let parallelism = self.settings.parallelism;
+            let wait = match batch::commit(&self.pool, &self.queue, items, &opts, parallelism).await
             {
                 Ok(tally) => break tally,
                 Err(state::Error::Conflict(e)) => {
                     let wait = conflict_waits.next_wait();
                     tracing::debug!(error = %e, retry_in = ?wait,
                         "transaction conflict; retrying the batch");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(Handled::Abandoned),
-                        () = tokio::time::sleep(wait) => {}
-                    }
+                    wait
                 }
                 Err(state::Error::Unavailable(e)) => {
                     let since = *outage_started.get_or_insert_with(Instant::now);
@@ -206,22 +219,37 @@ impl QueueWorker<'_> {
                     }
                     if since.elapsed() > self.settings.db_outage_hold() {
                         self.requeue_all(last_tag, backlog).await?;
-                        return self.wait_for_database(shutdown).await;
+                        return self
+                            .wait_for_database(shutdown)
+                            .await
+                            .map(ControlFlow::Break);
                     }
-                    let wait = waits.next_wait();
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(Handled::Abandoned),
-                        () = tokio::time::sleep(wait) => {}
-                    }
+                    waits.next_wait()
                 }
                 Err(e) => return Err(Error::Database(e)),
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(ControlFlow::Break(Handled::Abandoned)),
+                () = tokio::time::sleep(wait) => {}
             }
         };
         if outage_started.is_some() {
             tracing::info!(queue = %self.queue, "PostgreSQL is back; batch committed");
         }
+        Ok(ControlFlow::Continue(tally))
+    }
+
+    /// Republishes the batch's poison messages to the dead-letter queue, acks the batch and
+    /// records what it did.
+    async fn acknowledge(
+        &self,
+        items: &[Item],
+        last_tag: u64,
+        tally: batch::Tally,
+        started: Instant,
+    ) -> Result<(), Error> {
         let committed = Instant::now();
-        self.dead_letters.publish(&items).await?;
+        self.dead_letters.publish(items).await?;
         self.channel
             .basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await?;
@@ -238,7 +266,7 @@ impl QueueWorker<'_> {
         span.record("outcome", "acked");
         self.metrics
             .record(self.stream, items.len() as u64, tally, committed - started);
-        Ok(Handled::Acked)
+        Ok(())
     }
 
     /// Cancels the consumer and keeps whatever the broker had already sent.
@@ -284,7 +312,10 @@ impl QueueWorker<'_> {
     async fn wait_for_database(&self, shutdown: &CancellationToken) -> Result<Handled, Error> {
         let mut waits = self.settings.retry_policy().waits();
         loop {
-            match sqlx::query("SELECT 1").execute(&self.pool).await {
+            match sqlx::query_scalar!(r#"SELECT 1 AS "one!""#)
+                .fetch_one(&self.pool)
+                .await
+            {
                 Ok(_) => return Ok(Handled::Requeued),
                 Err(e) => tracing::debug!(error = %e, "PostgreSQL still unavailable"),
             }

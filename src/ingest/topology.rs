@@ -41,38 +41,39 @@ impl Topology {
     /// A queue or exchange that already exists with other properties closes the channel with
     /// PRECONDITION_FAILED; the broker's message names the property that differs.
     pub async fn declare(&self, ch: &Channel) -> Result<(), lapin::Error> {
+        self.declare_exchanges(ch).await?;
+        self.declare_dead_letter_queue(ch).await?;
+        self.declare_work_queues(ch).await
+    }
+
+    async fn declare_exchanges(&self, ch: &Channel) -> Result<(), lapin::Error> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        ch.exchange_declare(
-            self.events_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.commands_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.dead_letter_exchange.as_str().into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-
-        let queue = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare(self.dead_letter_queue.as_str().into(), queue, quorum())
+        for (exchange, kind) in [
+            (&self.events_exchange, ExchangeKind::Topic),
+            (&self.commands_exchange, ExchangeKind::Topic),
+            (&self.dead_letter_exchange, ExchangeKind::Fanout),
+        ] {
+            ch.exchange_declare(
+                exchange.as_str().into(),
+                kind,
+                durable,
+                FieldTable::default(),
+            )
             .await?;
+        }
+        Ok(())
+    }
+
+    async fn declare_dead_letter_queue(&self, ch: &Channel) -> Result<(), lapin::Error> {
+        ch.queue_declare(
+            self.dead_letter_queue.as_str().into(),
+            durable_queue(),
+            quorum(),
+        )
+        .await?;
         ch.queue_bind(
             self.dead_letter_queue.as_str().into(),
             self.dead_letter_exchange.as_str().into(),
@@ -80,8 +81,12 @@ impl Topology {
             QueueBindOptions::default(),
             FieldTable::default(),
         )
-        .await?;
+        .await
+    }
 
+    /// The events and commands queues, each bound to its exchange by every routing key the
+    /// contract knows.
+    async fn declare_work_queues(&self, ch: &Channel) -> Result<(), lapin::Error> {
         for (queue_name, exchange, keys) in [
             (&self.events_queue, &self.events_exchange, &EVENT_TYPES[..]),
             (
@@ -92,7 +97,7 @@ impl Topology {
         ] {
             ch.queue_declare(
                 queue_name.as_str().into(),
-                queue,
+                durable_queue(),
                 self.work_queue_arguments(),
             )
             .await?;
@@ -121,6 +126,13 @@ impl Topology {
             AMQPValue::LongString(self.dead_letter_exchange.clone().into()),
         );
         args
+    }
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
     }
 }
 

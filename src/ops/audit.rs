@@ -24,7 +24,7 @@ pub struct AuditQuery {
     pub before: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -50,20 +50,22 @@ pub struct AuditPage {
 
 pub(super) async fn page(pool: &PgPool, firm: &str, q: &AuditQuery) -> Result<AuditPage> {
     let limit = q.limit.unwrap_or(50).clamp(1, AUDIT_PAGE_MAX);
-    let mut entries: Vec<AuditEntry> = sqlx::query_as(
-        r#"SELECT id, at, employee_id, client_org_number, package, action, outcome, detail,
-                  actor, cause, altinn_trace_id
+    let mut entries = sqlx::query_as!(
+        AuditEntry,
+        r#"SELECT id, at, employee_id, client_org_number AS "client_org_number!",
+                  package AS "package!", action, outcome, detail, actor, cause AS "cause!",
+                  altinn_trace_id
            FROM audit
            WHERE firm = $1 AND ($2::uuid IS NULL OR employee_id = $2)
              AND ($3::text IS NULL OR client_org_number = $3)
              AND ($4::bigint IS NULL OR id < $4)
            ORDER BY id DESC LIMIT $5"#,
+        firm,
+        q.employee,
+        q.client.as_deref(),
+        q.before,
+        limit + 1
     )
-    .bind(firm)
-    .bind(q.employee)
-    .bind(q.client.as_deref())
-    .bind(q.before)
-    .bind(limit + 1)
     .fetch_all(pool)
     .await?;
     let more = entries.len() > usize::try_from(limit).unwrap_or(usize::MAX);

@@ -6,7 +6,6 @@ use super::Result;
 use crate::sync::{self, OutboxCounts};
 use crate::telemetry::metrics;
 
-#[derive(sqlx::FromRow)]
 struct Gauges {
     firms_paused: i64,
     oldest_pause: f64,
@@ -18,16 +17,17 @@ struct Gauges {
 /// the outbox's counts.
 pub async fn refresh_gauges(pool: &PgPool, revokes_enabled: bool) -> Result<OutboxCounts> {
     let o = sync::outbox_counts(pool, None, revokes_enabled).await?;
-    let g: Gauges = sqlx::query_as(
+    let g = sqlx::query_as!(
+        Gauges,
         r#"SELECT
-             (SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL) AS firms_paused,
+             (SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL) AS "firms_paused!",
              coalesce((SELECT extract(epoch FROM now() - min(flush_paused_at))::float8
-                       FROM firms WHERE flush_paused_at IS NOT NULL), 0) AS oldest_pause,
+                       FROM firms WHERE flush_paused_at IS NOT NULL), 0) AS "oldest_pause!",
              coalesce((SELECT extract(epoch FROM max(handled_at))::float8 FROM commands
                        WHERE command_type = 'NightlyReconcile' AND handled_at IS NOT NULL), 0)
-               AS last_reconcile,
+               AS "last_reconcile!",
              (SELECT count(*) FROM dead_letters WHERE received_at > now() - interval '24 hours')
-               AS dead_letters"#,
+               AS "dead_letters!""#
     )
     .fetch_one(pool)
     .await?;

@@ -39,7 +39,7 @@ struct Pace {
 impl FlushProgress {
     /// Looks again; logs a line while a large flush is under way, and once as it ends.
     pub async fn observe(&mut self, pool: &PgPool, counts: &OutboxCounts) -> Result<()> {
-        let max_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM outbox")
+        let max_id = sqlx::query_scalar!(r#"SELECT coalesce(max(id), 0) AS "max_id!" FROM outbox"#)
             .fetch_one(pool)
             .await?;
         let now = Seen {

@@ -12,7 +12,7 @@ use super::lists::when;
 use crate::sync;
 
 /// A sync (or reconcile) command and what became of the changes it planned, now.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SyncSummary {
     pub command_id: Uuid,
     pub command_type: String,
@@ -27,16 +27,23 @@ pub struct SyncSummary {
     /// Still on their way (in flight or waiting), or staged by the guard.
     pub pending: i64,
     /// Delivered or parked per second over the last minute, while changes are on their way.
-    #[sqlx(skip)]
     pub per_s: Option<f64>,
     /// When the changes on their way should be done at that pace.
-    #[sqlx(skip)]
     pub estimated_finish: Option<DateTime<Utc>>,
-    #[sqlx(default)]
-    #[serde(skip)]
+}
+
+/// A [`SyncSummary`] as read, with what its pace is computed from.
+struct SummaryRow {
+    command_id: Uuid,
+    command_type: String,
+    requested_by: Option<String>,
+    received_at: DateTime<Utc>,
+    handled_at: Option<DateTime<Utc>>,
+    planned: i64,
+    delivered: i64,
+    parked: i64,
+    pending: i64,
     recently_finished: i64,
-    #[sqlx(default)]
-    #[serde(skip)]
     window_secs: f64,
 }
 
@@ -74,57 +81,71 @@ pub struct Status {
     pub on_hold: Option<Hold>,
 }
 
-const SUMMARY: &str = r#"
-    SELECT c.command_id, c.command_type, c.requested_by, c.received_at, c.handled_at,
-           count(o.id) AS planned,
-           count(o.id) FILTER (WHERE o.status = 'delivered') AS delivered,
-           count(o.id) FILTER (WHERE o.status = 'parked') AS parked,
-           count(o.id) FILTER (WHERE o.status IN ('pending', 'staged')) AS pending,
-           count(o.id) FILTER (WHERE o.status IN ('delivered', 'parked')
-                               AND o.finished_at > now() - interval '1 minute')
-             AS recently_finished,
-           least(60, extract(epoch FROM now() - coalesce(c.handled_at, now())))::float8
-             AS window_secs
-    FROM commands c
-    LEFT JOIN outbox o ON o.cause = c.command_id AND o.firm = $1
-    WHERE c.command_id = (
-        SELECT command_id FROM commands
-        WHERE (firm = $1 OR (firm IS NULL AND command_type = 'NightlyReconcile'))
-          AND ($2::uuid IS NULL OR command_id = $2)
-          AND ($3::text IS NULL OR command_type = $3)
-        ORDER BY received_at DESC LIMIT 1)
-    GROUP BY c.command_id"#;
-
 async fn summary(
     pool: &PgPool,
     firm: &str,
     id: Option<Uuid>,
     kind: Option<&str>,
 ) -> Result<Option<SyncSummary>> {
-    let summary: Option<SyncSummary> = sqlx::query_as(SUMMARY)
-        .bind(firm)
-        .bind(id)
-        .bind(kind)
-        .fetch_optional(pool)
-        .await?;
-    Ok(summary.map(SyncSummary::with_pace))
+    let row = sqlx::query_as!(
+        SummaryRow,
+        r#"SELECT c.command_id, c.command_type, c.requested_by, c.received_at, c.handled_at,
+                  count(o.id) AS "planned!",
+                  count(o.id) FILTER (WHERE o.status = 'delivered') AS "delivered!",
+                  count(o.id) FILTER (WHERE o.status = 'parked') AS "parked!",
+                  count(o.id) FILTER (WHERE o.status IN ('pending', 'staged')) AS "pending!",
+                  count(o.id) FILTER (WHERE o.status IN ('delivered', 'parked')
+                                      AND o.finished_at > now() - interval '1 minute')
+                    AS "recently_finished!",
+                  least(60, extract(epoch FROM now() - coalesce(c.handled_at, now())))::float8
+                    AS "window_secs!"
+           FROM commands c
+           LEFT JOIN outbox o ON o.cause = c.command_id AND o.firm = $1
+           WHERE c.command_id = (
+               SELECT command_id FROM commands
+               WHERE (firm = $1 OR (firm IS NULL AND command_type = 'NightlyReconcile'))
+                 AND ($2::uuid IS NULL OR command_id = $2)
+                 AND ($3::text IS NULL OR command_type = $3)
+               ORDER BY received_at DESC LIMIT 1)
+           GROUP BY c.command_id"#,
+        firm,
+        id,
+        kind
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(SummaryRow::with_pace))
 }
 
-impl SyncSummary {
+impl SummaryRow {
     /// The pace of the last minute, and the finish it gives, while changes are on their way.
-    fn with_pace(mut self) -> Self {
+    fn with_pace(self) -> SyncSummary {
+        let mut per_s = None;
+        let mut estimated_finish = None;
         if self.pending > 0 && self.recently_finished > 0 && self.window_secs > 0.0 {
             #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-            let per_s = self.recently_finished as f64 / self.window_secs;
+            let pace = self.recently_finished as f64 / self.window_secs;
             #[allow(clippy::cast_precision_loss)]
-            let left = self.pending as f64 / per_s;
-            self.per_s = Some(per_s);
-            self.estimated_finish = std::time::Duration::try_from_secs_f64(left)
+            let left = self.pending as f64 / pace;
+            per_s = Some(pace);
+            estimated_finish = std::time::Duration::try_from_secs_f64(left)
                 .ok()
                 .and_then(|d| chrono::Duration::from_std(d).ok())
                 .map(|d| Utc::now() + d);
         }
-        self
+        SyncSummary {
+            command_id: self.command_id,
+            command_type: self.command_type,
+            requested_by: self.requested_by,
+            received_at: self.received_at,
+            handled_at: self.handled_at,
+            planned: self.planned,
+            delivered: self.delivered,
+            parked: self.parked,
+            pending: self.pending,
+            per_s,
+            estimated_finish,
+        }
     }
 }
 
@@ -136,7 +157,6 @@ pub(super) async fn sync_summary(
     summary(pool, firm, Some(command_id), None).await
 }
 
-#[derive(sqlx::FromRow)]
 struct FirmRow {
     dead_letters: i64,
     held_since: Option<DateTime<Utc>>,
@@ -147,13 +167,14 @@ struct FirmRow {
 
 pub(super) async fn status(pool: &PgPool, firm: &str, revokes_enabled: bool) -> Result<Status> {
     let counts = sync::outbox_counts(pool, Some(firm), revokes_enabled).await?;
-    let c: FirmRow = sqlx::query_as(
-        r#"SELECT (SELECT count(*) FROM dead_letters WHERE firm = $1) AS dead_letters,
+    let c = sqlx::query_as!(
+        FirmRow,
+        r#"SELECT (SELECT count(*) FROM dead_letters WHERE firm = $1) AS "dead_letters!",
                   held_since, flush_paused_at AS paused_at, flush_paused_until AS paused_until,
                   flush_pause_reason AS pause_reason
            FROM firms WHERE org_number = $1"#,
+        firm
     )
-    .bind(firm)
     .fetch_one(pool)
     .await?;
     Ok(Status {

@@ -78,6 +78,12 @@ pub fn install() -> &'static PrometheusHandle {
 }
 
 fn register() {
+    describe();
+    set_to_zero();
+}
+
+/// The help text of every series.
+fn describe() {
     describe_counter!(EVENTS, "AdminFlow events by outcome");
     describe_counter!(COMMANDS, "SyncNow and NightlyReconcile commands by outcome");
     describe_histogram!(
@@ -132,7 +138,10 @@ fn register() {
         CONCURRENCY_LIMIT,
         "Altinn calls allowed in flight at once: adaptive, or FLUSH_CONCURRENCY when set"
     );
+}
 
+/// Every series and label value at 0, so it exists before its first event.
+fn set_to_zero() {
     for outcome in EVENT_OUTCOMES {
         counter!(EVENTS, "outcome" => outcome).increment(0);
     }
