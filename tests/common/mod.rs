@@ -21,9 +21,10 @@ use altinn_sync::state::{self, DbSettings};
 use altinn_sync::sync::FlushSettings;
 use altinn_sync::worker::{self, Housekeeping, WorkerSettings};
 use lapin::Confirmation;
+use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -211,8 +212,26 @@ impl TestApp {
         id: Option<String>,
     ) {
         let props = json_properties(id.as_deref());
-        let confirm = self
-            .publisher
+        let confirm = self.publish_with(exchange, routing_key, body, props).await;
+        assert_eq!(
+            confirm,
+            Confirmation::Ack(None),
+            "the broker routed and confirmed the message"
+        );
+    }
+
+    /// Publishes `body` with whatever AMQP properties the test chooses (content type and
+    /// encoding, headers such as `traceparent`, message id), as `mandatory`, and returns the
+    /// broker's confirm: `Ack(None)` when routed, `Ack(Some(returned))` when no queue is bound
+    /// for `routing_key`.
+    pub async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Confirmation {
+        self.publisher
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -226,12 +245,30 @@ impl TestApp {
             .await
             .unwrap()
             .await
+            .unwrap()
+    }
+
+    /// Whether the worker task is still running (it has neither returned nor panicked).
+    pub fn worker_is_running(&self) -> bool {
+        self.worker.as_ref().is_some_and(|(_, h)| !h.is_finished())
+    }
+
+    /// How many messages `queue` holds that no consumer has taken (a passive declare).
+    pub async fn messages_in(&self, queue: &str) -> u32 {
+        let ch = self.conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
             .unwrap();
-        assert_eq!(
-            confirm,
-            Confirmation::Ack(None),
-            "the broker routed and confirmed the message"
-        );
+        let _ = ch.close(200, "counted".into()).await;
+        q.message_count()
     }
 
     /// Publishes many events, waiting for all confirms at the end.
@@ -372,6 +409,29 @@ impl TestApp {
     /// (reason code, routing key, body). The worker republishes a poison message after its
     /// batch commits, so this consumes rather than reading once.
     pub async fn drain_dead_letters(&self, expected: usize) -> Vec<(String, String, Vec<u8>)> {
+        self.drain_dead_letter_deliveries(expected)
+            .await
+            .into_iter()
+            .map(|delivery| {
+                let headers = delivery.properties.headers().clone().unwrap_or_default();
+                let code = headers
+                    .inner()
+                    .get("x-altinn-sync-reason-code")
+                    .and_then(|v| v.as_long_string())
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                assert!(
+                    headers.inner().contains_key("x-altinn-sync-reason"),
+                    "a dead letter carries its reason"
+                );
+                (code, delivery.routing_key.to_string(), delivery.data)
+            })
+            .collect()
+    }
+
+    /// Waits for `expected` messages on the test's dead-letter queue and takes them whole,
+    /// properties and headers included.
+    pub async fn drain_dead_letter_deliveries(&self, expected: usize) -> Vec<Delivery> {
         use futures_util::StreamExt;
         let ch = self.conn.create_channel().await.unwrap();
         let mut consumer = ch
@@ -395,22 +455,7 @@ impl TestApp {
                 })
                 .expect("consumer open")
                 .unwrap();
-            let headers = delivery.properties.headers().clone().unwrap_or_default();
-            let code = headers
-                .inner()
-                .get("x-altinn-sync-reason-code")
-                .and_then(|v| v.as_long_string())
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            assert!(
-                headers.inner().contains_key("x-altinn-sync-reason"),
-                "a dead letter carries its reason"
-            );
-            out.push((
-                code,
-                delivery.routing_key.to_string(),
-                delivery.data.clone(),
-            ));
+            out.push(delivery);
         }
         let _ = ch.close(200, "drained".into()).await;
         out

@@ -23,6 +23,7 @@ mod flush;
 mod flush_faults;
 mod guard;
 mod harness;
+mod hostile;
 mod maintenance;
 mod ordering;
 mod poison;
