@@ -119,7 +119,7 @@ pub async fn kari_granted_on(
     let last = publish(app, batch).await;
     sync_now(app, last).await;
     flushed(app, 1).await;
-    assert_eq!(applied(app).await, h as i64);
+    assert_eq!(applied(app).await, i64::try_from(h).unwrap());
     events
 }
 
