@@ -193,7 +193,12 @@ impl ClientsAltinn {
         held: &[(usize, &str, &[usize])],
     ) -> Self {
         let clients: Vec<(Uuid, String)> = (0..clients)
-            .map(|i| (Uuid::new_v4(), org_number(1_500_000 + u32::try_from(i).unwrap())))
+            .map(|i| {
+                (
+                    Uuid::new_v4(),
+                    org_number(1_500_000 + u32::try_from(i).unwrap()),
+                )
+            })
             .collect();
         let parties: Vec<Uuid> = persons.iter().map(|_| Uuid::new_v4()).collect();
         let world = World {
