@@ -90,7 +90,7 @@ async fn main() {
         }
     }
     let mapping = altinn_sync::policy::RoleMapping::default();
-    altinn_sync::state::align_role_mapping(&pool, &mapping, true)
+    altinn_sync::state::align_role_mapping(&pool, &mapping, altinn_sync::state::Rebuild::Always)
         .await
         .unwrap();
     let grants: i64 = sqlx::query_scalar("SELECT count(*) FROM desired_grants")

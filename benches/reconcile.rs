@@ -153,7 +153,7 @@ async fn load_facts(pool: &PgPool, g: &Generated) {
         .unwrap();
     }
     let mapping = altinn_sync::policy::RoleMapping::default();
-    altinn_sync::state::align_role_mapping(pool, &mapping, true)
+    altinn_sync::state::align_role_mapping(pool, &mapping, altinn_sync::state::Rebuild::Always)
         .await
         .unwrap();
 }

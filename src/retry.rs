@@ -10,6 +10,13 @@ use std::time::Duration;
 use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff as _;
 
+/// The one question every module's error answers for the loop that called it: is the same work
+/// worth trying again later (the database or the broker away for a moment, a conflict, Altinn
+/// busy), or will it fail the same way until someone changes something?
+pub trait Retryable {
+    fn is_retryable(&self) -> bool;
+}
+
 /// How long to wait after each failure of a run of failures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {

@@ -13,9 +13,10 @@ use crate::altinn::{self, AltinnClient, AltinnSettings};
 use crate::ingest::{self, BrokerSettings, IngestSettings, Metrics};
 use crate::ops;
 use crate::policy::{DEFAULT_ROLE_MAPPING, RoleMapping};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, Retryable};
 use crate::state::{self, DbSettings};
 use crate::sync::{self, Dispatcher, FlushSettings};
+use crate::telemetry::ErrorChain;
 use crate::telemetry::metrics;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -85,7 +86,7 @@ pub enum Error {
     #[error("ingest stopped")]
     Ingest(#[from] ingest::Error),
     #[error("the flush to Altinn stopped")]
-    Flush(#[source] state::Error),
+    Flush(#[source] sync::Error),
     #[error("the Altinn settings are unusable")]
     Altinn(#[from] altinn::Error),
     #[error(transparent)]
@@ -128,7 +129,7 @@ pub async fn run_bound(
         async move {
             let served = server.serve(app, stop).await;
             if let Err(e) = &served {
-                tracing::error!(error = %e, "the admin server failed; stopping the worker");
+                tracing::error!(error = %ErrorChain(&e), "the admin server failed; stopping the worker");
                 shutdown.cancel();
             }
             served
@@ -188,9 +189,14 @@ async fn prepare_database(
 ) -> Result<(), Error> {
     state::migrate(pool).await?;
     if let Err(e) = mode.record(pool, worker).await {
-        tracing::warn!(error = %e, "could not record the worker's mode for the CLI");
+        tracing::warn!(error = %ErrorChain(&e), "could not record the worker's mode for the CLI");
     }
-    state::align_role_mapping(pool, &settings.housekeeping.role_mapping, false).await?;
+    state::align_role_mapping(
+        pool,
+        &settings.housekeeping.role_mapping,
+        state::Rebuild::IfMappingChanged,
+    )
+    .await?;
     Ok(())
 }
 
@@ -267,14 +273,14 @@ async fn release_leases(dispatcher: &Dispatcher) {
         Ok(0) => {}
         Ok(n) => tracing::info!(rows = n, "released the leases of unfinished deliveries"),
         Err(e) => {
-            tracing::warn!(error = %e, "could not release leases; they run out by themselves")
+            tracing::warn!(error = %ErrorChain(&e), "could not release leases; they run out by themselves")
         }
     }
 }
 
 fn stop_on_error<T>(result: &Result<T, Error>, half: &str, shutdown: &CancellationToken) {
     if let Err(e) = result {
-        tracing::error!(error = %e, cause = ?std::error::Error::source(e).map(ToString::to_string),
+        tracing::error!(error = %ErrorChain(&e),
             "{half} failed; stopping the worker");
         shutdown.cancel();
     }
@@ -297,7 +303,7 @@ async fn connect_with_retry(
         match state::connect(db).await {
             Ok(pool) => return Ok(Some(pool)),
             Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                tracing::warn!(error = %ErrorChain(&e),
                     retry_in = ?wait, "waiting for PostgreSQL");
             }
             Err(e) => return Err(e),
@@ -331,7 +337,7 @@ async fn housekeeping(pool: &PgPool, settings: &Housekeeping, metrics: &Metrics)
                 Ok(o) => tracing::info!(processed_events = o.processed_events, tombstones = o.tombstones,
                     outbox_rows = o.outbox_rows, commands = o.commands, dead_letters = o.dead_letters,
                     sequence_regressions = o.sequence_regressions, audit_rows = o.audit_rows, "pruned"),
-                Err(e) => tracing::warn!(error = %e, "pruning failed; will try again in an hour"),
+                Err(e) => tracing::warn!(error = %ErrorChain(&e), "pruning failed; will try again in an hour"),
             },
         }
     }
@@ -383,13 +389,15 @@ async fn refresh_gauges(health: &Health, mode: &ops::Mode, worker: &str, stop: &
             match ops::refresh_gauges(pool, mode.flush.revokes_enabled).await {
                 Ok(counts) => {
                     if let Err(e) = progress.observe(pool, &counts).await {
-                        tracing::debug!(error = %e, "flush progress not read");
+                        tracing::debug!(error = %ErrorChain(&e), "flush progress not read");
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "metrics: PostgreSQL gauges not refreshed"),
+                Err(e) => {
+                    tracing::debug!(error = %ErrorChain(&e), "metrics: PostgreSQL gauges not refreshed")
+                }
             }
             if let Err(e) = mode.record(pool, worker).await {
-                tracing::debug!(error = %e, "the worker's mode was not recorded");
+                tracing::debug!(error = %ErrorChain(&e), "the worker's mode was not recorded");
             }
         }
         metrics::install().run_upkeep();

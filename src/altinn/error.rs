@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::wire::{OAuthError, ProblemDetails, ValidationError};
+use crate::retry::Retryable;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -95,6 +96,17 @@ pub enum Class {
     LockedOut,
     /// Our own setup is wrong (settings, key file): fix and restart.
     Setup,
+}
+
+impl Retryable for Error {
+    /// A busy or unreachable Altinn, an expired token, a lock-out: the same call may go
+    /// through later. What to do with a row is [`Error::class`]'s finer answer.
+    fn is_retryable(&self) -> bool {
+        matches!(
+            self.class(),
+            Class::Transient | Class::Token | Class::LockedOut
+        )
+    }
 }
 
 impl Error {

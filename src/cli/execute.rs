@@ -163,7 +163,7 @@ async fn maintain(command: Command) -> anyhow::Result<()> {
         Command::RebuildDesired { db, role_mapping } => {
             let pool = connect_migrated(&db).await?;
             if let state::Realigned::Rebuilt { added, removed } =
-                state::align_role_mapping(&pool, &role_mapping, true).await?
+                state::align_role_mapping(&pool, &role_mapping, state::Rebuild::Always).await?
             {
                 println!(
                     "desired grants rebuilt with {role_mapping}: {added} added, {removed} removed"
@@ -203,7 +203,12 @@ async fn maintain(command: Command) -> anyhow::Result<()> {
 /// `resequence`: lifts a firm's hold after a sequence regression.
 async fn resequence(db: &state::DbSettings, firm: &str, force: bool) -> anyhow::Result<()> {
     let pool = connect_migrated(db).await?;
-    match state::resequence(&pool, firm, force).await? {
+    let on_healthy = if force {
+        state::OnHealthy::Reset
+    } else {
+        state::OnHealthy::Refuse
+    };
+    match state::resequence(&pool, firm, on_healthy).await? {
         Some(done @ state::Resequenced::Done { .. }) => println!("firm {firm}: {done}"),
         Some(state::Resequenced::NotHeld) => anyhow::bail!(
             "firm {firm} is not on hold after a sequence regression; \

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::consumer::QueueWorker;
 use super::dead_letter::DeadLetterPublisher;
 use super::{Error, IngestSettings, Metrics, Stream, Topology};
-use crate::retry::Waits;
+use crate::retry::{Retryable, Waits};
 
 /// Consumes both queues until `shutdown`, reconnecting with backoff whenever RabbitMQ fails.
 ///

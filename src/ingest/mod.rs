@@ -16,6 +16,8 @@ pub use settings::{
 };
 pub use topology::Topology;
 
+use crate::retry::Retryable;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The broker connection or channel failed: reconnect.
@@ -39,7 +41,7 @@ pub enum Error {
     Database(#[source] crate::state::Error),
 }
 
-impl Error {
+impl Retryable for Error {
     fn is_retryable(&self) -> bool {
         !matches!(self, Self::TopologyMismatch(_) | Self::Database(_))
     }

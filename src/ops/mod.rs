@@ -15,6 +15,7 @@ mod status;
 
 use uuid::Uuid;
 
+use crate::retry::Retryable;
 use crate::state;
 
 pub use audit::{AuditEntry, AuditPage, AuditQuery};
@@ -41,16 +42,28 @@ pub enum Error {
     Publish(#[from] crate::publish::Error),
 }
 
+impl From<crate::sync::Error> for Error {
+    fn from(e: crate::sync::Error) -> Self {
+        match e {
+            crate::sync::Error::Database(e) => Self::Database(e),
+        }
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         Self::Database(e.into())
     }
 }
 
-impl Error {
+impl Retryable for Error {
     /// PostgreSQL or RabbitMQ is down or refusing: worth a retry later (HTTP 503).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Database(_) | Self::Publish(_))
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Database(e) => e.is_retryable(),
+            Self::Publish(_) => true,
+            Self::UnknownFirm(_) | Self::UnknownSync { .. } => false,
+        }
     }
 }
 

@@ -16,6 +16,8 @@ use tower::ServiceExt;
 use super::faults::DropConnection;
 use super::simulator::Simulator;
 
+use crate::telemetry::ErrorChain;
+
 /// Serves the simulator on `listener` until `shutdown` is cancelled; then open connections are
 /// closed, since a simulator has nothing worth draining.
 pub async fn serve(listener: TcpListener, sim: Simulator, shutdown: CancellationToken) {
@@ -29,7 +31,7 @@ pub async fn serve(listener: TcpListener, sim: Simulator, shutdown: Cancellation
                 Ok((stream, _)) => {
                     connections.spawn(serve_connection(stream, router.clone(), shutdown.clone()));
                 }
-                Err(err) => tracing::warn!(error = %err, "simulator failed to accept a connection"),
+                Err(err) => tracing::warn!(error = %ErrorChain(&err), "simulator failed to accept a connection"),
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -49,7 +51,7 @@ async fn serve_connection(stream: TcpStream, router: axum::Router, shutdown: Can
     tokio::select! {
         result = connection => {
             if let Err(err) = result {
-                tracing::debug!(error = %err, "simulator connection ended with an error");
+                tracing::debug!(error = %ErrorChain(&err), "simulator connection ended with an error");
             }
         }
         // Dropping the connection future closes the socket with the request unanswered.

@@ -165,15 +165,24 @@ pub enum Realigned {
     },
 }
 
-/// Stores `mapping` as the one `desired_grants` is built with, and rebuilds the grants when it
-/// changed or when `force` is set.
+/// When [`align_role_mapping`] rebuilds the desired grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuild {
+    /// At start-up: only a changed mapping costs a rebuild.
+    IfMappingChanged,
+    /// `rebuild-desired`: the operator asked for one.
+    Always,
+}
+
+/// Stores `mapping` as the one `desired_grants` is built with, and rebuilds the grants
+/// `when` asked.
 ///
 /// The whole run holds `role_mapping` exclusively. Batches take it (shared) before anything
 /// else, so they wait, and the rebuild never races a batch's refresh of the same grants.
 pub async fn align_role_mapping(
     pool: &PgPool,
     mapping: &RoleMapping,
-    force: bool,
+    when: Rebuild,
 ) -> Result<Realigned> {
     let mut tx = pool.begin().await?;
     sqlx::query!("LOCK TABLE role_mapping IN ACCESS EXCLUSIVE MODE")
@@ -192,7 +201,7 @@ pub async fn align_role_mapping(
         .map(|(r, p)| (r.to_owned(), p.to_owned()))
         .collect();
     let changed = stored != wanted;
-    if !changed && !force {
+    if !changed && when == Rebuild::IfMappingChanged {
         return Ok(Realigned::Unchanged);
     }
     if changed {

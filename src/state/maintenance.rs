@@ -111,7 +111,7 @@ pub enum Resequenced {
     Done {
         old_high_water: i64,
     },
-    /// The firm is not on hold and `force` was not given: nothing changed.
+    /// The firm is not on hold and [`OnHealthy::Refuse`] was given: nothing changed.
     NotHeld,
 }
 
@@ -128,11 +128,23 @@ impl std::fmt::Display for Resequenced {
     }
 }
 
+/// What [`resequence`] does with a firm that is not on hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHealthy {
+    Refuse,
+    /// `resequence --force`.
+    Reset,
+}
+
 /// Accepts a firm's new sequence lineage after AdminFlow was restored from a backup: every fact
 /// of the firm may be overwritten by the next event that touches it, and the hold is lifted.
-/// Only for a firm on hold, unless `force`: on a healthy firm it would let stale events win.
-/// `None` for an unknown firm.
-pub async fn resequence(pool: &PgPool, firm: &str, force: bool) -> Result<Option<Resequenced>> {
+/// Only for a firm on hold, unless [`OnHealthy::Reset`]: on a healthy firm it would let stale
+/// events win. `None` for an unknown firm.
+pub async fn resequence(
+    pool: &PgPool,
+    firm: &str,
+    on_healthy: OnHealthy,
+) -> Result<Option<Resequenced>> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query!(
         r#"SELECT high_water_sequence, held_since IS NOT NULL AS "held!"
@@ -145,7 +157,7 @@ pub async fn resequence(pool: &PgPool, firm: &str, force: bool) -> Result<Option
         return Ok(None);
     };
     let (old, held) = (row.high_water_sequence, row.held);
-    if !held && !force {
+    if !held && on_healthy == OnHealthy::Refuse {
         return Ok(Some(Resequenced::NotHeld));
     }
     forget_sequences(&mut tx, firm).await?;

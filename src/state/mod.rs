@@ -16,10 +16,13 @@ pub use database::{DEFAULT_DATABASE_URL, DbSettings, connect, migrate};
 pub use dead_letters::{
     DeadLetter, DeadLetterRow, DeadLetters, list_dead_letters, record_dead_letter,
 };
-pub use desired::{DesiredGrant, DesiredGrants, Realigned, align_role_mapping, desired_grants};
+pub use desired::{
+    DesiredGrant, DesiredGrants, Realigned, Rebuild, align_role_mapping, desired_grants,
+};
 pub use explain::{ClientFacts, ExplainMode, Explanation, PackageFacts, PackageState, explain};
-pub use maintenance::{PruneOutcome, Resequenced, Retention, prune, resequence};
+pub use maintenance::{OnHealthy, PruneOutcome, Resequenced, Retention, prune, resequence};
 
+use crate::retry::Retryable;
 /// Database failures, sorted by what the caller should do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,8 +45,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl Error {
-    pub fn is_retryable(&self) -> bool {
+impl Retryable for Error {
+    fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::Conflict(_))
     }
 }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::Result;
 use super::dispatch::{Dispatcher, retry_delay};
 use crate::altinn::{self, Class};
+use crate::telemetry::ErrorChain;
 
 /// How long a person Altinn would not remove is left alone before asking again.
 const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
@@ -111,8 +112,10 @@ impl Dispatcher {
         tx.commit().await?;
         match outcome {
             Ok(()) => tracing::info!(firm, employee.id = %employee, "idle agent removed"),
-            Err(e) => tracing::warn!(firm, employee.id = %employee, outcome = audit, error = %e,
-                "idle agent not removed"),
+            Err(e) => {
+                tracing::warn!(firm, employee.id = %employee, outcome = audit, error = %ErrorChain(&e),
+                "idle agent not removed")
+            }
         }
         Ok(())
     }

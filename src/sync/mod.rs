@@ -43,6 +43,29 @@ pub use reconcile::{LeftAlone, Reconciled, Report, reconcile};
 pub use run::run;
 pub use settings::FlushSettings;
 
+use crate::retry::Retryable;
 use crate::state;
 
-pub type Result<T, E = state::Error> = std::result::Result<T, E>;
+/// What stops a plan, a flush or a reconcile. Altinn's answers are not here: the dispatcher
+/// turns each into the verdict on its row, and the reconcile into its report.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database failure")]
+    Database(#[from] state::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e.into())
+    }
+}
+
+impl Retryable for Error {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Database(e) => e.is_retryable(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

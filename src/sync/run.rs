@@ -12,7 +12,8 @@ use super::Result;
 use super::auto::auto_sync;
 use super::commands::{handle_commands, handle_reconciles};
 use super::dispatch::Dispatcher;
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, Retryable};
+use crate::telemetry::ErrorChain;
 use crate::telemetry::metrics::{self, CommandOutcome};
 
 /// Plans sync-nows, runs reconciles and dispatches until `shutdown`, each in its own loop, so
@@ -71,7 +72,7 @@ async fn relay_ingested(
                 // sqlx reconnects on the next call; the loops' ticks cover the gap.
                 Err(e) => {
                     let wait = waits.next_wait();
-                    tracing::warn!(error = %e, retry_in = ?wait,
+                    tracing::warn!(error = %ErrorChain(&e), retry_in = ?wait,
                         "lost the database notifications; reconnecting");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
@@ -123,7 +124,7 @@ where
             if !e.is_retryable() {
                 return Err(e);
             }
-            tracing::warn!(error = %e, "{what} failed; retrying");
+            tracing::warn!(error = %ErrorChain(&e), "{what} failed; retrying");
         }
         let tick = Instant::now() + Duration::from_secs(1);
         tokio::select! {

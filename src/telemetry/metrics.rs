@@ -7,6 +7,7 @@
 //! Gauges computed from PostgreSQL are set here but read from above (`ops::gauges`), every
 //! [`REFRESH`] by each replica, not on every scrape; rules aggregate them with `max()`.
 
+use super::ErrorChain;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -68,7 +69,7 @@ pub fn install() -> &'static PrometheusHandle {
             }
             // The bucket list is a non-empty constant; this is unreachable in practice.
             Err(e) => {
-                tracing::warn!(error = %e, "metrics buckets rejected; histograms become summaries");
+                tracing::warn!(error = %ErrorChain(&e), "metrics buckets rejected; histograms become summaries");
                 PrometheusBuilder::new().build_recorder().handle()
             }
         };

@@ -18,8 +18,11 @@
 //! ([`metrics::install`]); the pipeline calls the named recorders in [`metrics`], never the
 //! macros with a series name of its own.
 
+mod chain;
 pub mod metrics;
 mod traces;
+
+pub use chain::ErrorChain;
 
 pub use traces::{
     Guard, LogFormat, SERVICE_NAME, TRACEPARENT, TelemetrySettings, amqp_headers, amqp_traceparent,

@@ -162,7 +162,7 @@ async fn a_sequence_regression_holds_the_firm_until_an_operator_resequences() {
     );
 
     // The operator accepts the new numbering and replays the dead letters in order.
-    altinn_sync::state::resequence(&app.pool, &firm.org, false)
+    altinn_sync::state::resequence(&app.pool, &firm.org, altinn_sync::state::OnHealthy::Refuse)
         .await
         .unwrap();
     app.publish_event(&restored).await;

@@ -21,6 +21,7 @@ use crate::altinn::{self, AltinnClient};
 use crate::retry::RetryPolicy;
 use crate::sync::parties::Parties;
 use crate::telemetry;
+use crate::telemetry::ErrorChain;
 
 /// Altinn's prefix for access-package URNs.
 pub(in crate::sync) const PACKAGE_URN: &str = "urn:altinn:accesspackage:";
@@ -236,7 +237,7 @@ impl Dispatcher {
                     }
                     let verdicts = self.deliver_group(key, rows, agent, people).await;
                     record_outcome(&tracing::Span::current(), &verdicts);
-                    Ok::<_, crate::state::Error>(verdicts)
+                    Ok::<_, crate::sync::Error>(verdicts)
                 }
                 .instrument(span)
             })
@@ -262,9 +263,9 @@ impl Dispatcher {
         let mut waits = RECORD_RETRY.waits();
         for _ in 0..RECORD_ATTEMPTS {
             match self.finish(lease, verdicts).await {
-                Err(crate::state::Error::Conflict(e)) => {
+                Err(crate::sync::Error::Database(crate::state::Error::Conflict(e))) => {
                     let wait = waits.next_wait();
-                    tracing::debug!(error = %e, retry_in = ?wait,
+                    tracing::debug!(error = %ErrorChain(&e), retry_in = ?wait,
                         "recording a step's outcomes conflicted with another; trying again");
                     tokio::time::sleep(wait).await;
                 }
@@ -281,7 +282,7 @@ impl Dispatcher {
             .execute(&self.pool)
             .await;
             if let Err(e) = released {
-                tracing::warn!(error = %e, "could not give up the step's leases");
+                tracing::warn!(error = %ErrorChain(&e), "could not give up the step's leases");
             }
         }
         result
@@ -363,8 +364,8 @@ pub(super) fn permanent(explanation: &str) -> altinn::Error {
     }))
 }
 
-pub(super) fn closed() -> crate::state::Error {
-    crate::state::Error::Fatal(sqlx::Error::PoolClosed)
+pub(super) fn closed() -> crate::sync::Error {
+    crate::state::Error::Fatal(sqlx::Error::PoolClosed).into()
 }
 
 /// Our own database failing mid-delivery: the row keeps its lease and is retried later.

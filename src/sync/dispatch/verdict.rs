@@ -12,6 +12,7 @@ use super::setup_hold::SetupHold;
 use crate::altinn::error::FORBIDDEN_REASON;
 use crate::altinn::{self, Class};
 use crate::retry::RetryPolicy;
+use crate::telemetry::ErrorChain;
 
 impl Dispatcher {
     /// Whether a setup error holds deliveries back now. Once the hold runs out, one step probes.
@@ -128,7 +129,7 @@ impl Dispatcher {
     ) -> Verdict {
         tracing::warn!(
             firm = %key.firm, client = %key.client, employee.id = %key.employee,
-            action = %key.action, package = %row.package, class = ?e.class(), error = %e,
+            action = %key.action, package = %row.package, class = ?e.class(), error = %ErrorChain(e),
             "Altinn change not delivered"
         );
         match e {
@@ -269,7 +270,7 @@ impl Dispatcher {
         .execute(&self.pool)
         .await;
         if let Err(e) = unpaused {
-            tracing::warn!(error = %e, "could not lift the pauses a 403 on every firm gave");
+            tracing::warn!(error = %ErrorChain(&e), "could not lift the pauses a 403 on every firm gave");
         }
     }
 
@@ -293,7 +294,9 @@ impl Dispatcher {
                 reason,
                 "firm's flush paused: Altinn refuses its system user; other firms go on"
             ),
-            Err(e) => tracing::warn!(firm, error = %e, "could not record the firm's pause"),
+            Err(e) => {
+                tracing::warn!(firm, error = %ErrorChain(&e), "could not record the firm's pause")
+            }
         }
     }
 }

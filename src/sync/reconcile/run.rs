@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::sync::Result;
 use crate::sync::dispatch::Dispatcher;
 use crate::sync::plan::log_staged;
+use crate::telemetry::ErrorChain;
 
 use super::apply::{Applied, apply_firm};
 use super::read::{FirmRead, read_firm};
@@ -103,7 +104,7 @@ async fn read_all(
         match outcome? {
             Ok(firm_read) => all.add(firm, firm_read),
             Err(e) => {
-                tracing::warn!(firm, error = %e, "could not read Altinn; firm not reconciled");
+                tracing::warn!(firm, error = %ErrorChain(&e), "could not read Altinn; firm not reconciled");
                 all.unread.push((firm, e.to_string()));
             }
         }
