@@ -21,6 +21,8 @@ pub enum Error {
     Duplicate(String),
     #[error("the role mapping is empty")]
     Empty,
+    #[error("{0:?} is neither grant nor revoke")]
+    Action(String),
 }
 
 impl RoleMapping {
@@ -112,5 +114,59 @@ mod tests {
         assert!(matches!(" , ".parse::<RoleMapping>(), Err(Error::Empty)));
         let m: RoleMapping = " A = x , B=y ".parse().unwrap();
         assert_eq!(m.to_string(), "A=x,B=y");
+    }
+}
+
+/// The two changes a flush asks of Altinn, stored as `grant` and `revoke` in `outbox.action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Grant,
+    Revoke,
+}
+
+impl Action {
+    pub const ALL: [Action; 2] = [Action::Grant, Action::Revoke];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Grant => "grant",
+            Action::Revoke => "revoke",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "grant" => Ok(Action::Grant),
+            "revoke" => Ok(Action::Revoke),
+            other => Err(Error::Action(other.to_owned())),
+        }
+    }
+}
+
+// Read straight from `outbox.action` (text) by the compile-checked queries: `AS "action: Action"`.
+impl sqlx::Type<sqlx::Postgres> for Action {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl sqlx::Decode<'_, sqlx::Postgres> for Action {
+    fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(<&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?.parse()?)
     }
 }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::guard::{Tripped, guard};
 use super::parked::{Requeue, WORKER, lift_pause, requeue_parked};
 use super::{FlushSettings, Result};
+use crate::policy::Action;
 use crate::telemetry;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +169,7 @@ async fn insert_grants(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Resu
            ON CONFLICT DO NOTHING"#,
         firm,
         cause,
-        "grant"
+        Action::Grant.as_str()
     )
     .execute(&mut *conn)
     .await?
@@ -221,7 +222,7 @@ async fn insert_revokes(conn: &mut PgConnection, firm: &str, cause: Uuid) -> Res
            ON CONFLICT DO NOTHING"#,
         firm,
         cause,
-        "revoke"
+        Action::Revoke.as_str()
     )
     .execute(&mut *conn)
     .await?

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::plan::plan_flush;
 use super::{FlushSettings, Result};
+use crate::policy::Action;
 
 /// One change of a dry run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -29,7 +30,8 @@ pub async fn preview(pool: &PgPool, firm: &str, settings: &FlushSettings) -> Res
     let mut tx = pool.begin().await?;
     plan_flush(&mut tx, firm, Uuid::nil(), settings).await?;
     let rows = sqlx::query!(
-        r#"SELECT status, action, employee_id, client_org_number, package FROM outbox
+        r#"SELECT status, action AS "action: Action", employee_id, client_org_number, package
+           FROM outbox
            WHERE firm = $1 AND status IN ('pending', 'staged')
            ORDER BY employee_id, client_org_number, package, generation"#,
         firm
@@ -44,9 +46,9 @@ pub async fn preview(pool: &PgPool, firm: &str, settings: &FlushSettings) -> Res
             client_org_number: row.client_org_number,
             package: row.package,
         };
-        match (row.status.as_str(), row.action.as_str()) {
+        match (row.status.as_str(), row.action) {
             ("staged", _) => preview.staged_revokes.push(change),
-            (_, "grant") => preview.grants.push(change),
+            (_, Action::Grant) => preview.grants.push(change),
             _ => preview.revokes.push(change),
         }
     }

@@ -8,6 +8,7 @@
 //! [`REFRESH`] by each replica, not on every scrape; rules aggregate them with `max()`.
 
 use super::ErrorChain;
+use crate::policy::Action;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -43,7 +44,6 @@ const EVENT_OUTCOMES: [&str; 3] = ["applied", "duplicate", "dead_lettered"];
 const COMMAND_TYPES: [&str; 2] = ["SyncNow", "NightlyReconcile"];
 const COMMAND_OUTCOMES: [&str; 2] = ["handled", "failed"];
 const OUTBOX_STATUSES: [&str; 5] = ["pending", "in_flight", "parked", "staged", "held"];
-const ACTIONS: [&str; 2] = ["grant", "revoke"];
 const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retried", "parked"];
 const DRIFT_KINDS: [&str; 2] = ["missing", "extra"];
 
@@ -156,7 +156,7 @@ fn set_to_zero() {
         gauge!(OUTBOX_ROWS, "status" => status).set(0.0);
     }
     gauge!(OUTBOX_OLDEST_PENDING).set(0.0);
-    for action in ACTIONS {
+    for action in Action::ALL.map(Action::as_str) {
         for outcome in DELIVERY_OUTCOMES {
             counter!(DELIVERIES, "action" => action, "outcome" => outcome).increment(0);
         }
@@ -199,8 +199,8 @@ pub fn command(kind: &'static str, outcome: CommandOutcome, n: u64) {
 
 /// Delivery attempts of one action (`grant` or `revoke`) with one outcome (`delivered`,
 /// `retried` or `parked`).
-pub fn deliveries(action: &'static str, outcome: &'static str, n: u64) {
-    counter!(DELIVERIES, "action" => action, "outcome" => outcome).increment(n);
+pub fn deliveries(action: Action, outcome: &'static str, n: u64) {
+    counter!(DELIVERIES, "action" => action.as_str(), "outcome" => outcome).increment(n);
 }
 
 /// Registers the Altinn and Maskinporten endpoints' series at 0; the labels are route

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::policy::Action;
 use crate::state::Result;
 
 /// What `explain` must know of the worker: whether it flushes, and whether revokes are on.
@@ -60,10 +61,10 @@ struct PackageRow {
     package: String,
     wanted: bool,
     applied_at: Option<DateTime<Utc>>,
-    open_action: Option<String>,
+    open_action: Option<Action>,
     open_status: Option<String>,
     open_since: Option<DateTime<Utc>>,
-    parked_action: Option<String>,
+    parked_action: Option<Action>,
     parked_at: Option<DateTime<Utc>>,
     parked_reason: Option<String>,
     parked_code: Option<String>,
@@ -89,9 +90,9 @@ async fn rows(pool: &PgPool, firm: &str, employee: Uuid) -> Result<Vec<PackageRo
                           WHERE d.firm = $1 AND d.employee_id = $2
                             AND d.client_org_number = k.client_org_number
                             AND d.package = k.package) AS "wanted!",
-                  a.applied_at AS "applied_at?", o.action AS "open_action?",
+                  a.applied_at AS "applied_at?", o.action AS "open_action?: Action",
                   o.status AS "open_status?",
-                  o.created_at AS "open_since?", p.action AS "parked_action?",
+                  o.created_at AS "open_since?", p.action AS "parked_action?: Action",
                   p.finished_at AS "parked_at?",
                   regexp_replace(p.explanation, '^[A-Z][A-Z.]*-[0-9]+: ', '') AS "parked_reason?",
                   substring(p.explanation FROM '^([A-Z][A-Z.]*-[0-9]+): ') AS "parked_code?"
@@ -170,8 +171,8 @@ impl PackageRow {
                 "the worker runs without the Altinn settings: nothing is sent to Altinn",
             );
         }
-        match (self.open_action.as_deref(), self.open_status.as_deref()) {
-            (Some("grant"), _) => Standing::at(S::OnItsWay, self.open_since),
+        match (self.open_action, self.open_status.as_deref()) {
+            (Some(Action::Grant), _) => Standing::at(S::OnItsWay, self.open_since),
             (Some(_), Some("staged")) => Standing::held(
                 S::RemovalHeld,
                 self.open_since,
@@ -197,11 +198,11 @@ impl PackageRow {
             reason: self.parked_reason.clone(),
         };
         let held = self.applied_at.is_some();
-        match (self.wanted, held, self.parked_action.as_deref()) {
+        match (self.wanted, held, self.parked_action) {
             (true, true, _) => Standing::at(S::HasAccess, self.applied_at),
-            (true, false, Some("grant")) => refused(S::Refused),
+            (true, false, Some(Action::Grant)) => refused(S::Refused),
             (true, false, _) => Standing::at(S::WaitingForSync, None),
-            (false, true, Some("revoke")) => refused(S::RemovalRefused),
+            (false, true, Some(Action::Revoke)) => refused(S::RemovalRefused),
             (false, true, _) => Standing::at(S::RemovalWaitingForSync, None),
             (false, false, _) => Standing::at(S::None, None),
         }

@@ -6,6 +6,7 @@ use super::Result;
 use super::dispatcher::Dispatcher;
 use super::locked::Locked;
 use super::row::Row;
+use crate::policy::Action;
 
 impl Dispatcher {
     /// Gives up the leases this dispatcher still holds, as it stops: the rows are due at once
@@ -111,7 +112,8 @@ impl Dispatcher {
                    -- committed after this statement's snapshot is not taken twice.
                    AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())
                    FOR UPDATE SKIP LOCKED)
-               RETURNING id, firm, employee_id, client_org_number, package, action, attempts,
+               RETURNING id, firm, employee_id, client_org_number, package,
+                         action AS "action: Action", attempts,
                          cause, traceparent"#,
             limit,
             self.settings.flush_lease_secs as f64,

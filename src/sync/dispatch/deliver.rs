@@ -13,6 +13,7 @@ use super::locked::Locked;
 use super::row::{GroupKey, People, Person, Row, Verdict};
 use crate::altinn::wire::PersonInput;
 use crate::altinn::{self, Class, Firm};
+use crate::policy::Action;
 
 impl Dispatcher {
     /// What delivering to the claimed rows' employees needs, in one query: the agent party if
@@ -204,7 +205,7 @@ impl Dispatcher {
         rows: &[Row],
         agent: Uuid,
     ) -> altinn::Result<Option<String>> {
-        let revoke = key.action == "revoke";
+        let revoke = key.action == Action::Revoke;
         let firm = self.firm(key.firm).await?;
         let Some(client) = self.parties.client(&self.altinn, &firm, key.client).await? else {
             return if revoke {

@@ -18,6 +18,7 @@ use super::row::{GroupKey, PersonLock, Row, Verdict};
 use super::setup_hold::SetupHold;
 use super::{FlushSettings, Result};
 use crate::altinn::{self, AltinnClient};
+use crate::policy::Action;
 use crate::retry::RetryPolicy;
 use crate::sync::parties::Parties;
 use crate::telemetry;
@@ -204,26 +205,26 @@ impl Dispatcher {
         let n = rows.len();
         let _in_flight = InFlight::new(&self.in_flight, &rows);
         let people = self.people(&rows).await?;
-        let mut groups: BTreeMap<(String, String, Uuid, String), Vec<Row>> = BTreeMap::new();
+        let mut groups: BTreeMap<(String, String, Uuid, Action), Vec<Row>> = BTreeMap::new();
         for row in rows {
             let key = (
                 row.firm.clone(),
                 row.client_org_number.clone(),
                 row.employee_id,
-                row.action.clone(),
+                row.action,
             );
             groups.entry(key).or_default().push(row);
         }
         let delivered: Vec<Vec<(Row, Verdict)>> = futures_util::stream::iter(groups)
             .map(|((firm, client, employee, action), rows)| {
                 let people = &people;
-                let span = delivery_span(&firm, &action, &rows);
+                let span = delivery_span(&firm, action, &rows);
                 async move {
                     let key = GroupKey {
                         firm: &firm,
                         client: &client,
                         employee,
-                        action: &action,
+                        action,
                     };
                     // Before the permits: a group waiting for its person to be added by
                     // another holds none.
@@ -309,13 +310,13 @@ impl Drop for ReconcileHold<'_> {
 /// The span of one group's delivery: a child of the trace of the command that planned its
 /// first row (read from the row, so a delivery later or on another replica joins it), linked to
 /// the step and to the other rows' traces. Firm, outbox ids and outcome; never the person.
-fn delivery_span(firm: &str, action: &str, rows: &[Row]) -> tracing::Span {
+fn delivery_span(firm: &str, action: Action, rows: &[Row]) -> tracing::Span {
     let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
     let span = tracing::info_span!(
         "deliver",
         otel.name = %format_args!("deliver {action}"),
         firm,
-        action,
+        action = action.as_str(),
         outbox.id = %ids.join(","),
         command.id = %rows.first().map(|r| r.cause).unwrap_or_default(),
         outcome = tracing::field::Empty,

@@ -7,6 +7,7 @@ use super::Result;
 use super::dispatcher::Dispatcher;
 use super::locked::Locked;
 use super::row::{Row, Verdict};
+use crate::policy::Action;
 use crate::telemetry::metrics;
 
 impl Dispatcher {
@@ -147,7 +148,7 @@ impl Outcomes {
 fn count_deliveries(verdicts: &[(Row, Verdict)], outcomes: &[&str]) {
     let mut counts = [[0_u64; 3]; 2];
     for ((row, _), outcome) in verdicts.iter().zip(outcomes) {
-        let action = usize::from(row.action == "revoke");
+        let action = usize::from(row.action == Action::Revoke);
         let outcome = match *outcome {
             "delivered" => 0,
             "parked" => 1,
@@ -155,7 +156,7 @@ fn count_deliveries(verdicts: &[(Row, Verdict)], outcomes: &[&str]) {
         };
         counts[action][outcome] += 1;
     }
-    for (action, by_outcome) in ["grant", "revoke"].into_iter().zip(counts) {
+    for (action, by_outcome) in Action::ALL.into_iter().zip(counts) {
         for (outcome, n) in ["delivered", "parked", "retried"]
             .into_iter()
             .zip(by_outcome)

@@ -8,13 +8,14 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::altinn::wire::PersonInput;
+use crate::policy::Action;
 
 /// The Altinn call a group of rows shares.
 pub(super) struct GroupKey<'a> {
     pub(super) firm: &'a str,
     pub(super) client: &'a str,
     pub(super) employee: Uuid,
-    pub(super) action: &'a str,
+    pub(super) action: Action,
 }
 
 #[derive(Debug)]
@@ -24,7 +25,7 @@ pub(super) struct Row {
     pub(super) employee_id: Uuid,
     pub(super) client_org_number: String,
     pub(super) package: String,
-    pub(super) action: String,
+    pub(super) action: Action,
     pub(super) attempts: i32,
     /// The command that planned the change, and its trace, which the delivery joins.
     pub(super) cause: Uuid,
