@@ -64,7 +64,13 @@ mod tests {
             Some("application/json; charset=utf-8"),
             Some(" application/json ;charset=UTF-8"),
         ] {
-            for e in [None, Some(""), Some("identity"), Some("utf-8"), Some("UTF-8")] {
+            for e in [
+                None,
+                Some(""),
+                Some("identity"),
+                Some("utf-8"),
+                Some("UTF-8"),
+            ] {
                 assert_eq!(code(t, e), None, "{t:?} {e:?}");
             }
         }
@@ -76,7 +82,11 @@ mod tests {
             (Some("application/xml"), None, "application/xml"),
             (Some("text/plain"), None, "text/plain"),
             (Some("application/jsonx"), None, "application/jsonx"),
-            (Some("application/vnd.api+json"), None, "application/vnd.api+json"),
+            (
+                Some("application/vnd.api+json"),
+                None,
+                "application/vnd.api+json",
+            ),
             (None, Some("gzip"), "gzip"),
             (None, Some("x-snappy"), "x-snappy"),
             (Some("application/json"), Some("deflate"), "deflate"),
@@ -93,7 +103,10 @@ mod tests {
     fn labels_are_shortened_and_sanitised() {
         let long = format!("x-{}\"\n\\{}", "a".repeat(100), "1".repeat(11));
         let text = check_content(None, Some(&long)).unwrap_err().to_string();
-        assert!(text.contains(&format!("\"x-{}\"", "a".repeat(62))), "{text}");
+        assert!(
+            text.contains(&format!("\"x-{}\"", "a".repeat(62))),
+            "{text}"
+        );
         let digits = check_content(Some("12345678901/json"), None)
             .unwrap_err()
             .to_string();

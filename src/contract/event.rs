@@ -306,7 +306,10 @@ mod tests {
         assert!(err.contains("duplicate field `client`"), "{err}");
 
         let nin = r#""national_identity_number":"55038521011","#;
-        assert_eq!(code(&DATA.replacen(nin, &format!("{nin}{nin}"), 1)), "schema");
+        assert_eq!(
+            code(&DATA.replacen(nin, &format!("{nin}{nin}"), 1)),
+            "schema"
+        );
     }
 
     #[test]
@@ -325,7 +328,10 @@ mod tests {
     #[test]
     fn data_that_is_not_an_object_is_refused() {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(event(&deep).unwrap_err().to_string(), "data must be a JSON object");
+        assert_eq!(
+            event(&deep).unwrap_err().to_string(),
+            "data must be a JSON object"
+        );
         assert_eq!(code("null"), "schema");
         assert_eq!(code(r#""text""#), "schema");
         assert_eq!(code("[1, 2"), "not-json");
