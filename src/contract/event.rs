@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::ids::{NationalIdentityNumber, OrgNumber, strict_uuid, text};
@@ -76,7 +77,10 @@ pub struct Client {
 }
 
 // The raw shapes mirror the JSON Schemas in `schemas/events/`: serde checks structure and types,
-// then `validate` applies the rules a schema cannot express. Unknown fields are ignored.
+// then `validate` applies the rules a schema cannot express. Unknown fields are ignored, at any
+// depth (serde skips them without recursing). `data` stays raw text until its type is known: a
+// `serde_json::Value` would keep the last of two duplicate keys, where the typed structs refuse
+// them as the envelope does.
 
 #[derive(Deserialize)]
 struct RawEnvelope {
@@ -85,7 +89,7 @@ struct RawEnvelope {
     occurred_at: String,
     firm: RawFirm,
     sequence: i64,
-    data: serde_json::Value,
+    data: Box<RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -142,7 +146,7 @@ struct RawProjectAccountantChanged {
 pub fn decode_event(routing_key: &str, body: &[u8], rules: &Rules) -> Result<Event, ContractError> {
     let raw: RawEnvelope = parse_json(body, rules)?;
     check_envelope(&raw, routing_key)?;
-    let body = decode_body(&raw.event_type, raw.data, rules)?;
+    let body = decode_body(&raw.event_type, &raw.data, rules)?;
     Ok(Event {
         id: strict_uuid("event_id", &raw.event_id)?,
         firm: OrgNumber::parse("firm.org_number", &raw.firm.org_number)?,
@@ -175,7 +179,7 @@ fn check_envelope(raw: &RawEnvelope, routing_key: &str) -> Result<(), ContractEr
 /// The `data` of an event whose type [`check_envelope`] has accepted.
 fn decode_body(
     event_type: &str,
-    payload: serde_json::Value,
+    payload: &RawValue,
     rules: &Rules,
 ) -> Result<EventBody, ContractError> {
     Ok(match event_type {
@@ -241,8 +245,20 @@ impl RawClient {
     }
 }
 
-fn data<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ContractError> {
-    serde_json::from_value(value).map_err(|e| ContractError::shape("data", &e))
+fn data<T: serde::de::DeserializeOwned>(raw: &RawValue) -> Result<T, ContractError> {
+    // serde would take an array for a struct, field by field; the contract has an object.
+    if !raw.get().starts_with('{') {
+        return Err(ContractError::Schema {
+            field: "data",
+            reason: "must be a JSON object",
+        });
+    }
+    serde_json::from_str(raw.get()).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ContractError::shape("data", &e),
+        // The envelope's parse has checked the syntax; what is left is serde_json's nesting
+        // limit, which no field of ours reaches before a type error.
+        _ => ContractError::NotJson(super::redact_digits(&e.to_string())),
+    })
 }
 
 /// Type names come from the sender; keep only a short, printable prefix for error texts.
@@ -251,4 +267,79 @@ pub(super) fn redact_type(raw: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-' || *c == '_')
         .take(64)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATA: &str = r#"{"employee":{"id":"c4a8f2e6-1d7b-4c3a-b5e9-8f0d2a6c1e74","national_identity_number":"55038521011","last_name":"Kowalski"},"client":{"org_number":"911223341","name":"Havbris AS"}}"#;
+
+    fn event(data: &str) -> Result<Event, ContractError> {
+        let body = format!(
+            r#"{{"event_id":"1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5","event_type":"ClientAssigned",
+                "occurred_at":"2026-03-15T09:30:00Z","firm":{{"org_number":"912345610"}},
+                "sequence":43,"data":{data}}}"#
+        );
+        decode_event("ClientAssigned", body.as_bytes(), &Rules::default())
+    }
+
+    fn code(data: &str) -> &'static str {
+        event(data).map_or_else(|e| e.code(), |_| "applied")
+    }
+
+    #[test]
+    fn the_base_event_is_applied() {
+        let e = event(DATA).unwrap();
+        let EventBody::ClientAssigned { client, .. } = e.body else {
+            panic!("{e:?}")
+        };
+        assert_eq!(client.org_number.as_str(), "911223341");
+    }
+
+    #[test]
+    fn duplicate_keys_inside_data_are_refused() {
+        let client = r#""client":{"org_number":"974760673","name":"Other AS"},"#;
+        let twice = DATA.replacen(r#""client":"#, &format!("{client}\"client\":"), 1);
+        assert_eq!(code(&twice), "schema");
+        let err = event(&twice).unwrap_err().to_string();
+        assert!(err.contains("duplicate field `client`"), "{err}");
+
+        let nin = r#""national_identity_number":"55038521011","#;
+        assert_eq!(
+            code(&DATA.replacen(nin, &format!("{nin}{nin}"), 1)),
+            "schema"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_inside_data_are_ignored_at_any_depth() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let data = DATA.replacen('{', &format!(r#"{{"x_future":{deep},"#), 1);
+        assert_eq!(code(&data), "applied");
+        let data = DATA.replacen(
+            r#""name":"Havbris AS""#,
+            &format!(r#""name":"Havbris AS","x":{{"y":{deep}}}"#),
+            1,
+        );
+        assert_eq!(code(&data), "applied");
+    }
+
+    #[test]
+    fn data_that_is_not_an_object_is_refused() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            event(&deep).unwrap_err().to_string(),
+            "data must be a JSON object"
+        );
+        assert_eq!(code("null"), "schema");
+        assert_eq!(code(r#""text""#), "schema");
+        assert_eq!(code("[1, 2"), "not-json");
+        // The base event's employee and client, as an array: serde alone would take it.
+        let fields = DATA
+            .replacen(r#"{"employee":"#, "[", 1)
+            .replacen(r#","client":"#, ",", 1);
+        let fields = format!("{}]", &fields[..fields.len() - 1]);
+        assert_eq!(code(&fields), "schema", "{fields}");
+    }
 }

@@ -2,15 +2,18 @@
 //!
 //! The JSON Schemas in `schemas/` describe the same shapes for other teams; the corpus test in
 //! `tests/contract/main.rs` shows the two agree. Rules a schema cannot express (check digits, body
-//! size, routing key, real calendar dates) are enforced here only.
+//! size, routing key, real calendar dates, the AMQP content type and encoding) are enforced here
+//! only.
 
 mod command;
+mod content;
 mod event;
 mod ids;
 
 use chrono::{DateTime, Utc};
 
 pub use command::{COMMAND_TYPES, Command, CommandKind, decode_command};
+pub use content::check_content;
 pub use event::{Client, EVENT_TYPES, Employee, Event, EventBody, decode_event};
 pub use ids::{NationalIdentityNumber, OrgNumber};
 
@@ -38,6 +41,13 @@ pub enum ContractError {
     TooLarge { size: usize, limit: usize },
     #[error("the message is not JSON: {0}")]
     NotJson(String),
+    #[error("the message's content type {0:?} is not application/json")]
+    ContentType(String),
+    #[error(
+        "the message's content encoding {0:?} is not supported; publish the JSON as it is, \
+         with no content encoding"
+    )]
+    ContentEncoding(String),
     #[error("{field} {reason}")]
     Schema {
         field: &'static str,
@@ -64,7 +74,7 @@ impl ContractError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::TooLarge { .. } => "too-large",
-            Self::NotJson(_) => "not-json",
+            Self::NotJson(_) | Self::ContentType(_) | Self::ContentEncoding(_) => "not-json",
             Self::Schema { .. } | Self::Shape(_) => "schema",
             Self::UnknownType(_) => "unknown-type",
             Self::RoutingKeyMismatch { .. } => "routing-key-mismatch",

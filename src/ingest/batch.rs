@@ -64,14 +64,19 @@ pub struct Item {
 impl Item {
     pub fn decode(stream: Stream, delivery: Delivery, rules: &Rules) -> Self {
         let key = delivery.routing_key.as_str();
-        let decoded = match stream {
+        let props = &delivery.properties;
+        let decoded = contract::check_content(
+            props.content_type().as_ref().map(|t| t.as_str()),
+            props.content_encoding().as_ref().map(|e| e.as_str()),
+        )
+        .and_then(|()| match stream {
             Stream::Events => {
                 contract::decode_event(key, &delivery.data, rules).map(Message::Event)
             }
             Stream::Commands => {
                 contract::decode_command(key, &delivery.data, rules).map(Message::Command)
             }
-        }
+        })
         .map_err(|e| Poison::from(&e));
         Self {
             delivery,

@@ -8,6 +8,10 @@
 //!   deliveries in hand are neither acked nor requeued in a loop. If the outage outlasts
 //!   `db_outage_hold`, they are requeued once (so the broker's ack timeout cannot close the
 //!   channel), and consuming resumes when PostgreSQL answers again.
+//! - When only part of a batch commits (one shard's transaction fails) and the rest is given
+//!   back (outage past the hold time, shutdown, fatal error), the committed part is settled
+//!   first: its dead letters published and confirmed, its deliveries acked. Only what did not
+//!   commit is redelivered, so no dead letter is recorded twice.
 //! - On shutdown, the batch in hand is finished; anything not acked is requeued by closing the
 //!   channel.
 
@@ -28,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::batch::{self, Item, Stream};
+use super::batch::{self, Item, Status, Stream};
 use super::dead_letter::DeadLetterPublisher;
 use super::{Error, IngestSettings, Metrics};
 use crate::retry::RetryPolicy;
@@ -170,7 +174,7 @@ impl QueueWorker<'_> {
             .map(|d| Item::decode(self.stream, d, &rules))
             .collect();
         let tally = match self
-            .commit_retrying(&mut items, last_tag, consumer, backlog, shutdown)
+            .commit_retrying(&mut items, consumer, backlog, shutdown)
             .await?
         {
             ControlFlow::Continue(tally) => tally,
@@ -185,7 +189,6 @@ impl QueueWorker<'_> {
     async fn commit_retrying(
         &self,
         items: &mut Vec<Item>,
-        last_tag: u64,
         consumer: &mut Option<Consumer>,
         backlog: &mut VecDeque<Delivery>,
         shutdown: &CancellationToken,
@@ -218,18 +221,18 @@ impl QueueWorker<'_> {
                         self.cancel(c, backlog).await?;
                     }
                     if since.elapsed() > self.settings.db_outage_hold() {
-                        self.requeue_all(last_tag, backlog).await?;
-                        return self
-                            .wait_for_database(shutdown)
-                            .await
-                            .map(ControlFlow::Break);
+                        return self.requeue_and_wait(items, backlog, shutdown).await;
                     }
                     waits.next_wait()
                 }
-                Err(e) => return Err(Error::Database(e)),
+                Err(e) => return Err(self.fatal(items, e).await),
             };
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(ControlFlow::Break(Handled::Abandoned)),
+                () = shutdown.cancelled() => {
+                    // Closing the channel then requeues the rest.
+                    self.settle_committed(items).await?;
+                    return Ok(ControlFlow::Break(Handled::Abandoned));
+                }
                 () = tokio::time::sleep(wait) => {}
             }
         };
@@ -284,29 +287,90 @@ impl QueueWorker<'_> {
         Ok(())
     }
 
-    /// Hands the batch and backlog back to the broker (one redelivery each).
-    async fn requeue_all(
+    /// Past the outage hold time: gives back what did not commit, then waits for PostgreSQL.
+    async fn requeue_and_wait(
         &self,
-        last_tag: u64,
+        items: &[Item],
+        backlog: &mut VecDeque<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> Result<ControlFlow<Handled, batch::Tally>, Error> {
+        self.requeue_pending(items, backlog).await?;
+        self.wait_for_database(shutdown)
+            .await
+            .map(ControlFlow::Break)
+    }
+
+    /// A database error retrying will not fix: settles what did commit before giving up.
+    async fn fatal(&self, items: &[Item], e: state::Error) -> Error {
+        if let Err(settling) = self.settle_committed(items).await {
+            tracing::warn!(error = %settling, "could not settle the committed deliveries");
+        }
+        Error::Database(e)
+    }
+
+    /// Settles what the batch committed, then hands the rest of it and the backlog back to
+    /// the broker (one redelivery each).
+    async fn requeue_pending(
+        &self,
+        items: &[Item],
         backlog: &mut VecDeque<Delivery>,
     ) -> Result<(), Error> {
-        let tag = backlog.back().map_or(last_tag, |d| d.delivery_tag);
+        let acked = self.settle_committed(items).await?;
+        // Every earlier batch is settled, and the committed items of this one are acked now: a
+        // `multiple` nack up to the newest unacked tag covers exactly the pending items and the
+        // backlog. The tag must be one still unacked, or the broker closes the channel.
+        let newest_pending = items
+            .iter()
+            .filter(|i| matches!(i.status, Status::Pending))
+            .map(|i| i.delivery.delivery_tag)
+            .max();
+        let tag = backlog.back().map(|d| d.delivery_tag).or(newest_pending);
         tracing::warn!(
             queue = %self.queue,
-            deliveries = ?tag,
-            "the database outage outlasted the hold time; requeuing the deliveries in hand"
+            acked,
+            requeued = items.len() - acked + backlog.len(),
+            "the database outage outlasted the hold time; requeuing the deliveries not committed"
         );
-        self.channel
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .await?;
+        if let Some(tag) = tag {
+            self.channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await?;
+        }
         backlog.clear();
         Ok(())
+    }
+
+    /// Acks the deliveries whose effect or dead-letter row is committed, after publishing the
+    /// committed dead letters, when the rest of the batch is not going to commit now. Requeued,
+    /// a committed poison message would be recorded a second time; a committed event would be
+    /// skipped as a duplicate, at the cost of a redelivery.
+    ///
+    /// Should the process die at any point here, nothing is lost: until an item is acked, the
+    /// broker redelivers it (repeating at most its dead-letter row and copy; events are
+    /// deduplicated by id), and whatever is still unacked is requeued when the channel closes.
+    async fn settle_committed(&self, items: &[Item]) -> Result<usize, Error> {
+        // A dead letter is confirmed in its queue before its delivery is acked.
+        self.dead_letters.publish(items).await?;
+        let mut acked = 0;
+        for item in items {
+            if matches!(item.status, Status::Pending) {
+                continue;
+            }
+            self.channel
+                .basic_ack(
+                    item.delivery.delivery_tag,
+                    BasicAckOptions { multiple: false },
+                )
+                .await?;
+            acked += 1;
+        }
+        Ok(acked)
     }
 
     async fn wait_for_database(&self, shutdown: &CancellationToken) -> Result<Handled, Error> {
