@@ -10,6 +10,7 @@ mod health;
 mod listener;
 mod problem;
 mod scrape;
+mod slots;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -19,7 +20,8 @@ use std::sync::Arc;
 use axum::Router;
 
 pub use health::{Half, Health};
-pub use listener::{OVERFLOW, Server};
+pub use listener::Server;
+pub use slots::{OVERFLOW, OVERFLOW_HEADER_READ_TIMEOUT};
 pub use tokens::Tokens;
 
 #[derive(Debug, Clone, clap::Args)]
