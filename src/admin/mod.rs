@@ -40,8 +40,9 @@ pub struct AdminSettings {
     #[arg(long, env = "ADMIN_HEADER_READ_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub admin_header_read_timeout_secs: u64,
-    /// Open connections the admin listener serves with keep-alive. Beyond it a few more are
-    /// served one request each (so probes still answer), and the rest closed at once.
+    /// Open connections the admin listener serves with keep-alive. Beyond it 16 more are
+    /// served one request each, a newcomer pushing out the oldest that has sent nothing, so
+    /// the probes still answer.
     #[arg(long, env = "ADMIN_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub admin_max_connections: u32,
