@@ -7,8 +7,10 @@
 
 pub mod api;
 mod health;
+mod listener;
 mod problem;
 mod scrape;
+mod slots;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -16,10 +18,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use health::{Half, Health};
+pub use listener::Server;
+pub use slots::{OVERFLOW, OVERFLOW_HEADER_READ_TIMEOUT};
 pub use tokens::Tokens;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -30,9 +32,24 @@ pub struct AdminSettings {
     pub admin_listen: SocketAddr,
     /// The admin API's tokens, one per line: `NAME SHA256_HEX SCOPE` (see `admin-token`).
     /// Without it every /v1 route answers 401.
+    /// Read at start only: after changing the file, restart the worker.
     #[arg(long, env = "ADMIN_TOKENS_FILE")]
     pub admin_tokens_file: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers, and that a kept-alive connection may
+    /// sit idle between requests, before the admin listener closes it.
+    #[arg(long, env = "ADMIN_HEADER_READ_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub admin_header_read_timeout_secs: u64,
+    /// Open connections the admin listener serves with keep-alive. Beyond it 16 more are
+    /// served one request each, a newcomer pushing out the oldest that has sent nothing, so
+    /// the probes still answer.
+    #[arg(long, env = "ADMIN_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub admin_max_connections: u32,
 }
+
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -48,39 +65,6 @@ pub enum Error {
     Serve(#[source] std::io::Error),
     #[error(transparent)]
     Tokens(#[from] tokens::Error),
-}
-
-/// A bound admin listener, not yet serving.
-#[derive(Debug)]
-pub struct Server {
-    listener: TcpListener,
-    addr: SocketAddr,
-}
-
-impl Server {
-    /// Binds `addr`; failing here ends the process with a non-zero status.
-    pub async fn bind(addr: SocketAddr) -> Result<Self, Error> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr, source })?;
-        tracing::info!(admin_listen = %addr, "admin listener bound: /healthz /readyz /metrics /v1");
-        Ok(Self { listener, addr })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Serves `app` until `shutdown`.
-    pub async fn serve(self, app: Router, shutdown: CancellationToken) -> Result<(), Error> {
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(Error::Serve)
-    }
 }
 
 /// `altinn-sync healthcheck`: asks a running worker's `/healthz`; an error unless it is 200.

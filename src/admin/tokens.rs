@@ -3,6 +3,9 @@
 //! Only hashes are stored, so the file is no more secret than a password file; it must still
 //! not be readable by every user. A presented token is hashed and compared with every entry in
 //! constant time, so neither a timing nor an early exit tells how close a guess came.
+//!
+//! Whoever can write the file can make a token, so it must not be group- or world-writable.
+//! It is read at start only: after changing it, restart the worker.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::contract::OrgNumber;
+
+/// Actors the worker and the CLI record themselves as: a token by one of these names would
+/// pass its actions off as theirs in the audit.
+pub const RESERVED_NAMES: [&str; 3] = ["worker", "cli", crate::sync::AUTO_SYNC_REQUESTED_BY];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +32,11 @@ pub enum Error {
          `chmod o-r` it (0440 or 0600)"
     )]
     WorldReadable { path: PathBuf, mode: u32 },
+    #[error(
+        "the admin tokens file {path} is writable by others than its owner (mode {mode:o}), \
+         who could add a token of their own; `chmod go-w` it (0440 or 0600)"
+    )]
+    Writable { path: PathBuf, mode: u32 },
     #[error("{path} line {line}: {problem}; expected `NAME SHA256_HEX SCOPE`")]
     Malformed {
         path: PathBuf,
@@ -91,9 +103,13 @@ impl Tokens {
             path: path.to_owned(),
             source,
         };
-        refuse_world_readable(path).map_err(|e| match e {
+        refuse_open_modes(path).map_err(|e| match e {
             Refusal::Io(source) => read(source),
             Refusal::WorldReadable(mode) => Error::WorldReadable {
+                path: path.to_owned(),
+                mode,
+            },
+            Refusal::Writable(mode) => Error::Writable {
                 path: path.to_owned(),
                 mode,
             },
@@ -127,6 +143,12 @@ impl Tokens {
             {
                 return Err((n, format!("name {name:?} is not [A-Za-z0-9._-]{{1,64}}")));
             }
+            if RESERVED_NAMES.contains(&name) {
+                return Err((
+                    n,
+                    format!("name {name:?} is reserved for the worker's own actions"),
+                ));
+            }
             if entries.iter().any(|e| e.name == name) {
                 return Err((n, format!("name {name:?} is listed twice")));
             }
@@ -136,6 +158,13 @@ impl Tokens {
                     "the hash is not 64 lowercase hex digits (the SHA-256 of the token)".to_owned(),
                 )
             })?;
+            // One token, two names: which one the audit records would depend on the order.
+            if let Some(first) = entries.iter().find(|e| e.hash == hash) {
+                return Err((
+                    n,
+                    format!("the hash is also the hash of {:?}'s token", first.name),
+                ));
+            }
             let scope = parse_scope(scope).map_err(|p| (n, p))?;
             entries.push(Entry {
                 name: name.to_owned(),
@@ -175,12 +204,27 @@ pub struct NewToken {
 
 /// Makes a token of 32 random bytes (hex) for `name` and `scope` (`*` or `ORG,ORG`).
 pub fn generate(name: &str, scope: &str) -> Result<NewToken, Error> {
+    // A newline in either would print a second line, with a hash the caller chose.
+    for (flag, value) in [("--name", name), ("--firms", scope)] {
+        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::Refused(format!(
+                "{flag} {value:?} holds whitespace or a newline; separate organisation numbers \
+                 with commas only"
+            )));
+        }
+    }
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     let token = hex::encode(bytes);
     let line = format!("{name} {} {scope}", hex::encode(sha256(token.as_bytes())));
     // The same checks as at start, so the printed line is one `run` accepts.
-    Tokens::parse(&line).map_err(|(_, problem)| Error::Refused(problem))?;
+    let parsed = Tokens::parse(&line).map_err(|(_, problem)| Error::Refused(problem))?;
+    if parsed.entries.len() != 1 {
+        return Err(Error::Refused(format!(
+            "the line would hold {} entries instead of 1",
+            parsed.entries.len()
+        )));
+    }
     Ok(NewToken { token, line })
 }
 
@@ -219,9 +263,10 @@ fn parse_scope(scope: &str) -> Result<Scope, String> {
 enum Refusal {
     Io(std::io::Error),
     WorldReadable(u32),
+    Writable(u32),
 }
 
-fn refuse_world_readable(path: &Path) -> Result<(), Refusal> {
+fn refuse_open_modes(path: &Path) -> Result<(), Refusal> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path)
         .map_err(Refusal::Io)?
@@ -230,6 +275,9 @@ fn refuse_world_readable(path: &Path) -> Result<(), Refusal> {
         & 0o777;
     if mode & 0o004 != 0 {
         return Err(Refusal::WorldReadable(mode));
+    }
+    if mode & 0o022 != 0 {
+        return Err(Refusal::Writable(mode));
     }
     Ok(())
 }
@@ -262,10 +310,81 @@ mod tests {
             (format!("name {hash} 12345678"), 1, "organisation number"),
             (format!("n {hash} *\nn {hash} *"), 2, "twice"),
             (format!("{} {hash} *", "x".repeat(65)), 1, "[A-Za-z0-9._-]"),
+            (
+                format!("ok {hash} *\nworker {} *", "b".repeat(64)),
+                2,
+                "reserved",
+            ),
+            (format!("cli {hash} *"), 1, "reserved"),
+            (format!("auto-sync {hash} {ORG}"), 1, "reserved"),
+            (
+                format!("a {hash} *\n# b\nb {hash} {ORG}"),
+                3,
+                "\"a\"'s token",
+            ),
         ] {
             let (n, p) = Tokens::parse(&text).unwrap_err();
             assert_eq!(n, line, "{text}");
             assert!(p.contains(problem), "{p} should mention {problem}");
         }
+    }
+
+    #[test]
+    fn admin_token_refuses_whitespace_that_would_print_a_second_line() {
+        let planted = format!("{ORG}\nplanted {} *", "c".repeat(64));
+        for (name, firms) in [
+            ("settings-page", planted.as_str()),
+            ("settings-page", "912345610, 923456783"),
+            ("settings-page", "912345610\t"),
+            ("settings page", "*"),
+            ("settings-page\nplanted", "*"),
+        ] {
+            let Err(Error::Refused(problem)) = generate(name, firms) else {
+                panic!("{name:?} {firms:?} was accepted");
+            };
+            assert!(problem.contains("whitespace or a newline"), "{problem}");
+        }
+        let Err(Error::Refused(problem)) = generate("worker", "*") else {
+            panic!("a reserved name was accepted");
+        };
+        assert!(problem.contains("reserved"), "{problem}");
+        // A name that is all comment would print a line `run` reads as no token at all.
+        let Err(Error::Refused(problem)) = generate("#x", "*") else {
+            panic!("a commented-out line was accepted");
+        };
+        assert!(problem.contains("0 entries"), "{problem}");
+        assert_eq!(
+            generate("settings-page", "912345610,923456783")
+                .map(|t| t.line.lines().count())
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_token_file_others_may_write_or_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = std::env::temp_dir().join(format!("admin-tokens-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, generate("support", "*").unwrap().line).unwrap();
+        let load = |mode| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            Tokens::load(Some(&path))
+        };
+        for mode in [0o620, 0o602, 0o660, 0o622] {
+            let err = load(mode).unwrap_err();
+            assert!(
+                matches!(err, Error::Writable { mode: m, .. } if m == mode),
+                "{mode:o}: {err}"
+            );
+            assert!(err.to_string().contains("chmod go-w"), "{err}");
+        }
+        assert!(matches!(
+            load(0o644).unwrap_err(),
+            Error::WorldReadable { .. }
+        ));
+        for mode in [0o600, 0o640, 0o440, 0o400] {
+            assert!(!load(mode).unwrap().is_empty(), "{mode:o}");
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 }

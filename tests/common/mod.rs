@@ -120,6 +120,8 @@ impl TestApp {
             admin: AdminSettings {
                 admin_listen: ([127, 0, 0, 1], 0).into(),
                 admin_tokens_file: None,
+                admin_header_read_timeout_secs: admin::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+                admin_max_connections: admin::DEFAULT_MAX_CONNECTIONS,
             },
         };
         let pool = state::connect(&settings.db).await.expect("test database");

@@ -24,6 +24,7 @@ mod flush_faults;
 mod guard;
 mod harness;
 mod hostile;
+mod listener;
 mod maintenance;
 mod ordering;
 mod poison;
