@@ -95,7 +95,7 @@ pub enum Error {
 
 /// Runs the worker until `shutdown` is cancelled, with the admin listener on `ADMIN_LISTEN`.
 pub async fn run(settings: &WorkerSettings, shutdown: CancellationToken) -> Result<(), Error> {
-    let server = admin::Server::bind(settings.admin.admin_listen).await?;
+    let server = admin::Server::bind_with(&settings.admin).await?;
     run_bound(settings, server, shutdown).await
 }
 

@@ -31,7 +31,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), Error
     let key = DemoFile::write("pem", DEMO_KEY)?;
     point_at_simulator(&mut settings.altinn, simulator.addr, key.path());
     let (tokens, dev_token) = admin_token(&mut settings)?;
-    let admin = admin::Server::bind(settings.admin.admin_listen).await?;
+    let admin = admin::Server::bind_with(&settings.admin).await?;
     let known = prepare_database(&settings.db).await?;
     declare_topology(&settings).await?;
 

@@ -156,7 +156,7 @@ impl TestApp {
         let token = CancellationToken::new();
         let settings = self.settings.clone();
         let shutdown = token.clone();
-        let server = admin::Server::bind(settings.admin.admin_listen)
+        let server = admin::Server::bind_with(&settings.admin)
             .await
             .expect("the admin listener binds");
         self.admin = Some(server.local_addr());

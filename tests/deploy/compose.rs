@@ -242,7 +242,7 @@ fn the_worker_talks_to_the_simulator_collector_and_prometheus_on_their_ports() {
     assert!(
         seq(&worker["ports"], "ports")
             .iter()
-            .any(|p| p.as_str() == Some(&*format!("{admin_port}:{admin_port}"))),
+            .any(|p| p.as_str() == Some(&*format!("127.0.0.1:{admin_port}:{admin_port}"))),
         "the admin port {admin_port} is not published"
     );
     let prometheus = &services["prometheus"];
@@ -296,6 +296,25 @@ fn the_worker_talks_to_the_simulator_collector_and_prometheus_on_their_ports() {
         .parse()
         .unwrap();
     assert!(stop > grace, "stop_grace_period {stop}s <= {grace}s");
+}
+
+/// PostgreSQL trusts every connection, RabbitMQ takes guest/guest and the demo token is public:
+/// nothing is published beyond the machine compose runs on.
+#[test]
+fn every_published_port_is_on_the_loopback_address_only() {
+    let compose = compose();
+    for (name, service) in services(&compose) {
+        let Some(ports) = service.get("ports") else {
+            continue;
+        };
+        for port in seq(ports, "ports") {
+            let port = port.as_str().expect("ports are written as strings");
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name:?} publishes {port:?} beyond 127.0.0.1"
+            );
+        }
+    }
 }
 
 #[test]
