@@ -20,6 +20,7 @@ use tower::ServiceExt as _;
 
 use super::slots::{Limits, Slot, Slots};
 use super::{AdminSettings, Error};
+use crate::telemetry::ErrorChain;
 
 /// After an accept error other than a client's own (out of file descriptors, say): the error
 /// would come back at once.
@@ -124,7 +125,7 @@ async fn connection(stream: TcpStream, app: Router, slot: Slot, shutdown: Cancel
     };
     // The client's doing (a header timeout, a reset, a malformed request): not ours to warn of.
     if let Err(e) = ended {
-        tracing::debug!(error = %e, "admin connection ended");
+        tracing::debug!(error = %ErrorChain(&e), "admin connection ended");
     }
 }
 
@@ -136,7 +137,7 @@ async fn accept_failed(e: &std::io::Error, shutdown: &CancellationToken) {
     ) {
         return;
     }
-    tracing::warn!(error = %e, "the admin listener cannot accept connections; retrying");
+    tracing::warn!(error = %ErrorChain(&e), "the admin listener cannot accept connections; retrying");
     tokio::select! {
         () = shutdown.cancelled() => {}
         () = tokio::time::sleep(ACCEPT_BACKOFF) => {}

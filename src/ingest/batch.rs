@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use crate::contract::{self, Command, ContractError, Event, Rules};
 use crate::state::{self, ApplyOptions, DeadLetterRow};
 use crate::telemetry;
+use crate::telemetry::ErrorChain;
 
 /// Which queue a batch came from, and so how its messages are decoded and applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +174,7 @@ async fn commit_shard(
         match commit_range(pool, queue, &mut items[range.clone()], opts, None).await {
             Ok(t) => tally.add(t),
             Err(state::Error::Refused(e)) if range.len() > 1 => {
-                tracing::debug!(error = %e, size = range.len(), "batch refused; splitting it");
+                tracing::debug!(error = %ErrorChain(&e), size = range.len(), "batch refused; splitting it");
                 let mid = range.start + range.len() / 2;
                 ranges.push(mid..range.end);
                 ranges.push(range.start..mid);

@@ -10,6 +10,7 @@ use super::consumer::QueueWorker;
 use super::dead_letter::DeadLetterPublisher;
 use super::{Error, IngestSettings, Metrics, Stream, Topology};
 use crate::retry::{Retryable, Waits};
+use crate::telemetry::ErrorChain;
 
 /// Consumes both queues until `shutdown`, reconnecting with backoff whenever RabbitMQ fails.
 ///
@@ -38,7 +39,7 @@ pub async fn run(
             Err(e) if e.is_retryable() => {
                 let wait = waits.next_wait();
                 tracing::warn!(
-                    error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                    error = %ErrorChain(&e),
                     retry_in = ?wait, "RabbitMQ connection lost; reconnecting"
                 );
                 tokio::select! {

@@ -38,6 +38,7 @@ use super::{Error, IngestSettings, Metrics};
 use crate::retry::RetryPolicy;
 use crate::state::{self, ApplyOptions};
 use crate::telemetry;
+use crate::telemetry::ErrorChain;
 
 /// Waits between attempts at a batch whose transaction conflicted with another's.
 const CONFLICT_RETRY: RetryPolicy =
@@ -207,7 +208,7 @@ impl QueueWorker<'_> {
                 Ok(tally) => break tally,
                 Err(state::Error::Conflict(e)) => {
                     let wait = conflict_waits.next_wait();
-                    tracing::debug!(error = %e, retry_in = ?wait,
+                    tracing::debug!(error = %ErrorChain(&e), retry_in = ?wait,
                         "transaction conflict; retrying the batch");
                     wait
                 }
@@ -215,7 +216,7 @@ impl QueueWorker<'_> {
                     let since = *outage_started.get_or_insert_with(Instant::now);
                     if let Some(c) = consumer.take() {
                         tracing::error!(
-                            queue = %self.queue, error = %e,
+                            queue = %self.queue, error = %ErrorChain(&e),
                             "PostgreSQL is unavailable; consumer cancelled until it returns"
                         );
                         self.cancel(c, backlog).await?;
@@ -381,7 +382,7 @@ impl QueueWorker<'_> {
                 .await
             {
                 Ok(_) => return Ok(Handled::Requeued),
-                Err(e) => tracing::debug!(error = %e, "PostgreSQL still unavailable"),
+                Err(e) => tracing::debug!(error = %ErrorChain(&e), "PostgreSQL still unavailable"),
             }
             let wait = waits.next_wait();
             tokio::select! {
