@@ -17,13 +17,15 @@ REQUIREMENTS=tests/api/requirements.txt
 CONSTRAINTS=tests/api/constraints.txt
 STAMP=$VENV/.installed
 OUT=target/api-run
-# Fixed, so a failure reproduces: the same seed and the same examples on every run.
-SEED=20261207
+# Fixed, so a failure reproduces: the same seed and the same examples on every run (the two
+# variables are for exploring, e.g. API_CHECK_SEED=7 API_CHECK_MAX_EXAMPLES=300).
+SEED=${API_CHECK_SEED:-20261207}
 MAX_EXAMPLES=${API_CHECK_MAX_EXAMPLES:-40}
-# Names of this run's own: nothing of `dev`'s or `run`'s defaults, nor of another run's.
-RUN_ID=api_check_$$
-DATABASE_URL=postgres://postgres@127.0.0.1:5432/altinn_sync_$RUN_ID
-TOPOLOGY_PREFIX=altinn-sync-${RUN_ID//_/-}
+# Names of the check's own, apart from `dev`'s, `run`'s and the tests': made afresh by each run
+# (one at a time, under the lock below) and removed at its end.
+DATABASE=altinn_sync_api_check
+DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DATABASE
+TOPOLOGY_PREFIX=altinn-sync-api-check
 EVENTS_EXCHANGE=$TOPOLOGY_PREFIX.adminflow-events
 DEMO=schemas/examples/demo
 DEMO_FIRM=912345610
@@ -47,23 +49,32 @@ if [ -z "$BIN" ]; then
 fi
 
 mkdir -p "$OUT"
+exec 9>"$OUT/.lock"
+flock 9
 DEV_OUT=$OUT/dev.out
 DEV_LOG=$OUT/dev.log
 dev_pid=""
+# The database, queues and exchanges of this check. The exchanges go through rabbitmqctl eval,
+# as rabbitmqctl has no delete_exchange; best effort, like the rest.
+remove_resources() {
+    psql -q -h 127.0.0.1 -U postgres -d postgres \
+        -c "DROP DATABASE IF EXISTS $DATABASE WITH (FORCE)" >/dev/null 2>&1 || true
+    for queue in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$TOPOLOGY_PREFIX\." || true); do
+        rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+    done
+    for exchange in $(rabbitmqctl -q list_exchanges name 2>/dev/null | grep "^$TOPOLOGY_PREFIX\." || true); do
+        rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, \
+            <<\"$exchange\">>), false, <<\"api-check\">>)." >/dev/null 2>&1 || true
+    done
+}
 cleanup() {
     if [ -n "$dev_pid" ] && kill -0 "$dev_pid" 2>/dev/null; then
         kill -TERM "$dev_pid"
         wait "$dev_pid" || true
     fi
-    psql -q -h 127.0.0.1 -U postgres -d postgres \
-        -c "DROP DATABASE IF EXISTS altinn_sync_$RUN_ID WITH (FORCE)" >/dev/null 2>&1 || true
-    for queue in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$TOPOLOGY_PREFIX" || true); do
-        rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
-    done
-    for exchange in $(rabbitmqctl -q list_exchanges name 2>/dev/null | grep "^$TOPOLOGY_PREFIX" || true); do
-        rabbitmqadmin -q delete exchange name="$exchange" >/dev/null 2>&1 || true
-    done
+    remove_resources
 }
+remove_resources
 trap cleanup EXIT
 
 # Port 0 for both listeners: the guide dev prints names the admin address it bound.

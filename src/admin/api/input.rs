@@ -163,3 +163,68 @@ impl AuditParams {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        n: Option<i64>,
+    }
+
+    #[test]
+    fn a_body_is_an_object_or_left_out() {
+        assert_eq!(body_of::<Body>(b" \n").unwrap(), None);
+        assert_eq!(body_of::<Body>(b"{}").unwrap(), Some(Body { n: None }));
+        assert_eq!(
+            body_of::<Body>(br#"{"n": 7.0}"#).unwrap(),
+            Some(Body { n: Some(7) }),
+            "a whole float is an integer"
+        );
+        for refused in [
+            &b"null"[..],
+            b"[5]",
+            b"5",
+            br#"{"n": 7.5}"#,
+            br#"{"n": 1e300}"#,
+            br#"{"m": 1}"#,
+        ] {
+            let problem = body_of::<Body>(refused).unwrap_err();
+            assert_eq!(problem.status, 400, "{}", String::from_utf8_lossy(refused));
+        }
+    }
+
+    #[test]
+    fn a_selection_is_ids_or_all_true_and_nothing_else() {
+        assert_eq!(
+            Selection::of(br#"{"all": true}"#, "approved").unwrap(),
+            Selection::All
+        );
+        assert_eq!(
+            Selection::of(br#"{"ids": [3, 4.0]}"#, "approved").unwrap(),
+            Selection::Ids(vec![3, 4])
+        );
+        assert_eq!(
+            Selection::of(br#"{"ids": []}"#, "approved").unwrap().ids(),
+            Some(&[][..]),
+            "an empty list names no revoke"
+        );
+        for refused in [
+            &b""[..],
+            b"{}",
+            b"null",
+            br#"{"all": false}"#,
+            br#"{"all": "true"}"#,
+            br#"{"ids": null}"#,
+            br#"{"ids": [1], "all": true}"#,
+            br#"{"ids": ["1"]}"#,
+        ] {
+            let problem = Selection::of(refused, "rejected").unwrap_err();
+            assert_eq!(problem.status, 400, "{}", String::from_utf8_lossy(refused));
+        }
+        let detail = Selection::of(b"", "rejected").unwrap_err().detail;
+        assert!(detail.starts_with("nothing was rejected"), "{detail}");
+    }
+}
