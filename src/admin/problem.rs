@@ -1,5 +1,6 @@
 //! Errors as `application/problem+json` (RFC 9457), with a title and a detail a person can act
-//! on. Every failure of the API is one of these; none is a 500.
+//! on. Every failure of the API is one of these; none is a 500. A detail never carries a run of
+//! ten or more digits: it may quote the caller's input, and that could be an identity number.
 
 use axum::Json;
 use axum::http::{StatusCode, header};
@@ -23,8 +24,13 @@ impl Problem {
             kind: "about:blank",
             title,
             status: status.as_u16(),
-            detail: detail.into(),
+            detail: redact_digits(&detail.into()),
         }
+    }
+
+    /// A problem titled with the status's own reason phrase.
+    pub fn of_status(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self::new(status, status.canonical_reason().unwrap_or("Error"), detail)
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
@@ -70,6 +76,28 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The contract layer's rule for serde's messages, applied to every detail: runs of ten digits or
+/// more (an identity number has eleven; an organisation number, nine) become `<redacted>`.
+fn redact_digits(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut run = String::new();
+    for c in msg.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() {
+            run.push(c);
+            continue;
+        }
+        if run.len() >= 10 {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
 impl From<ops::Error> for Problem {
     fn from(e: ops::Error) -> Self {
         match &e {
@@ -87,5 +115,27 @@ impl From<ops::Error> for Problem {
                 Self::unavailable("RabbitMQ is unavailable; the sync was not requested")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detail_never_quotes_a_long_digit_run() {
+        let p = Problem::bad_request(r#"the body is not valid: {"id":"15038512345"} at line 1"#);
+        assert_eq!(
+            p.detail,
+            r#"the body is not valid: {"id":"<redacted>"} at line 1"#
+        );
+        let p = Problem::bad_request("\"912345611\" is not an organisation number");
+        assert!(
+            p.detail.contains("912345611"),
+            "nine digits stay: {}",
+            p.detail
+        );
+        let p = Problem::bad_request("x 123456789012345678901234567890");
+        assert_eq!(p.detail, "x <redacted>");
     }
 }

@@ -228,6 +228,40 @@ async fn every_route_checks_the_token_the_input_the_scope_and_the_firm_in_that_o
             format!("{f}/staged/approve"),
             Some(r#"{"ids": "all"}"#),
         ),
+        // What the document forbids is refused: a null or non-object body, a selection that
+        // is not exactly one of ids and all: true, an id not in its hyphenated form, a
+        // `before` below 1.
+        (Method::POST, format!("{f}/sync"), Some("null")),
+        (Method::POST, format!("{f}/parked/retry"), Some("[1]")),
+        (
+            Method::POST,
+            format!("{f}/staged/approve"),
+            Some(r#"{"all": false}"#),
+        ),
+        (
+            Method::POST,
+            format!("{f}/staged/reject"),
+            Some(r#"{"all": true, "ids": [1]}"#),
+        ),
+        (
+            Method::GET,
+            format!("{f}/syncs/{}", Uuid::nil().simple()),
+            None,
+        ),
+        (Method::GET, format!("{f}/audit?before=0"), None),
+        // Identity numbers where they do not belong: refused, and never echoed (checked below).
+        (Method::GET, format!("/v1/firms/{}/status", NINS[0]), None),
+        (
+            Method::POST,
+            format!("{f}/parked/retry"),
+            Some(r#"{"id":"15038512363"}"#),
+        ),
+        (
+            Method::POST,
+            format!("{f}/sync"),
+            Some(r#"{"after_sequence": "02078545642"}"#),
+        ),
+        (Method::GET, format!("{f}/audit?client=15038512363"), None),
     ] {
         let got = http
             .call(method.clone(), &path, Some(OPS_TOKEN), body)
@@ -248,6 +282,32 @@ async fn every_route_checks_the_token_the_input_the_scope_and_the_firm_in_that_o
         )
         .await;
     assert_problem("a body over 16 KiB", &got, StatusCode::PAYLOAD_TOO_LARGE);
+    let got = http
+        .call(
+            Method::DELETE,
+            &format!("{f}/status"),
+            Some(OPS_TOKEN),
+            None,
+        )
+        .await;
+    assert_problem(
+        "a method the route lacks",
+        &got,
+        StatusCode::METHOD_NOT_ALLOWED,
+    );
+    let (status, _, json) = http
+        .call(
+            Method::POST,
+            &format!("{f}/parked/retry"),
+            Some(OPS_TOKEN),
+            Some(r#"{"id": 7.0}"#),
+        )
+        .await;
+    assert_eq!(
+        (status, json),
+        (StatusCode::OK, json!({"count": 0})),
+        "a whole number written as 7.0 is an integer, as JSON Schema says"
+    );
     let unknown_sync = http
         .call(
             Method::GET,
@@ -552,6 +612,46 @@ async fn without_a_token_file_every_v1_route_answers_401_and_the_document_is_com
     let doc: Value = serde_json::from_str(&served).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(doc["paths"].as_object().unwrap().len(), 11);
+    let resolve = |value: &Value| -> Value {
+        match value["$ref"].as_str() {
+            Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap().clone(),
+            None => value.clone(),
+        }
+    };
+    let org = resolve(&json!({"$ref": "#/components/parameters/Org"}));
+    assert_eq!(org["schema"]["pattern"], "^[0-9]{9}$", "{org}");
+    assert!(org["description"].as_str().unwrap().contains("MOD11"));
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let what = format!("{method} {path}");
+            let errors: Vec<&String> = operation["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|status| !status.starts_with('2'))
+                .collect();
+            assert_eq!(
+                errors,
+                ["400", "401", "403", "404", "408", "413", "503"],
+                "{what}: every error status the API answers"
+            );
+            for status in errors {
+                let response = resolve(&operation["responses"][status]);
+                let types: Vec<&String> = response["content"].as_object().unwrap().keys().collect();
+                assert_eq!(types, ["application/problem+json"], "{what} {status}");
+            }
+            let parameters = operation["parameters"].as_array().unwrap();
+            assert!(
+                parameters.iter().any(|p| resolve(p) == org),
+                "{what}: org with its pattern"
+            );
+            for p in parameters.iter().map(resolve) {
+                if p["name"].as_str().is_some_and(|n| n.ends_with("_id")) {
+                    assert_eq!(p["schema"]["format"], "uuid", "{what}: {p}");
+                }
+            }
+        }
+    }
     app.teardown().await;
 }
 
@@ -798,8 +898,14 @@ async fn explain_says_when_the_worker_sends_nothing_to_altinn() {
     app.teardown().await;
 }
 
-#[tokio::test]
-async fn a_staged_mass_revoke_shows_everywhere_and_is_approved_or_rejected_by_name() {
+/// Kari granted 12 clients in Altinn, then 11 of them removed at once: at least
+/// REVOKE_GUARD_MIN and more than 20 %, so the guard stages all 11 revokes.
+async fn eleven_staged_revokes() -> (
+    TestApp,
+    crate::common::altinn::ClientsAltinn,
+    Http,
+    crate::common::workload::Person,
+) {
     use crate::common::altinn::ClientsAltinn;
     use crate::common::steps::{kari_granted_on, remove};
     use crate::common::workload::Person;
@@ -811,20 +917,30 @@ async fn a_staged_mass_revoke_shows_everywhere_and_is_approved_or_rejected_by_na
     app.start_worker().await;
     let http = Http::new(app.admin.unwrap());
     let mut events = kari_granted_on(&app, &altinn, &kari, 12).await;
-    // 11 of 12 grants removed at once: at least REVOKE_GUARD_MIN and more than 20 %.
     remove(&app, &altinn, &mut events, &kari, 0..11, 2).await;
+    (app, altinn, http, kari)
+}
+
+/// The ids GET staged lists.
+async fn staged_ids(http: &Http) -> Vec<i64> {
+    let (_, staged) = http.get(&format!("/v1/firms/{FIRM}/staged")).await;
+    staged["staged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_staged_mass_revoke_shows_everywhere_and_is_approved_or_rejected_by_name() {
+    let (app, altinn, http, kari) = eleven_staged_revokes().await;
 
     let f = format!("/v1/firms/{FIRM}");
     let (_, status) = http.get(&format!("{f}/status")).await;
     assert_eq!(status["staged_revokes"], 11, "{status}");
     assert_eq!(status["pending"], 0, "{status}");
-    let (_, staged) = http.get(&format!("{f}/staged")).await;
-    let ids: Vec<i64> = staged["staged"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_i64().unwrap())
-        .collect();
+    let ids = staged_ids(&http).await;
     assert_eq!(ids.len(), 11);
     let (_, plan) = http.get(&format!("{f}/plan")).await;
     assert_eq!(
@@ -867,7 +983,7 @@ async fn a_staged_mass_revoke_shows_everywhere_and_is_approved_or_rejected_by_na
             Method::POST,
             &format!("{f}/staged/reject"),
             Some(OPS_TOKEN),
-            None,
+            Some(r#"{"all": true}"#),
         )
         .await;
     assert_eq!((status, count), (StatusCode::OK, json!({"count": 9})));
@@ -891,5 +1007,69 @@ async fn a_staged_mass_revoke_shows_everywhere_and_is_approved_or_rejected_by_na
         actors.iter().all(|(_, actor)| actor == "support"),
         "{actors:?}"
     );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn without_ids_or_all_true_approve_and_reject_decide_nothing_and_say_so() {
+    let (app, altinn, http, _) = eleven_staged_revokes().await;
+    let f = format!("/v1/firms/{FIRM}");
+    let ids = staged_ids(&http).await;
+    assert_eq!(ids.len(), 11);
+
+    // An empty body once approved every staged revoke; now it is refused and names both ways.
+    for (route, verb) in [("approve", "approved"), ("reject", "rejected")] {
+        for body in [None, Some("{}"), Some("  ")] {
+            let got = http
+                .call(
+                    Method::POST,
+                    &format!("{f}/staged/{route}"),
+                    Some(OPS_TOKEN),
+                    body,
+                )
+                .await;
+            let what = format!("POST staged/{route} with {body:?}");
+            assert_problem(&what, &got, StatusCode::BAD_REQUEST);
+            let detail = got.2["detail"].as_str().unwrap();
+            assert!(
+                detail.starts_with(&format!("nothing was {verb}"))
+                    && detail.contains(r#"{"ids": [...]}"#)
+                    && detail.contains(r#"{"all": true}"#),
+                "{what}: the answer says nothing was {verb} and how to say which: {detail}"
+            );
+        }
+    }
+    assert_eq!(
+        staged_ids(&http).await,
+        ids,
+        "every revoke is still staged: nothing was approved or rejected"
+    );
+    let decided: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit WHERE outcome IN ('approved', 'rejected')")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(decided, 0, "the audit records no decision");
+
+    // {"all": true} is the explicit way to approve them all.
+    let (status, _, count) = http
+        .call(
+            Method::POST,
+            &format!("{f}/staged/approve"),
+            Some(OPS_TOKEN),
+            Some(r#"{"all": true}"#),
+        )
+        .await;
+    assert_eq!((status, count), (StatusCode::OK, json!({"count": 11})));
+    crate::common::steps::flushed(&app, 2).await;
+    assert_eq!(
+        altinn
+            .holds(altinn.parties[0], crate::common::altinn::MED)
+            .await
+            .len(),
+        1,
+        "the eleven approved revokes went out; the client Kari kept remains"
+    );
+    assert!(staged_ids(&http).await.is_empty());
     app.teardown().await;
 }

@@ -1,0 +1,96 @@
+//! The routes that only read: status, a sync's outcome, explain, the dry run, the parked and
+//! staged lists, and the audit. Their error answers are added to the document by `doc`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::Uri;
+use axum::response::Response;
+
+use super::context::{Api, Authenticated, reply};
+use super::input::{AuditParams, firm_of, uuid_of};
+use crate::admin::problem::Problem;
+use crate::ops;
+
+#[utoipa::path(get, path = "/v1/firms/{org}/status", tag = "firms",
+    responses((status = 200, body = ops::Status, description = "The firm's counts and last runs")))]
+pub async fn status(
+    Authenticated(caller): Authenticated,
+    State(api): State<Api>,
+    Path(org): Path<String>,
+) -> Result<Response, Problem> {
+    let firm = firm_of(&caller, &org)?;
+    Ok(reply(api.ops()?.status(&firm).await))
+}
+
+#[utoipa::path(get, path = "/v1/firms/{org}/syncs/{command_id}", tag = "syncs",
+    params(("command_id" = Uuid, Path, description = "From POST sync")),
+    responses((status = 200, body = ops::SyncSummary, description = "The sync and what became of its changes")))]
+pub async fn sync_summary(
+    Authenticated(caller): Authenticated,
+    State(api): State<Api>,
+    Path((org, command_id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let command_id = uuid_of("command id", &command_id)?;
+    let firm = firm_of(&caller, &org)?;
+    Ok(reply(api.ops()?.sync_summary(&firm, command_id).await))
+}
+
+#[utoipa::path(get, path = "/v1/firms/{org}/employees/{employee_id}/explain", tag = "support",
+    params(("employee_id" = Uuid, Path, description = "AdminFlow's employee id")),
+    responses((status = 200, body = crate::state::Explanation, description = "Why the employee has or lacks access")))]
+pub async fn explain(
+    Authenticated(caller): Authenticated,
+    State(api): State<Api>,
+    Path((org, employee)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let employee = uuid_of("employee id", &employee)?;
+    let firm = firm_of(&caller, &org)?;
+    Ok(reply(api.ops()?.explain(&firm, employee).await))
+}
+
+#[utoipa::path(get, path = "/v1/firms/{org}/plan", tag = "syncs",
+    responses((status = 200, body = crate::sync::Preview, description = "A dry run; changes nothing")))]
+pub async fn plan(
+    Authenticated(caller): Authenticated,
+    State(api): State<Api>,
+    Path(org): Path<String>,
+) -> Result<Response, Problem> {
+    let firm = firm_of(&caller, &org)?;
+    Ok(reply(api.ops()?.plan(&firm).await))
+}
+
+#[utoipa::path(get, path = "/v1/firms/{org}/parked", tag = "changes",
+    responses((status = 200, body = ops::ParkedList, description = "Refused changes and paused flushes")))]
+pub async fn parked(
+    Authenticated(caller): Authenticated,
+    State(api): State<Api>,
+    Path(org): Path<String>,
+) -> Result<Response, Problem> {
+    let firm = firm_of(&caller, &org)?;
+    Ok(reply(api.ops()?.parked(&firm).await))
+}
+
+#[utoipa::path(get, path = "/v1/firms/{org}/staged", tag = "changes",
+    responses((status = 200, body = ops::StagedList, description = "Revokes held by the mass-revoke guard")))]
+pub async fn staged(
+    Authenticated(caller): Authenticated,
+    State(api): State<Api>,
+    Path(org): Path<String>,
+) -> Result<Response, Problem> {
+    let firm = firm_of(&caller, &org)?;
+    Ok(reply(api.ops()?.staged(&firm).await))
+}
+
+#[utoipa::path(get, path = "/v1/firms/{org}/audit", tag = "support", params(AuditParams),
+    responses((status = 200, body = ops::AuditPage, description = "The audit, newest first")))]
+pub async fn audit(
+    Authenticated(caller): Authenticated,
+    State(api): State<Api>,
+    Path(org): Path<String>,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    let Query(params) = Query::<AuditParams>::try_from_uri(&uri)
+        .map_err(|e| Problem::bad_request(format!("bad query: {}", e.body_text())))?;
+    let query = params.checked()?;
+    let firm = firm_of(&caller, &org)?;
+    Ok(reply(api.ops()?.audit(&firm, &query).await))
+}
