@@ -64,9 +64,9 @@ pub enum Command {
     Plan(OpsArgs),
     /// Revokes the mass-revoke guard holds back until approved.
     Staged(OpsArgs),
-    /// Release the firm's staged revokes (all, or those given): they are sent.
+    /// Release the firm's staged revokes (`--ids`, or `--all`): they are sent.
     Approve(DecideArgs),
-    /// Drop the firm's staged revokes (all, or those given); the next plan stages again what
+    /// Drop the firm's staged revokes (`--ids`, or `--all`); the next plan stages again what
     /// AdminFlow still removes.
     Reject(DecideArgs),
     /// The firm's audit, newest first: every delivery, refusal, approval and retry, and who.
@@ -209,9 +209,21 @@ impl OpsArgs {
 pub struct DecideArgs {
     #[command(flatten)]
     pub ops: OpsArgs,
-    /// Only these staged revokes (ids from `staged`); all when left out.
+    #[command(flatten)]
+    pub which: Which,
+}
+
+/// Which staged revokes: named, or every one. One of the two must be given, so a forgotten
+/// `--ids` never releases a whole firm's staged revokes.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Which {
+    /// These staged revokes (ids from `staged`).
     #[arg(long, value_delimiter = ',')]
     pub ids: Option<Vec<i64>>,
+    /// Every staged revoke of the firm.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -263,4 +275,25 @@ pub struct ReconcileArgs {
     /// Who asked, for the audit.
     #[arg(long, env = "REQUESTED_BY")]
     pub requested_by: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn approving_or_rejecting_names_the_revokes_or_says_all() {
+        for verb in ["approve", "reject"] {
+            let parse = |extra: &[&str]| {
+                let args = [&["altinn-sync", verb, "--firm", "912345610"], extra].concat();
+                Cli::try_parse_from(args)
+            };
+            assert!(parse(&[]).is_err(), "{verb} without --ids or --all");
+            assert!(parse(&["--ids", "1", "--all"]).is_err(), "{verb} with both");
+            assert!(parse(&["--ids", "1,2"]).is_ok());
+            assert!(parse(&["--all"]).is_ok());
+        }
+    }
 }

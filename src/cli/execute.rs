@@ -116,7 +116,7 @@ async fn operate(command: Command) -> anyhow::Result<()> {
             let a = &d.ops;
             let n = operations(a)
                 .await?
-                .approve(&a.firm, d.ids.as_deref(), &a.actor)
+                .approve(&a.firm, d.which.ids.as_deref(), &a.actor)
                 .await?;
             println!(
                 "{n} staged revokes of firm {} approved: they are sent",
@@ -127,7 +127,7 @@ async fn operate(command: Command) -> anyhow::Result<()> {
             let a = &d.ops;
             let n = operations(a)
                 .await?
-                .reject(&a.firm, d.ids.as_deref(), &a.actor)
+                .reject(&a.firm, d.which.ids.as_deref(), &a.actor)
                 .await?;
             println!("{n} staged revokes of firm {} rejected", a.firm);
         }
