@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::ops;
+use crate::telemetry::{ErrorChain, redact_digit_runs};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -24,7 +25,7 @@ impl Problem {
             kind: "about:blank",
             title,
             status: status.as_u16(),
-            detail: redact_digits(&detail.into()),
+            detail: redact_digit_runs(&detail.into()),
         }
     }
 
@@ -76,28 +77,6 @@ impl IntoResponse for Problem {
     }
 }
 
-/// The contract layer's rule for serde's messages, applied to every detail: runs of ten digits or
-/// more (an identity number has eleven; an organisation number, nine) become `<redacted>`.
-fn redact_digits(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut run = String::new();
-    for c in msg.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_digit() {
-            run.push(c);
-            continue;
-        }
-        if run.len() >= 10 {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(&run);
-        }
-        run.clear();
-        out.push(c);
-    }
-    out.pop();
-    out
-}
-
 impl From<ops::Error> for Problem {
     fn from(e: ops::Error) -> Self {
         match &e {
@@ -105,12 +84,12 @@ impl From<ops::Error> for Problem {
                 Self::new(StatusCode::NOT_FOUND, "Not found", e.to_string())
             }
             ops::Error::Database(_) => {
-                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                tracing::warn!(error = %ErrorChain(&e),
                     "admin API: PostgreSQL failed");
                 Self::unavailable("PostgreSQL is unavailable; try again shortly")
             }
             ops::Error::Publish(_) => {
-                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                tracing::warn!(error = %ErrorChain(&e),
                     "admin API: RabbitMQ failed");
                 Self::unavailable("RabbitMQ is unavailable; the sync was not requested")
             }

@@ -127,23 +127,7 @@ fn timestamp(field: &'static str, raw: &str) -> Result<DateTime<Utc>, ContractEr
 
 /// serde's messages quote offending values; long digit runs could be identity numbers.
 fn redact_digits(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut run = String::new();
-    for c in msg.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_digit() {
-            run.push(c);
-            continue;
-        }
-        if run.len() >= 10 {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(&run);
-        }
-        run.clear();
-        out.push(c);
-    }
-    out.pop();
-    out
+    crate::telemetry::redact_digit_runs(msg)
 }
 
 #[cfg(test)]

@@ -23,11 +23,14 @@ impl fmt::Display for ErrorChain<'_> {
             }
             cause = e.source();
         }
-        f.write_str(&mask_digit_runs(&text))
+        f.write_str(&redact_digit_runs(&text))
     }
 }
 
-fn mask_digit_runs(text: &str) -> String {
+/// Runs of ten or more digits become `<redacted>`: an identity number has eleven, an
+/// organisation number nine. For anything that may quote input: log lines, error answers,
+/// dead-letter reasons.
+pub fn redact_digit_runs(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut run = 0;
     for (i, c) in text.char_indices() {

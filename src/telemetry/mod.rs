@@ -22,7 +22,7 @@ mod chain;
 pub mod metrics;
 mod traces;
 
-pub use chain::ErrorChain;
+pub use chain::{ErrorChain, redact_digit_runs};
 
 pub use traces::{
     Guard, LogFormat, SERVICE_NAME, TRACEPARENT, TelemetrySettings, amqp_headers, amqp_traceparent,
