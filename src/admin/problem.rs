@@ -80,6 +80,7 @@ impl IntoResponse for Problem {
 impl From<ops::Error> for Problem {
     fn from(e: ops::Error) -> Self {
         match &e {
+            ops::Error::Busy(_) => Self::new(StatusCode::CONFLICT, "Conflict", e.to_string()),
             ops::Error::UnknownFirm(_) | ops::Error::UnknownSync { .. } => {
                 Self::new(StatusCode::NOT_FOUND, "Not found", e.to_string())
             }

@@ -40,12 +40,15 @@ pub enum Error {
     Database(#[from] state::Error),
     #[error("could not publish the command to RabbitMQ")]
     Publish(#[from] crate::publish::Error),
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<crate::sync::Error> for Error {
     fn from(e: crate::sync::Error) -> Self {
         match e {
             crate::sync::Error::Database(e) => Self::Database(e),
+            e @ crate::sync::Error::FirmBusy(_) => Self::Busy(e.to_string()),
         }
     }
 }
@@ -62,6 +65,7 @@ impl Retryable for Error {
         match self {
             Self::Database(e) => e.is_retryable(),
             Self::Publish(_) => true,
+            Self::Busy(_) => true,
             Self::UnknownFirm(_) | Self::UnknownSync { .. } => false,
         }
     }

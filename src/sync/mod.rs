@@ -52,6 +52,9 @@ use crate::state;
 pub enum Error {
     #[error("database failure")]
     Database(#[from] state::Error),
+    /// A dry run found the firm being planned by a sync: it does not queue behind it.
+    #[error("firm {0} is being planned by a sync right now; try again in a moment")]
+    FirmBusy(String),
 }
 
 impl From<sqlx::Error> for Error {
@@ -64,6 +67,7 @@ impl Retryable for Error {
     fn is_retryable(&self) -> bool {
         match self {
             Self::Database(e) => e.is_retryable(),
+            Self::FirmBusy(_) => true,
         }
     }
 }

@@ -28,6 +28,18 @@ pub struct Preview {
 /// back. It changes nothing, and waits while the firm is being planned.
 pub async fn preview(pool: &PgPool, firm: &str, settings: &FlushSettings) -> Result<Preview> {
     let mut tx = pool.begin().await?;
+    // The same lock plan_flush takes, tried: an API caller must not hold a connection queued
+    // behind a sync's planning (plan_flush takes it again at no cost, being this transaction's).
+    let free = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock(hashtextextended('altinn-sync.flush:' || $1, 0))
+             AS "free!""#,
+        firm
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !free {
+        return Err(super::Error::FirmBusy(firm.to_owned()));
+    }
     plan_flush(&mut tx, firm, Uuid::nil(), settings).await?;
     let rows = sqlx::query!(
         r#"SELECT status, action AS "action: Action", employee_id, client_org_number, package

@@ -48,7 +48,9 @@ pub async fn explain(
 }
 
 #[utoipa::path(get, path = "/v1/firms/{org}/plan", tag = "syncs",
-    responses((status = 200, body = crate::sync::Preview, description = "A dry run; changes nothing")))]
+    responses((status = 200, body = crate::sync::Preview, description = "A dry run; changes nothing"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+         description = "A sync is planning the firm right now; try again in a moment")))]
 pub async fn plan(
     Authenticated(caller): Authenticated,
     State(api): State<Api>,
