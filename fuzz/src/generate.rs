@@ -89,7 +89,8 @@ pub fn event(u: &mut Unstructured) -> Result<(String, Value, Verdict)> {
             object(u, &mut v, fields, &["client", "previous_employee_id", "employee"])?
         }
     };
-    let firm = object(u, &mut v, vec![("org_number", org(u, &mut v)?)], &["org_number"])?;
+    let firm_org = org(u, &mut v)?;
+    let firm = object(u, &mut v, vec![("org_number", firm_org)], &["org_number"])?;
     let fields = vec![
         ("event_id", uuid(u, &mut v)?),
         ("event_type", Value::String(event_type.to_owned())),

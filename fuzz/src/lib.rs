@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod command;
 pub mod event;
 pub mod generate;
+pub mod known;
 pub mod reference;
 pub mod schema;
 
