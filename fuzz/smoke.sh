@@ -15,7 +15,7 @@ SECONDS_EACH=${SMOKE_SECONDS:-60}
 JOBS=${SMOKE_JOBS:-$(nproc)}
 # libFuzzer's limits: one allocation over MALLOC_MB, or a process over RSS_MB, is a crash.
 MALLOC_MB=${SMOKE_MALLOC_MB:-256}
-RSS_MB=${SMOKE_RSS_MB:-1024}
+RSS_MB=${SMOKE_RSS_MB:-2048}
 
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
     echo "smoke: installing cargo-fuzz $CARGO_FUZZ_VERSION"

@@ -124,7 +124,8 @@ fn path(input: &Input) -> String {
 }
 
 fn query(params: &[AuditParam]) -> String {
-    let pair = |k: &str, v: &[u8]| format!("{}={}", percent_encode(k.as_bytes()), percent_encode(v));
+    let pair =
+        |k: &str, v: &[u8]| format!("{}={}", percent_encode(k.as_bytes()), percent_encode(v));
     params
         .iter()
         .map(|p| match p {
@@ -150,7 +151,8 @@ fn body(payload: &Payload) -> Vec<u8> {
             let mut o = serde_json::Map::new();
             after_sequence.map(|s| o.insert("after_sequence".into(), s.into()));
             id.map(|s| o.insert("id".into(), s.into()));
-            ids.as_ref().map(|s| o.insert("ids".into(), s.clone().into()));
+            ids.as_ref()
+                .map(|s| o.insert("ids".into(), s.clone().into()));
             serde_json::to_vec(&o).unwrap()
         }
         Payload::Large(n) => vec![b' '; 16 * 1024 + 1 + usize::from(*n)],
@@ -159,7 +161,10 @@ fn body(payload: &Payload) -> Vec<u8> {
 
 /// What an organisation-only GET must answer, by the rules the API documents.
 fn predicted(input: &Input, token: Option<&str>) -> Option<StatusCode> {
-    let org_only = matches!(input.route, Route::Status | Route::Plan | Route::Parked | Route::Staged);
+    let org_only = matches!(
+        input.route,
+        Route::Status | Route::Plan | Route::Parked | Route::Staged
+    );
     if !org_only || input.wrong_method {
         return None;
     }
@@ -182,15 +187,24 @@ fn predicted(input: &Input, token: Option<&str>) -> Option<StatusCode> {
 
 fuzz_target!(|input: Input| {
     let w = world();
-    let post = matches!(input.route, Route::Sync | Route::Retry | Route::Approve | Route::Reject);
-    let method = if post != input.wrong_method { Method::POST } else { Method::GET };
+    let post = matches!(
+        input.route,
+        Route::Sync | Route::Retry | Route::Approve | Route::Reject
+    );
+    let method = if post != input.wrong_method {
+        Method::POST
+    } else {
+        Method::GET
+    };
     let token = match &input.auth {
         Auth::None => None,
         Auth::All => Some(w.all_token.clone()),
         Auth::Firm => Some(w.firm_token.clone()),
         Auth::Other(s) => Some(s.clone()),
     };
-    let mut request = axum::http::Request::builder().method(method).uri(path(&input));
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(path(&input));
     let header_value = token
         .as_ref()
         .and_then(|t| header::HeaderValue::from_str(&format!("Bearer {t}")).ok());
@@ -204,10 +218,16 @@ fuzz_target!(|input: Input| {
     let (status, headers, bytes) = w.runtime.block_on(async {
         let response = w.router.clone().oneshot(request).await.unwrap();
         let (parts, body) = response.into_parts();
-        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
     });
     assert!(
-        status.is_success() || status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE,
+        status.is_success()
+            || status.is_client_error()
+            || status == StatusCode::SERVICE_UNAVAILABLE,
         "answered {status}"
     );
     if let Some(expected) = predicted(&input, sent_token) {
@@ -222,11 +242,14 @@ fuzz_target!(|input: Input| {
     if input.route != Route::OpenApi {
         assert!(bytes.len() <= 64 * 1024, "a {} byte answer", bytes.len());
     }
-    if status.is_success() || known::plain_answer(
-        status.as_u16(),
-        headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
-        &bytes,
-    ).is_some() {
+    if status.is_success()
+        || known::plain_answer(
+            status.as_u16(),
+            headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            &bytes,
+        )
+        .is_some()
+    {
         return;
     }
     assert_eq!(
@@ -237,8 +260,14 @@ fuzz_target!(|input: Input| {
     );
     let problem: serde_json::Value = serde_json::from_slice(&bytes).expect("a problem is JSON");
     assert_eq!(problem["status"], status.as_u16(), "{problem}");
-    assert!(problem["title"].is_string() && problem["detail"].is_string(), "{problem}");
+    assert!(
+        problem["title"].is_string() && problem["detail"].is_string(),
+        "{problem}"
+    );
     if status == StatusCode::UNAUTHORIZED {
-        assert_eq!(headers.get(header::WWW_AUTHENTICATE).map(|v| v.as_bytes()), Some(&b"Bearer"[..]));
+        assert_eq!(
+            headers.get(header::WWW_AUTHENTICATE).map(|v| v.as_bytes()),
+            Some(&b"Bearer"[..])
+        );
     }
 });

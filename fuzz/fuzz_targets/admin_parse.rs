@@ -32,7 +32,11 @@ fn body(which: u8, bytes: &[u8]) {
         1 => serde_json::from_slice::<RetryRequest>(bytes).is_ok(),
         _ => serde_json::from_slice::<IdsRequest>(bytes).is_ok(),
     });
-    assert!(peak <= decode_budget(bytes.len()), "{} bytes held {peak}", bytes.len());
+    assert!(
+        peak <= decode_budget(bytes.len()),
+        "{} bytes held {peak}",
+        bytes.len()
+    );
     if ok {
         // Unknown fields are refused, so what parses is an object or null-free shape.
         let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
@@ -52,16 +56,23 @@ fn audit_query(raw: &str) {
     };
     // Every field parsed comes from a pair of that name whose value reads the same.
     let pairs = form_pairs(uri.query().unwrap_or_default());
-    let sent = |key: &str, same: &dyn Fn(&str) -> bool| pairs.iter().any(|(k, v)| k == key && same(v));
+    let sent =
+        |key: &str, same: &dyn Fn(&str) -> bool| pairs.iter().any(|(k, v)| k == key && same(v));
     if let Some(e) = q.employee {
-        assert!(sent("employee", &|v| uuid::Uuid::parse_str(v).ok() == Some(e)), "{raw:?}");
+        assert!(
+            sent("employee", &|v| uuid::Uuid::parse_str(v).ok() == Some(e)),
+            "{raw:?}"
+        );
     }
     if let Some(c) = &q.client {
         assert!(sent("client", &|v| v == c), "{raw:?}");
     }
     for (key, n) in [("limit", q.limit), ("before", q.before)] {
         if let Some(n) = n {
-            assert!(sent(key, &|v| v.parse::<i64>().ok() == Some(n)), "{key} {n} from {raw:?}");
+            assert!(
+                sent(key, &|v| v.parse::<i64>().ok() == Some(n)),
+                "{key} {n} from {raw:?}"
+            );
         }
     }
 }
@@ -77,7 +88,9 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
             match b[i] {
                 b'+' => out.push(b' '),
                 b'%' if i + 2 < b.len() && hex(b[i + 1]).is_some() && hex(b[i + 2]).is_some() => {
-                    out.push(u8::try_from(hex(b[i + 1]).unwrap() * 16 + hex(b[i + 2]).unwrap()).unwrap());
+                    out.push(
+                        u8::try_from(hex(b[i + 1]).unwrap() * 16 + hex(b[i + 2]).unwrap()).unwrap(),
+                    );
                     i += 2;
                 }
                 c => out.push(c),
@@ -102,12 +115,22 @@ fn tokens_file(text: &str) {
     };
     let hashes: Vec<&str> = text
         .lines()
-        .filter_map(|l| l.split('#').next().unwrap_or_default().split_whitespace().nth(1))
+        .filter_map(|l| {
+            l.split('#')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .nth(1)
+        })
         .collect();
     assert_eq!(tokens.is_empty(), hashes.is_empty(), "{text:?}");
     // A token authenticates only when its SHA-256 is listed: here, the empty token's.
     let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    assert_eq!(tokens.authenticate("").is_some(), hashes.contains(&empty), "{text:?}");
+    assert_eq!(
+        tokens.authenticate("").is_some(),
+        hashes.contains(&empty),
+        "{text:?}"
+    );
 }
 
 fuzz_target!(|input: Input| match input {
@@ -123,9 +146,16 @@ fuzz_target!(|input: Input| match input {
         }
     }
     Input::IdentityNumber(raw, synthetic) => {
-        let rules = Rules { allow_synthetic_nin: synthetic, ..Rules::default() };
+        let rules = Rules {
+            allow_synthetic_nin: synthetic,
+            ..Rules::default()
+        };
         let parsed = NationalIdentityNumber::parse(&raw, &rules);
-        assert_eq!(parsed.is_ok(), reference::nin_ok(&raw, synthetic), "{raw:?}");
+        assert_eq!(
+            parsed.is_ok(),
+            reference::nin_ok(&raw, synthetic),
+            "{raw:?}"
+        );
         match parsed {
             Ok(n) => {
                 assert_eq!(n.expose(), raw);

@@ -22,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
         "the schema disagrees with the generator's label: {message}"
     );
     if let (Some(accepted), Some(expected)) = (accepted, verdict.decoder()) {
-        assert_eq!(accepted, expected, "the decoder disagrees with the rules: {message}");
+        assert_eq!(
+            accepted, expected,
+            "the decoder disagrees with the rules: {message}"
+        );
     }
 });

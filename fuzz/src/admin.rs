@@ -33,7 +33,9 @@ pub fn world() -> &'static World {
         let firm = admin::tokens::generate("settings-page", FIRM).expect("token for one firm");
         let tokens = Tokens::parse(&format!("{}\n{}\n", all.line, firm.line)).expect("tokens");
         // The defaults, as `run` has them without flags or environment.
-        let settings = Args::try_parse_from(["altinn-sync"]).expect("default settings").worker;
+        let settings = Args::try_parse_from(["altinn-sync"])
+            .expect("default settings")
+            .worker;
         let health = Arc::new(Health::default());
         let api = Api::new(
             health.clone(),

@@ -52,8 +52,12 @@ pub fn check(routing_key: &str, body: &[u8]) -> Option<bool> {
         canonical(&input).as_ref(),
         "the decoded event differs from the input"
     );
-    let again = decode_event(routing_key, &serde_json::to_vec(&encoded).unwrap(), &rules())
-        .expect("a re-encoded event decodes");
+    let again = decode_event(
+        routing_key,
+        &serde_json::to_vec(&encoded).unwrap(),
+        &rules(),
+    )
+    .expect("a re-encoded event decodes");
     assert_eq!(encode(&again), encoded, "re-encoding is not stable");
     Some(true)
 }

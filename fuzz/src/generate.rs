@@ -64,7 +64,10 @@ pub fn event(u: &mut Unstructured) -> Result<(String, Value, Verdict)> {
     }
     let data = match event_type {
         "ClientAssigned" => {
-            let fields = vec![("employee", employee(u, &mut v)?), ("client", client(u, &mut v)?)];
+            let fields = vec![
+                ("employee", employee(u, &mut v)?),
+                ("client", client(u, &mut v)?),
+            ];
             object(u, &mut v, fields, &["employee", "client"])?
         }
         "ClientRemoved" => {
@@ -75,18 +78,34 @@ pub fn event(u: &mut Unstructured) -> Result<(String, Value, Verdict)> {
             object(u, &mut v, fields, &["employee_id", "client_org_number"])?
         }
         "RoleChanged" => {
-            let fields = vec![("employee", employee(u, &mut v)?), ("roles", roles(u, &mut v)?)];
+            let fields = vec![
+                ("employee", employee(u, &mut v)?),
+                ("roles", roles(u, &mut v)?),
+            ];
             object(u, &mut v, fields, &["employee", "roles"])?
         }
         _ => {
-            let previous = if u.ratio(1, 3)? { Value::Null } else { uuid(u, &mut v)? };
-            let employee = if u.ratio(1, 3)? { Value::Null } else { employee(u, &mut v)? };
+            let previous = if u.ratio(1, 3)? {
+                Value::Null
+            } else {
+                uuid(u, &mut v)?
+            };
+            let employee = if u.ratio(1, 3)? {
+                Value::Null
+            } else {
+                employee(u, &mut v)?
+            };
             let fields = vec![
                 ("client", client(u, &mut v)?),
                 ("previous_employee_id", previous),
                 ("employee", employee),
             ];
-            object(u, &mut v, fields, &["client", "previous_employee_id", "employee"])?
+            object(
+                u,
+                &mut v,
+                fields,
+                &["client", "previous_employee_id", "employee"],
+            )?
         }
     };
     let firm_org = org(u, &mut v)?;
@@ -99,7 +118,14 @@ pub fn event(u: &mut Unstructured) -> Result<(String, Value, Verdict)> {
         ("sequence", sequence(u, &mut v)?),
         ("data", data),
     ];
-    let all = ["event_id", "event_type", "occurred_at", "firm", "sequence", "data"];
+    let all = [
+        "event_id",
+        "event_type",
+        "occurred_at",
+        "firm",
+        "sequence",
+        "data",
+    ];
     let envelope = object(u, &mut v, fields, &all)?;
     Ok((routing_key, envelope, v))
 }
@@ -113,7 +139,11 @@ fn object(
     required: &[&str],
 ) -> Result<Value> {
     let mut map = Map::new();
-    let drop = if u.ratio(1, 16)? { Some(u.choose_index(fields.len())?) } else { None };
+    let drop = if u.ratio(1, 16)? {
+        Some(u.choose_index(fields.len())?)
+    } else {
+        None
+    };
     for (i, (k, value)) in fields.into_iter().enumerate() {
         if drop == Some(i) {
             if required.contains(&k) {
@@ -125,7 +155,10 @@ fn object(
     }
     if u.ratio(1, 8)? {
         // Unknown fields are allowed everywhere and ignored.
-        map.insert(format!("x-{}", u.arbitrary::<u8>()?), json!({ "extra": [1, "two", null] }));
+        map.insert(
+            format!("x-{}", u.arbitrary::<u8>()?),
+            json!({ "extra": [1, "two", null] }),
+        );
     }
     Ok(match u.int_in_range(0..=31u8)? {
         0 => {
@@ -146,7 +179,12 @@ fn employee(u: &mut Unstructured, v: &mut Verdict) -> Result<Value> {
         ("national_identity_number", nin(u, v)?),
         ("last_name", text(u, v, 200)?),
     ];
-    object(u, v, fields, &["id", "national_identity_number", "last_name"])
+    object(
+        u,
+        v,
+        fields,
+        &["id", "national_identity_number", "last_name"],
+    )
 }
 
 fn client(u: &mut Unstructured, v: &mut Verdict) -> Result<Value> {
@@ -287,21 +325,51 @@ fn timestamp(u: &mut Unstructured, v: &mut Verdict) -> Result<Value> {
     } else {
         let careful = u.ratio(3, 4)?;
         let pick = |u: &mut Unstructured, ok: std::ops::RangeInclusive<u8>, wild: u8| {
-            if careful { u.int_in_range(ok) } else { u.int_in_range(0..=wild) }
+            if careful {
+                u.int_in_range(ok)
+            } else {
+                u.int_in_range(0..=wild)
+            }
         };
         let year: u16 = u.int_in_range(0..=9999)?;
         let (month, day) = (pick(u, 1..=12, 99)?, pick(u, 1..=28, 99)?);
-        let (hour, minute, second) = (pick(u, 0..=23, 99)?, pick(u, 0..=59, 99)?, pick(u, 0..=59, 99)?);
-        let fraction_digits = if u.ratio(1, 2)? { 0 } else { u.int_in_range(0..=12u8)? };
-        let fraction: String = (0..fraction_digits).map(|i| char::from(b'0' + i % 10)).collect();
-        let separator = if careful || u.ratio(1, 2)? { 'T' } else { *u.choose(&[' ', 't'])? };
+        let (hour, minute, second) = (
+            pick(u, 0..=23, 99)?,
+            pick(u, 0..=59, 99)?,
+            pick(u, 0..=59, 99)?,
+        );
+        let fraction_digits = if u.ratio(1, 2)? {
+            0
+        } else {
+            u.int_in_range(0..=12u8)?
+        };
+        let fraction: String = (0..fraction_digits)
+            .map(|i| char::from(b'0' + i % 10))
+            .collect();
+        let separator = if careful || u.ratio(1, 2)? {
+            'T'
+        } else {
+            *u.choose(&[' ', 't'])?
+        };
         let offset = match u.int_in_range(0..=7u8)? {
-            0 => format!("+{}:{}", two(pick(u, 0..=23, 99)?), two(pick(u, 0..=59, 99)?)),
-            1 => format!("-{}:{}", two(pick(u, 0..=23, 99)?), two(pick(u, 0..=59, 99)?)),
+            0 => format!(
+                "+{}:{}",
+                two(pick(u, 0..=23, 99)?),
+                two(pick(u, 0..=59, 99)?)
+            ),
+            1 => format!(
+                "-{}:{}",
+                two(pick(u, 0..=23, 99)?),
+                two(pick(u, 0..=59, 99)?)
+            ),
             2 if !careful => (*u.choose(&["", "z", "+0100", "+01"])?).to_owned(),
             _ => "Z".to_owned(),
         };
-        let dot = if fraction_digits > 0 || (!careful && u.ratio(1, 8)?) { "." } else { "" };
+        let dot = if fraction_digits > 0 || (!careful && u.ratio(1, 8)?) {
+            "."
+        } else {
+            ""
+        };
         format!(
             "{year:04}-{}-{}{separator}{}:{}:{}{dot}{fraction}{offset}",
             two(month),
@@ -312,7 +380,11 @@ fn timestamp(u: &mut Unstructured, v: &mut Verdict) -> Result<Value> {
         )
     };
     let shape = reference::timestamp_shape_ok(&s);
-    let real = if shape { reference::timestamp_real(&s) } else { Some(false) };
+    let real = if shape {
+        reference::timestamp_real(&s)
+    } else {
+        Some(false)
+    };
     if real.is_none() {
         v.settled = false;
     }

@@ -27,6 +27,9 @@ pub fn assert_no_digit_runs(text: &str) {
     let mut run = 0;
     for c in text.chars() {
         run = if c.is_ascii_digit() { run + 1 } else { 0 };
-        assert!(run < 10, "an error text carries a run of {run} digits: {text:?}");
+        assert!(
+            run < 10,
+            "an error text carries a run of {run} digits: {text:?}"
+        );
     }
 }

@@ -17,7 +17,8 @@ fn mod11(digits: &[u8], weights: &[u8]) -> Option<u8> {
 
 fn ascii_digits(raw: &str, len: usize) -> Option<Vec<u8>> {
     let b = raw.as_bytes();
-    (b.len() == len && b.iter().all(u8::is_ascii_digit)).then(|| b.iter().map(|d| d - b'0').collect())
+    (b.len() == len && b.iter().all(u8::is_ascii_digit))
+        .then(|| b.iter().map(|d| d - b'0').collect())
 }
 
 /// Nine ASCII digits, the last a mod-11 check digit (weights 3,2,7,6,5,4,3,2).
@@ -61,7 +62,8 @@ pub fn nin_with_checks(first9: &[u8; 9]) -> Option<String> {
 /// `^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$`.
 pub fn timestamp_shape_ok(raw: &str) -> bool {
     let b = raw.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
     let fixed = b.len() >= 20
         && digits(0..4)
         && b[4] == b'-'
@@ -134,4 +136,69 @@ pub fn text_ok(raw: &str, max: usize) -> bool {
         && !raw
             .chars()
             .any(|c| matches!(u32::from(c), 0..=0x1f | 0x7f..=0x9f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The numbers and times are the contract's own examples (schemas/examples/).
+    #[test]
+    fn organisation_numbers() {
+        assert!(org_number_ok("912345610"));
+        assert!(org_number_ok("998877660"));
+        assert!(
+            !org_number_ok("912345611"),
+            "firm-org-number-bad-check-digit"
+        );
+        assert!(!org_number_ok("91234561"), "firm-org-number-8-digits");
+        assert_eq!(org_check_digit(&[9, 1, 2, 3, 4, 5, 6, 1]), Some(0));
+    }
+
+    #[test]
+    fn identity_numbers() {
+        assert!(nin_ok("15038512363", false));
+        assert!(!nin_ok("15038512364", false), "nin-bad-second-check-digit");
+        assert_eq!(
+            nin_with_checks(&[1, 5, 0, 3, 8, 5, 1, 2, 3]).as_deref(),
+            Some("15038512363")
+        );
+        let synthetic = nin_with_checks(&[1, 5, 8, 8, 8, 5, 1, 2, 3]).unwrap();
+        assert!(!nin_ok(&synthetic, false) && nin_ok(&synthetic, true));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert!(timestamp_shape_ok("2026-03-15T09:30:00Z"));
+        assert!(timestamp_shape_ok("2026-03-15T09:30:00.123456789+01:00"));
+        assert!(!timestamp_shape_ok("2026-03-15T09:30:00.1234567890Z"));
+        assert!(
+            !timestamp_shape_ok("2026-03-15 09:30:00Z"),
+            "occurred-at-space-separator"
+        );
+        assert!(
+            !timestamp_shape_ok("2026-03-15T09:30:00"),
+            "occurred-at-no-offset"
+        );
+        assert_eq!(
+            timestamp_real("2024-02-29T00:00:00Z"),
+            Some(true),
+            "sequence-zero-leap-day"
+        );
+        assert_eq!(timestamp_real("2026-02-30T09:15:00Z"), Some(false));
+        assert_eq!(timestamp_real("2026-03-15T24:00:00Z"), Some(false));
+        assert_eq!(timestamp_real("2026-12-31T23:59:60Z"), None);
+    }
+
+    #[test]
+    fn text_and_uuids() {
+        assert!(text_ok("Bjørnstad & Sønner AS", 500));
+        assert!(!text_ok("a\u{85}b", 500), "client-name-c1-control");
+        assert!(text_ok(&"Ø".repeat(200), 200) && !text_ok(&"Ø".repeat(201), 200));
+        assert!(uuid_ok("6A1F0C3E-2B7D-4D5A-8E9F-1C2B3A4D5E6F"));
+        assert!(
+            !uuid_ok("{6a1f0c3e-2b7d-4d5a-8e9f-1c2b3a4d5e6f}"),
+            "event-id-braced"
+        );
+    }
 }

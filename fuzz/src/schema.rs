@@ -28,7 +28,8 @@ fn validators() -> &'static Validators {
                     continue;
                 };
                 let text = std::fs::read_to_string(&path).expect("read schema");
-                let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
+                let schema: serde_json::Value =
+                    serde_json::from_str(&text).expect("schema is JSON");
                 let validator = jsonschema::options()
                     // The schemas use no `format` today; should one appear, it is checked.
                     .should_validate_formats(true)
