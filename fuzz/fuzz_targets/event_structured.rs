@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(
         schema::accepts(schema::Kind::Event, &routing_key, &message),
         verdict.schema,
-        "the schema disagrees with the generator's label: {message}"
+        "the schema disagrees with the generator's label ({verdict:?}, routing key {routing_key:?}): {message}"
     );
     if let (Some(accepted), Some(expected)) = (accepted, verdict.decoder()) {
         assert_eq!(

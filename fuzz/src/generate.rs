@@ -38,6 +38,11 @@ impl Verdict {
     fn schema_breaks(&mut self) {
         self.schema = false;
     }
+    fn absorb(&mut self, part: Self) {
+        self.schema &= part.schema;
+        self.decoder_only &= part.decoder_only;
+        self.settled &= part.settled;
+    }
     fn decoder_breaks(&mut self) {
         self.decoder_only = false;
     }
@@ -90,10 +95,17 @@ pub fn event(u: &mut Unstructured) -> Result<(String, Value, Verdict)> {
             } else {
                 uuid(u, &mut v)?
             };
+            // `employee` may be null, so an employee the generator wrote as null is valid here:
+            // its parts' verdict counts only when it is an object.
             let employee = if u.ratio(1, 3)? {
                 Value::Null
             } else {
-                employee(u, &mut v)?
+                let mut inner = Verdict::default();
+                let e = employee(u, &mut inner)?;
+                if !e.is_null() {
+                    v.absorb(inner);
+                }
+                e
             };
             let fields = vec![
                 ("client", client(u, &mut v)?),
