@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use altinn_sync::altinn::AltinnSettings;
 use altinn_sync::publish::json_properties;
-use altinn_sync::sim::{self, Client, FirmRole, MaskinportenClient, Person, Simulator, World};
+use altinn_sync::sim::{self, Client, FirmRole, Person, Simulator, World};
 use altinn_sync::telemetry::{self, LogFormat};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -16,17 +16,16 @@ use opentelemetry::trace::{SpanId, SpanKind, TraceId};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::{Value as Json, json};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::DropGuard;
 use uuid::Uuid;
 
 use crate::common::TestApp;
+use crate::common::altinn::{maskinporten_client, serve};
 
 const FIRM: &str = "912345610";
 const CLIENT: &str = "998877660";
 /// Kari's, from the demo events: it must appear in no span.
 const KARI_NIN: &str = "15038512363";
-const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
-                      altinn:clientdelegations.read altinn:clientdelegations.write";
 const DELEGATIONS: &str =
     "/accessmanagement/api/v1/enduser/clientdelegations/agents/accesspackages";
 
@@ -63,15 +62,9 @@ impl Spans {
 }
 
 /// The simulator on 127.0.0.1:0, journaling, with the demo firm, its client and Kari.
-async fn altinn() -> (Simulator, AltinnSettings, CancellationToken) {
+async fn altinn() -> (Simulator, AltinnSettings, DropGuard) {
     let world = World {
-        maskinporten_clients: vec![MaskinportenClient {
-            client_id: "test-client".into(),
-            kid: "kid-a".into(),
-            public_key_pem: include_str!("../altinn/fixtures/test-only-maskinporten-key-a.pub.pem")
-                .into(),
-            scopes: SCOPES.split(' ').map(str::to_owned).collect(),
-        }],
+        maskinporten_clients: vec![maskinporten_client()],
         maskinporten_issuer: None,
         firms: vec![sim::Firm {
             org_number: FIRM.into(),
@@ -99,23 +92,7 @@ async fn altinn() -> (Simulator, AltinnSettings, CancellationToken) {
         held: Vec::new(),
     };
     let sim = Simulator::with_journal();
-    sim.load(world).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(sim::serve(listener, sim.clone(), shutdown.clone()));
-    let key = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/altinn/fixtures/test-only-maskinporten-key-a.pem");
-    let settings = AltinnSettings {
-        altinn_base_url: Some(format!("http://{addr}")),
-        maskinporten_url: Some(format!("http://{addr}/")),
-        maskinporten_client_id: Some("test-client".into()),
-        maskinporten_kid: Some("kid-a".into()),
-        maskinporten_key_file: Some(key),
-        maskinporten_scopes: Some(SCOPES.into()),
-        altinn_request_timeout_ms: 5_000,
-        maskinporten_systemuser_external_ref: None,
-    };
+    let (settings, shutdown) = serve(world, sim.clone(), 5_000).await;
     (sim, settings, shutdown)
 }
 
@@ -289,7 +266,7 @@ async fn a_commands_traceparent_reaches_the_altinn_call_and_altinn() {
     flushed(&app, 2).await;
     // Every span of the worker has ended once it has stopped.
     app.stop_worker().await;
-    stop_sim.cancel();
+    drop(stop_sim);
 
     let traced = spans.of_trace(trace);
     println!("span tree of one sync (trace {trace}):\n{}", tree(&traced));
