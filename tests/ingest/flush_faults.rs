@@ -19,17 +19,17 @@ use crate::common::steps::{flushed, sync_now};
 use crate::common::{TestApp, workload};
 
 /// A journaling simulator with the firm, clients that registered it and employees.
-struct Office {
-    sim: Simulator,
+pub(crate) struct Office {
+    pub(crate) sim: Simulator,
     settings: AltinnSettings,
     /// (employee id, agent party, person) per employee.
-    people: Vec<(Uuid, Uuid, workload::Person)>,
+    pub(crate) people: Vec<(Uuid, Uuid, workload::Person)>,
     /// (org number, party) per client.
-    clients: Vec<(String, Uuid)>,
+    pub(crate) clients: Vec<(String, Uuid)>,
     _shutdown: DropGuard,
 }
 
-async fn office(people: u32, clients: u32, request_timeout_ms: u64) -> Office {
+pub(crate) async fn office(people: u32, clients: u32, request_timeout_ms: u64) -> Office {
     let people: Vec<(Uuid, Uuid, workload::Person)> = (0..people)
         .map(|n| {
             let person = workload::Person::new(900 + n);
@@ -85,12 +85,12 @@ async fn office(people: u32, clients: u32, request_timeout_ms: u64) -> Office {
 }
 
 /// Whether Altinn answered a delegation call with success.
-fn ok(call: &JournalEntry) -> bool {
+pub(crate) fn ok(call: &JournalEntry) -> bool {
     call.status == 200
 }
 
 /// Whether Altinn carried the change out on this call (`changed` in its answer).
-fn changed(call: &JournalEntry) -> bool {
+pub(crate) fn changed(call: &JournalEntry) -> bool {
     let body = call.response_body.as_ref().expect("a delegation answer");
     let results = body.as_array().expect("a list of delegations");
     assert_eq!(results.len(), 1, "one package per call in these stories");
@@ -114,7 +114,7 @@ impl Office {
     /// Every employee becomes an accountant with signing rights on every client: one
     /// `regnskapsforer-med-signeringsrettighet` grant per (client, employee). Returns the last
     /// sequence.
-    async fn publish_story(&self, app: &TestApp) -> i64 {
+    pub(crate) async fn publish_story(&self, app: &TestApp) -> i64 {
         let mut sequence = 0;
         let mut event = |event_type: &str, data: serde_json::Value| {
             sequence += 1;
@@ -143,7 +143,7 @@ impl Office {
         sequence
     }
 
-    fn changes(&self) -> usize {
+    pub(crate) fn changes(&self) -> usize {
         self.people.len() * self.clients.len()
     }
 
@@ -166,7 +166,7 @@ impl Office {
     }
 
     /// (agent, client) pairs holding exactly the story's package, as the simulator has them.
-    async fn held(&self) -> BTreeSet<(Uuid, Uuid)> {
+    pub(crate) async fn held(&self) -> BTreeSet<(Uuid, Uuid)> {
         self.sim
             .delegations()
             .await
@@ -315,7 +315,7 @@ async fn flushing_app(office: &Office) -> TestApp {
 }
 
 /// The number of outbox rows that satisfy `condition` (an SQL expression).
-async fn rows_where(app: &TestApp, condition: &str) -> i64 {
+pub(crate) async fn rows_where(app: &TestApp, condition: &str) -> i64 {
     app.count(&format!("SELECT count(*) FROM outbox WHERE {condition}"))
         .await
 }
@@ -457,7 +457,7 @@ fn worker_process_with_lease(app: &TestApp, office: &Office, lease_secs: u64) ->
 }
 
 /// The command [`worker_process`] spawns, for a test that needs more of it.
-fn worker_command(app: &TestApp, office: &Office, lease_secs: u64) -> Command {
+pub(crate) fn worker_command(app: &TestApp, office: &Office, lease_secs: u64) -> Command {
     let s = &app.settings;
     let a = &office.settings;
     let mut command = Command::new(env!("CARGO_BIN_EXE_altinn-sync"));
