@@ -17,24 +17,43 @@ pub(super) struct Applied {
     pub(super) planned: Planned,
 }
 
+/// Applies one firm's reading, begun at `read_at`; `None` when a newer reading of the firm has
+/// been applied already (two reconciles on two replicas: the newer wins).
 pub(super) async fn apply_firm(
     pool: &PgPool,
     firm: &str,
     cause: Uuid,
     read_at: DateTime<Utc>,
     settings: &FlushSettings,
-) -> Result<Applied> {
+) -> Result<Option<Applied>> {
     let mut tx = pool.begin().await?;
     // Everything here is planned again by the next reconcile or sync-now, so a crash may lose
     // the last few commits: no need to wait for each firm's flush to disk.
     sqlx::query!(r#"SET LOCAL synchronous_commit = off"#)
         .execute(&mut *tx)
         .await?;
-    let (missing, extra) = align_applied(&mut tx, firm, cause, read_at).await?;
-    // The help page promises that the nightly run tries refused changes again.
-    let retried = requeue_parked(&mut tx, firm, Requeue::All, WORKER).await?;
-    trace_planning(&mut tx).await?;
-    let planned = plan_flush(&mut tx, firm, cause, settings).await?;
+    // The firm's planning lock (`plan_flush` takes it again, which is free) from the alignment
+    // on: no other reconcile or sync-now of the firm plans between the two.
+    lock_firm(&mut tx, firm).await?;
+    let applied = if newer_reading_applied(&mut tx, firm, read_at).await? {
+        tracing::info!(
+            firm,
+            "a newer reading of the firm was applied meanwhile; this one is left"
+        );
+        None
+    } else {
+        let (missing, extra) = align_applied(&mut tx, firm, cause, read_at).await?;
+        // The help page promises that the nightly run tries refused changes again.
+        let retried = requeue_parked(&mut tx, firm, Requeue::All, WORKER).await?;
+        trace_planning(&mut tx).await?;
+        let planned = plan_flush(&mut tx, firm, cause, settings).await?;
+        Some(Applied {
+            missing,
+            extra,
+            retried,
+            planned,
+        })
+    };
     sqlx::query!(
         r#"DELETE FROM reconcile_actual WHERE command_id = $1 AND firm = $2"#,
         cause,
@@ -43,12 +62,48 @@ pub(super) async fn apply_firm(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Applied {
-        missing,
-        extra,
-        retried,
-        planned,
-    })
+    Ok(applied)
+}
+
+async fn lock_firm(conn: &mut PgConnection, firm: &str) -> Result<()> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('altinn-sync.flush:' || $1, 0))",
+        firm
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether a reading of the firm begun after `read_at` was applied already; if not, this one's
+/// time is recorded as the firm's last. Under the firm's lock, so check and record are one.
+async fn newer_reading_applied(
+    conn: &mut PgConnection,
+    firm: &str,
+    read_at: DateTime<Utc>,
+) -> Result<bool> {
+    let stamped = sqlx::query_scalar!(
+        r#"UPDATE firms SET reconcile_read_at = $2
+           WHERE org_number = $1 AND (reconcile_read_at IS NULL OR reconcile_read_at <= $2)
+           RETURNING org_number"#,
+        firm,
+        read_at
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if stamped.is_some() {
+        return Ok(false);
+    }
+    // No stamp: either a newer reading holds the firm, or the firm has no row yet.
+    let newer = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM firms WHERE org_number = $1 AND reconcile_read_at > $2)
+             AS "newer!""#,
+        firm,
+        read_at
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(newer)
 }
 
 /// Counts the drift against the facts, then makes Altinn's state `applied_grants` by writing

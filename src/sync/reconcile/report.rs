@@ -24,6 +24,8 @@ pub struct Reconciled {
     /// Parked changes put back in the queue.
     pub retried: u64,
     pub planned: Planned,
+    /// Firms left because a newer reading of them was applied while this one was read.
+    pub stale: u64,
 }
 
 /// An agent holding mapped packages whom AdminFlow does not know: left alone.
@@ -80,6 +82,13 @@ impl std::fmt::Display for Report {
                 f,
                 "; {} revokes staged by the mass-revoke guard, waiting for approval",
                 r.planned.staged
+            )?;
+        }
+        if r.stale > 0 {
+            write!(
+                f,
+                "; {} firms left to a newer reconcile that read them later",
+                r.stale
             )?;
         }
         if !self.unread.is_empty() {

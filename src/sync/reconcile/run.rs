@@ -168,7 +168,11 @@ async fn apply_all(
         })
         .buffer_unordered(APPLY_PARALLELISM);
     while let Some((firm, r)) = applied.next().await {
-        let r = r?;
+        progress.tick();
+        let Some(r) = r? else {
+            total.stale += 1;
+            continue;
+        };
         log_staged(&firm, &r.planned);
         crate::telemetry::metrics::drift(r.missing, r.extra);
         if r.missing + r.extra > 0 {
@@ -180,7 +184,6 @@ async fn apply_all(
             );
         }
         add_applied(total, &r);
-        progress.tick();
     }
     Ok(())
 }
