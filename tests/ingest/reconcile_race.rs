@@ -86,24 +86,27 @@ async fn reconcile_during(app: &TestApp, office: &Office, which: &str, total: i6
     }
     let handled_at = handled_at.into_iter().max().unwrap();
     app.wait_until("the flush", || async {
-        rows_where(app, &delivered).await >= total && rows_where(app, "status = 'pending'").await == 0
+        rows_where(app, &delivered).await >= total
+            && rows_where(app, "status = 'pending'").await == 0
     })
     .await;
 
     let journal = office.sim.journal().split_off(earlier);
+    let packages = |e: &&JournalEntry| e.path.ends_with("/agents/accesspackages");
+    // Only a reconcile reads an agent's packages.
     let read_at = journal
         .iter()
-        .find(|e| e.method == "GET" && e.path.ends_with("/clientdelegations/agents"))
-        .expect("the reconcile read the agents")
+        .find(|e| packages(e) && e.method == "GET")
+        .expect("the reconciles read the agents' packages")
         .received_at;
     let calls: Vec<&JournalEntry> = journal
         .iter()
-        .filter(|e| e.path.ends_with("/agents/accesspackages") && e.method != "GET")
-        .filter(|e| ok(e) && e.fault.is_none())
+        .filter(|e| packages(e) && e.method != "GET" && ok(e) && e.fault.is_none())
         .collect();
+    // Carried out after the first reconcile began to read, and before the last one planned.
     let overlapped = calls
         .iter()
-        .filter(|c| c.received_at >= read_at && c.at <= handled_at)
+        .filter(|c| c.at >= read_at && c.at <= handled_at)
         .count();
     assert!(
         overlapped > 0,
