@@ -117,6 +117,20 @@ async fn reconcile_during(app: &TestApp, office: &Office, which: &str, total: i6
         .filter(|c| !changed(c))
         .map(|c| format!("{} {:?} at {}", c.method, c.query, c.received_at))
         .collect();
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT outcome FROM commands WHERE command_type = 'NightlyReconcile' ORDER BY handled_at",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    eprintln!("{which}: reconciles: {outcomes:#?}");
+    // Every change was on its way or delivered when the reconciles planned: nothing to add.
+    for outcome in &outcomes {
+        assert!(
+            outcome.contains("planned 0 grants and 0 revokes"),
+            "{outcome}"
+        );
+    }
     eprintln!(
         "{which}: {} calls, {overlapped} during the reconciles, {} repeated",
         calls.len(),
