@@ -29,4 +29,5 @@ mod maintenance;
 mod ordering;
 mod poison;
 mod reconcile;
+mod replicas;
 mod stories;
