@@ -2,6 +2,9 @@
 //! admin API (served by one of them) or the database as the third party. Whatever one replica
 //! or an operator decides, the other obeys.
 
+use std::collections::BTreeSet;
+
+use altinn_sync::sim::Faults;
 use altinn_sync::sync;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -9,9 +12,10 @@ use tokio::process::Child;
 
 use crate::admin_api::{OPS_TOKEN, tokens_file};
 use crate::common::TestApp;
-use crate::common::altinn::{ClientsAltinn, FIRM, MED, SIGNING};
-use crate::common::steps::{flushed, kari_granted_on, publish, remove};
+use crate::common::altinn::{ClientsAltinn, DemoAltinn, FIRM, MED, SECOND, SIGNING};
+use crate::common::steps::{flushed, kari_granted_on, publish, remove, sync_now_for};
 use crate::common::workload::{FirmEvents, Person, org_number};
+use crate::flush::kari_story_in;
 use crate::flush_faults::worker_for;
 
 /// Two `run` replicas with `env` on top; the first serves the admin API, at the address
@@ -55,8 +59,13 @@ async fn post(api: &str, path: &str, body: Value) -> (StatusCode, Value) {
     (res.status(), res.json().await.unwrap())
 }
 
+/// Stops the replicas, which must have kept running until now.
 async fn stop(replicas: Vec<Child>) {
     for mut replica in replicas {
+        assert!(
+            replica.try_wait().unwrap().is_none(),
+            "a replica ended early"
+        );
         replica.kill().await.unwrap();
     }
 }
@@ -202,5 +211,93 @@ async fn auto_sync_fires_once_per_firm_with_two_replicas() {
         "one sync per firm, handled once"
     );
     stop(replicas).await;
+    app.teardown().await;
+}
+
+/// The dispatchers (`dispatcher-UUID`) that have claimed the outbox's rows, as they stand.
+async fn claimers(app: &TestApp) -> BTreeSet<String> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT DISTINCT split_part(leased_by, '/', 1) FROM outbox WHERE leased_by IS NOT NULL",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test]
+async fn a_403_on_every_firm_seen_by_one_replica_holds_the_other_and_clears_on_both() {
+    let altinn = DemoAltinn::start().await;
+    let write = "altinn:clientdelegations.write";
+    altinn
+        .sim
+        .set_faults(Faults {
+            missing_scope: Some(write.into()),
+            ..Faults::default()
+        })
+        .await;
+    let app = TestApp::without_worker().await;
+    // The first replica alone meets Altinn's 403 on both firms: a setup error, held.
+    let first = worker_for(&app, &altinn.settings, 30).spawn().unwrap();
+    for firm in [FIRM, SECOND] {
+        kari_story_in(&app, firm).await;
+        sync_now_for(&app, firm, 1002).await;
+    }
+    let held = || async {
+        let told = app
+            .count(&format!(
+                "SELECT count(DISTINCT firm) FROM audit WHERE outcome = 'retry' \
+                 AND detail LIKE '%{write}%'"
+            ))
+            .await;
+        let paused = app
+            .count("SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL")
+            .await;
+        told == 2 && paused == 0
+    };
+    app.wait_until("both firms held by the first replica", held)
+        .await;
+    let first_dispatcher = claimers(&app).await;
+    assert_eq!(first_dispatcher.len(), 1);
+
+    // The second replica starts: it must not send what the first knows Altinn refuses. Two
+    // more probes (each a second or more apart) give it time to claim, had it not obeyed.
+    let second = worker_for(&app, &altinn.settings, 30).spawn().unwrap();
+    app.wait_until("the second replica up", || async {
+        app.count("SELECT count(*) FROM worker_modes").await == 2
+    })
+    .await;
+    let attempts = app.count("SELECT max(attempts)::bigint FROM outbox").await;
+    let seen = std::sync::Mutex::new(BTreeSet::new());
+    app.wait_until("two more probes", || async {
+        let now = claimers(&app).await;
+        seen.lock().unwrap().extend(now);
+        app.count("SELECT max(attempts)::bigint FROM outbox").await >= attempts + 2
+    })
+    .await;
+    assert!(held().await, "still held, no firm paused");
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE status <> 'pending'")
+            .await,
+        0,
+        "a setup error parks nothing"
+    );
+    assert_eq!(
+        seen.into_inner().unwrap(),
+        first_dispatcher,
+        "only the first replica probed"
+    );
+
+    // The scope is granted: both resume, and every change goes out.
+    altinn.sim.set_faults(Faults::default()).await;
+    flushed(&app, 2).await;
+    assert_eq!(altinn.delegations().await.len(), 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM firms WHERE flush_paused_at IS NOT NULL")
+            .await,
+        0
+    );
+    stop(vec![first, second]).await;
     app.teardown().await;
 }
