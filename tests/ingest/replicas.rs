@@ -13,7 +13,7 @@ use tokio::process::Child;
 use crate::admin_api::{OPS_TOKEN, tokens_file};
 use crate::common::TestApp;
 use crate::common::altinn::{ClientsAltinn, DemoAltinn, FIRM, MED, SECOND, SIGNING};
-use crate::common::steps::{flushed, kari_granted_on, publish, remove, sync_now_for};
+use crate::common::steps::{flushed, publish, sync_now, sync_now_for};
 use crate::common::workload::{FirmEvents, Person, org_number};
 use crate::flush::kari_story_in;
 use crate::flush_faults::worker_for;
@@ -70,6 +70,23 @@ async fn stop(replicas: Vec<Child>) {
     }
 }
 
+/// Publishes `batch`, waits until the firm wants `desired` grants, then syncs it and waits for
+/// the flush, as the `commands`th command.
+async fn synced(app: &TestApp, batch: Vec<Value>, desired: usize, commands: i64) {
+    let last = publish(app, batch).await;
+    ingested(app, FIRM, desired).await;
+    sync_now(app, last).await;
+    flushed(app, commands).await;
+}
+
+/// Waits until `firm` wants `desired` grants: every event published so far is ingested.
+async fn ingested(app: &TestApp, firm: &str, desired: usize) {
+    app.wait_until("the events ingested", || async {
+        app.desired(firm).await.len() == desired
+    })
+    .await;
+}
+
 /// The guard's mechanism on one person's revokes, as `TestApp` sets it.
 const GUARD_ON_ONE_PERSON: [(&str, &str); 3] = [
     ("REVOKE_GUARD_MIN", "10"),
@@ -83,8 +100,24 @@ async fn staged_revokes_approved_through_the_api_are_sent_once_by_either_replica
     let altinn = ClientsAltinn::start(20, &[&kari], &[]).await;
     let app = TestApp::without_worker().await;
     let (replicas, api) = two_replicas(&app, &altinn.settings, &GUARD_ON_ONE_PERSON);
-    let mut events = kari_granted_on(&app, &altinn, &kari, 20).await;
-    remove(&app, &altinn, &mut events, &kari, 0..12, 2).await;
+    // Kari on 20 clients, then off 12 of them, each synced once both replicas have ingested
+    // all of it: a sync-now can be planned as soon as one replica has committed its last
+    // event, before the other has committed earlier ones (the firm's high-water mark is the
+    // highest sequence committed, not the highest with none missing below it).
+    let mut events = FirmEvents::new(FIRM);
+    let mut batch = vec![events.role_changed(&kari, &[SIGNING])];
+    batch.extend(
+        altinn
+            .clients
+            .iter()
+            .map(|(_, org)| events.client_assigned(&kari, org)),
+    );
+    synced(&app, batch, 20, 1).await;
+    let batch = altinn.clients[..12]
+        .iter()
+        .map(|(_, org)| events.client_removed(&kari, org))
+        .collect();
+    synced(&app, batch, 8, 2).await;
     let staged = sync::staged(&app.pool, FIRM).await.unwrap();
     assert_eq!(staged.len(), 12);
     let deletes = || {
@@ -239,9 +272,14 @@ async fn a_403_on_every_firm_seen_by_one_replica_holds_the_other_and_clears_on_b
         .await;
     let app = TestApp::without_worker().await;
     // The first replica alone meets Altinn's 403 on both firms: a setup error, held.
-    let first = worker_for(&app, &altinn.settings, 30).spawn().unwrap();
+    let first = worker_for(&app, &altinn.settings, 30)
+        // Probes at most two seconds apart, so the test need not wait long for one.
+        .env("FLUSH_RETRY_MAX_SECS", "2")
+        .spawn()
+        .unwrap();
     for firm in [FIRM, SECOND] {
         kari_story_in(&app, firm).await;
+        ingested(&app, firm, 1).await;
         sync_now_for(&app, firm, 1002).await;
     }
     let held = || async {
@@ -263,7 +301,11 @@ async fn a_403_on_every_firm_seen_by_one_replica_holds_the_other_and_clears_on_b
 
     // The second replica starts: it must not send what the first knows Altinn refuses. Two
     // more probes (each a second or more apart) give it time to claim, had it not obeyed.
-    let second = worker_for(&app, &altinn.settings, 30).spawn().unwrap();
+    let second = worker_for(&app, &altinn.settings, 30)
+        // Probes at most two seconds apart, so the test need not wait long for one.
+        .env("FLUSH_RETRY_MAX_SECS", "2")
+        .spawn()
+        .unwrap();
     app.wait_until("the second replica up", || async {
         app.count("SELECT count(*) FROM worker_modes").await == 2
     })
