@@ -255,9 +255,7 @@ impl Dispatcher {
             .collect::<Result<_>>()?;
         let mut verdicts: Vec<(Row, Verdict)> = delivered.into_iter().flatten().collect();
         self.judge_forbidden(&mut verdicts).await;
-        let was_held = self.setup_hold.locked().is_some();
-        self.note_setup(&verdicts);
-        self.share_setup_hold(was_held).await;
+        self.note_and_share_setup(&verdicts).await;
         record_outcome(&tracing::Span::current(), &verdicts);
         self.record(lease, &verdicts).await?;
         Ok(Step::Processed(n))

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::dispatcher::Dispatcher;
 use super::locked::Locked;
+use super::row::{Row, Verdict};
 use super::setup_hold::SetupHold;
 use crate::telemetry::ErrorChain;
 
@@ -14,9 +15,17 @@ use crate::telemetry::ErrorChain;
 const AFTER_ITS_PROBE: Duration = Duration::from_secs(1);
 
 impl Dispatcher {
-    /// After a step's outcomes are noted: records this dispatcher's hold for the others, or
-    /// removes it once this step lifted the hold (`was_held`: held before the step).
-    pub(super) async fn share_setup_hold(&self, was_held: bool) {
+    /// Notes a step's outcomes ([`Self::note_setup`]) and shares the result: a hold met (or
+    /// still met) by this replica is recorded for the others, one this step lifted is removed.
+    pub(super) async fn note_and_share_setup(&self, verdicts: &[(Row, Verdict)]) {
+        let was_held = self.setup_hold.locked().is_some();
+        self.note_setup(verdicts);
+        self.share_setup_hold(was_held).await;
+    }
+
+    /// Records this dispatcher's hold for the others, or removes it once this step lifted the
+    /// hold (`was_held`: held before the step).
+    async fn share_setup_hold(&self, was_held: bool) {
         let hold = self.setup_hold.locked().as_ref().map(|h| {
             let left = h.until.saturating_duration_since(Instant::now());
             (h.reason.clone(), h.forbidden, left)

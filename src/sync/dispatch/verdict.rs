@@ -74,7 +74,6 @@ impl Dispatcher {
                 h.until = Instant::now() + wait;
                 h.forbidden = reason == EVERY_FIRM_FORBIDDEN;
                 h.reason = reason;
-                // Met by this replica now: it probes, and records its hold for the others.
                 h.adopted = false;
             }
             // A 503 says nothing of a missing scope; only a change Altinn let through does.
