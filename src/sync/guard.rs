@@ -6,9 +6,15 @@
 //! # Guarantees
 //! - H is the firm's mapped grants in `applied_grants` (what Altinn holds as far as the worker
 //!   knows, after the reading for a reconcile). R is the firm's revokes not approved that are
-//!   open (this plan's, and earlier ones not sent yet) or were delivered in the last 24 hours,
-//!   so a mass removal cut into slices is caught too. When R ≥ `REVOKE_GUARD_MIN` and
-//!   R > `REVOKE_GUARD_SHARE` × H, every unsent, unapproved revoke of the firm is staged.
+//!   open (this plan's, and earlier ones not sent yet, O) or were delivered in the last 24 hours
+//!   (D), so a mass removal cut into slices is caught too. E and C are the distinct employees and
+//!   clients those R revokes concern. Every unsent, unapproved revoke of the firm is staged when
+//!   - the firm would be emptied: O > 0 takes all H, and E ≥ 2 and C ≥ 2; or
+//!   - R ≥ `REVOKE_GUARD_MIN` and R > `REVOKE_GUARD_SHARE` × (H + D), the firm's access before
+//!     them, and E and C both reach `REVOKE_GUARD_SPREAD`.
+//!
+//!   So revokes that all concern one employee (someone left) or one client (it left the firm)
+//!   never trip it at the defaults, however large the firm (`docs/design.md`, "Guard rails").
 //! - Grants are never staged; a revoke a dispatcher holds right now is left to it.
 //! - An approved revoke is not staged again. A revoke planned again after a rejection is staged
 //!   again, whatever the threshold says: the operator asked for it not to go out.
@@ -20,25 +26,33 @@ use uuid::Uuid;
 
 use super::{FlushSettings, Result};
 
-/// Whether `revokes` (R) against `grants` (H) trips the guard: R ≥ `min` and R > `share` × H.
-pub fn guard_trips(revokes: u64, grants: u64, min: u64, share: f64) -> bool {
-    // share × H to a millionth, so that 0.29 × 100 is 29 and not 28.999999999999996.
+/// Whether the figures trip the guard: the firm emptied (O > 0 takes all H, E ≥ 2, C ≥ 2), or
+/// R ≥ `min` and R > `share` × (H + D) with E and C both at least `spread`.
+pub fn guard_trips(f: &Tripped, min: u64, share: f64, spread: u64) -> bool {
+    let open = f.revokes.saturating_sub(f.recent);
+    let emptied = open > 0 && open >= f.grants && f.employees >= 2 && f.clients >= 2;
+    // share × (H + D) to a millionth, so that 0.29 × 100 is 29 and not 28.999999999999996.
     #[allow(clippy::cast_precision_loss)]
-    let limit = (share * grants as f64 * 1e6).round() / 1e6;
+    let limit = (share * (f.grants + f.recent) as f64 * 1e6).round() / 1e6;
     #[allow(clippy::cast_precision_loss)]
-    let r = revokes as f64;
-    revokes >= min && r > limit
+    let r = f.revokes as f64;
+    let spread = f.employees >= spread && f.clients >= spread;
+    emptied || (spread && f.revokes >= min && r > limit)
 }
 
-/// The figures the guard judged a plan by, when it tripped.
+/// The figures the guard judges a plan by.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tripped {
     /// R: open revokes not approved, plus those sent without approval in the last 24 hours.
     pub revokes: u64,
-    /// Of which sent in the last 24 hours.
+    /// D: of which sent in the last 24 hours.
     pub recent: u64,
     /// H: the firm's mapped grants in Altinn as far as the worker knows.
     pub grants: u64,
+    /// E: the distinct employees the R revokes concern.
+    pub employees: u64,
+    /// C: the distinct clients the R revokes concern.
+    pub clients: u64,
 }
 
 /// Stages what the guard holds back, in the plan's transaction. Returns how many revokes it
@@ -52,43 +66,49 @@ pub(super) async fn guard(
     let restaged = stage_rejected_again(conn, firm, cause).await?;
     let tripped = figures(conn, firm).await?;
     if !guard_trips(
-        tripped.revokes,
-        tripped.grants,
+        &tripped,
         settings.revoke_guard_min,
         settings.revoke_guard_share,
+        settings.revoke_guard_spread,
     ) {
         return Ok((restaged, None));
     }
     let detail = format!(
         "held by the mass-revoke guard: {} revokes ({} of them sent in the last 24 hours) \
-         against {} grants in Altinn",
-        tripped.revokes, tripped.recent, tripped.grants
+         of {} employees on {} clients, against {} grants in Altinn",
+        tripped.revokes, tripped.recent, tripped.employees, tripped.clients, tripped.grants
     );
     let staged = stage_all(conn, firm, cause, &detail).await?;
     Ok((restaged + staged, Some(tripped)))
 }
 
-/// H and R, as the guard counts them.
+/// H, R, D, E and C, as the guard counts them; by the firm's outbox index.
 async fn figures(conn: &mut PgConnection, firm: &str) -> Result<Tripped> {
     let counts = sqlx::query!(
-        r#"SELECT (SELECT count(*) FROM applied_grants a
+        r#"WITH r AS (
+               SELECT o.employee_id, o.client_org_number, o.status FROM outbox o
+               WHERE o.firm = $1 AND o.action = 'revoke' AND o.approved_by IS NULL
+                 AND (o.status IN ('pending', 'staged')
+                      OR (o.status = 'delivered'
+                          AND o.finished_at > now() - interval '24 hours'))
+           )
+           SELECT (SELECT count(*) FROM applied_grants a
                    WHERE a.firm = $1 AND a.package IN (SELECT package FROM role_mapping))
                     AS "grants!",
-                  (SELECT count(*) FROM outbox o
-                   WHERE o.firm = $1 AND o.action = 'revoke' AND o.approved_by IS NULL
-                     AND o.status IN ('pending', 'staged')) AS "open!",
-                  (SELECT count(*) FROM outbox o
-                   WHERE o.firm = $1 AND o.action = 'revoke' AND o.approved_by IS NULL
-                     AND o.status = 'delivered' AND o.finished_at > now() - interval '24 hours')
-                    AS "recent!""#,
+                  (SELECT count(*) FROM r) AS "revokes!",
+                  (SELECT count(*) FROM r WHERE r.status = 'delivered') AS "recent!",
+                  (SELECT count(DISTINCT r.employee_id) FROM r) AS "employees!",
+                  (SELECT count(DISTINCT r.client_org_number) FROM r) AS "clients!""#,
         firm
     )
     .fetch_one(&mut *conn)
     .await?;
     Ok(Tripped {
-        revokes: (counts.open + counts.recent).unsigned_abs(),
+        revokes: counts.revokes.unsigned_abs(),
         recent: counts.recent.unsigned_abs(),
         grants: counts.grants.unsigned_abs(),
+        employees: counts.employees.unsigned_abs(),
+        clients: counts.clients.unsigned_abs(),
     })
 }
 

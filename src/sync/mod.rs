@@ -41,7 +41,10 @@ pub use plan::{Planned, plan_flush};
 pub use preview::{Change, Preview, preview};
 pub use reconcile::{LeftAlone, Reconciled, Report, reconcile};
 pub use run::run;
-pub use settings::FlushSettings;
+pub use settings::{
+    DEFAULT_REVOKE_GUARD_MIN, DEFAULT_REVOKE_GUARD_SHARE, DEFAULT_REVOKE_GUARD_SPREAD,
+    FlushSettings,
+};
 
 use crate::retry::Retryable;
 use crate::state;

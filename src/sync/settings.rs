@@ -4,6 +4,13 @@ use std::time::Duration;
 
 use crate::altinn::Concurrency;
 
+/// `REVOKE_GUARD_MIN`'s default: a large firm's mass removal, not a week's churn.
+pub const DEFAULT_REVOKE_GUARD_MIN: u64 = 50;
+/// `REVOKE_GUARD_SHARE`'s default: more than half of the firm's access.
+pub const DEFAULT_REVOKE_GUARD_SHARE: f64 = 0.5;
+/// `REVOKE_GUARD_SPREAD`'s default: at least two employees and two clients.
+pub const DEFAULT_REVOKE_GUARD_SPREAD: u64 = 2;
+
 /// Flush settings; every flag is also an environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FlushSettings {
@@ -46,13 +53,20 @@ pub struct FlushSettings {
     /// held) and stops idle-agent removal; grants still go out. `true` again sends them.
     #[arg(long, env = "REVOKES_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub revokes_enabled: bool,
-    /// The mass-revoke guard: a firm's revokes are staged for approval when this many or more
-    /// are planned or were sent without approval in the last 24 hours...
-    #[arg(long, env = "REVOKE_GUARD_MIN", default_value_t = 10)]
+    /// The mass-revoke guard (`sync::guard`): besides a firm emptied, a firm's revokes are
+    /// staged for approval when this many or more are planned or were sent without approval
+    /// in the last 24 hours...
+    #[arg(long, env = "REVOKE_GUARD_MIN", default_value_t = DEFAULT_REVOKE_GUARD_MIN)]
     pub revoke_guard_min: u64,
-    /// ...and they are more than this share of the firm's grants in Altinn (0 to 1).
-    #[arg(long, env = "REVOKE_GUARD_SHARE", default_value_t = 0.2, value_parser = share)]
+    /// ...they are more than this share of the firm's grants before them (0 to 1)...
+    #[arg(long, env = "REVOKE_GUARD_SHARE", default_value_t = DEFAULT_REVOKE_GUARD_SHARE,
+          value_parser = share)]
     pub revoke_guard_share: f64,
+    /// ...and they concern at least this many employees and this many clients: one person
+    /// leaving, or one client, is ordinary churn. 1 counts every revoke.
+    #[arg(long, env = "REVOKE_GUARD_SPREAD", default_value_t = DEFAULT_REVOKE_GUARD_SPREAD,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub revoke_guard_spread: u64,
     /// Sync a firm by itself this many seconds after its desired grants last changed (and at
     /// most ten times as long after the first unsynced change). Unset: only on request and at
     /// the nightly reconcile.

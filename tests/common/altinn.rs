@@ -247,7 +247,8 @@ impl ClientsAltinn {
                 })
                 .collect(),
         };
-        let sim = Simulator::new();
+        // Journaled, so a test can count the calls each change took.
+        let sim = Simulator::with_journal();
         let (settings, _shutdown) = serve(world, sim.clone(), 5_000).await;
         Self {
             sim,

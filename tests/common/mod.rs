@@ -115,6 +115,8 @@ impl TestApp {
                 revokes_enabled: true,
                 revoke_guard_min: 10,
                 revoke_guard_share: 0.2,
+                // The guard's mechanism on one person's revokes; its defaults in `guard.rs`.
+                revoke_guard_spread: 1,
                 auto_sync_after_secs: None,
             },
             admin: AdminSettings {

@@ -12,13 +12,13 @@ use crate::common::altinn::{CLIENT, DemoAltinn, FIRM, KARI, UNAPPROVED};
 use crate::common::steps::{commands_handled, flushed, kari_granted, publish_demo, sync_now};
 use crate::common::{TestApp, logs};
 
-const OPS_TOKEN: &str = "ops-token-for-every-firm";
+pub(crate) const OPS_TOKEN: &str = "ops-token-for-every-firm";
 const CLIENT_TOKEN: &str = "token-scoped-to-another-firm";
 /// The identity numbers the demo events and the simulator carry.
 const NINS: [&str; 2] = ["15038512363", "02078545642"];
 
 /// A token file (mode 0600) with a token for every firm and one for another firm only.
-fn tokens_file() -> PathBuf {
+pub(crate) fn tokens_file() -> PathBuf {
     let line =
         |name: &str, token: &str, scope: &str| format!("{name} {} {scope}\n", sha256_hex(token));
     let path = std::env::temp_dir().join(format!("admin-tokens-{}", Uuid::new_v4().simple()));

@@ -895,7 +895,7 @@ async fn a_setup_error_holds_every_delivery_parks_nothing_and_clears_by_itself()
 }
 
 /// Kari's demo story (role, then the demo client) in `firm`.
-async fn kari_story_in(app: &TestApp, firm: &str) {
+pub(crate) async fn kari_story_in(app: &TestApp, firm: &str) {
     for file in ["01-kari-role-changed.json", "02-kari-client-assigned.json"] {
         let mut event = demo(file);
         event["event_id"] = json!(Uuid::new_v4());

@@ -458,8 +458,12 @@ fn worker_process_with_lease(app: &TestApp, office: &Office, lease_secs: u64) ->
 
 /// The command [`worker_process`] spawns, for a test that needs more of it.
 pub(crate) fn worker_command(app: &TestApp, office: &Office, lease_secs: u64) -> Command {
+    worker_for(app, &office.settings, lease_secs)
+}
+
+/// A `run` process on the test's database and broker, flushing to the simulator of `a`.
+pub(crate) fn worker_for(app: &TestApp, a: &AltinnSettings, lease_secs: u64) -> Command {
     let s = &app.settings;
-    let a = &office.settings;
     let mut command = Command::new(env!("CARGO_BIN_EXE_altinn-sync"));
     command
         .arg("run")

@@ -1,13 +1,17 @@
 //! Guard rails end to end: the mass-revoke guard (its threshold on both sides, approve,
 //! reject) and the kill switch, against the simulator.
 
-use altinn_sync::sync::{self, Dispatcher};
-use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use altinn_sync::sync::{self, Dispatcher, Tripped};
+use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::common::TestApp;
-use crate::common::altinn::{ClientsAltinn, FIRM, MED};
+use crate::common::altinn::{ClientsAltinn, FIRM, MED, SIGNING};
 use crate::common::steps::{app_with, flushed, kari_granted_on, publish, remove, sync_now};
-use crate::common::workload::Person;
+use crate::common::workload::{FirmEvents, Model, Person, mixed_stream, org_number};
 
 async fn staged_count(app: &TestApp) -> i64 {
     app.count("SELECT count(*) FROM outbox WHERE status = 'staged'")
@@ -21,9 +25,21 @@ async fn last_outcome(app: &TestApp) -> String {
         .unwrap()
 }
 
+/// R revokes against H grants, none sent yet, of `e` employees on `c` clients.
+fn figures(r: u64, h: u64, e: u64, c: u64) -> Tripped {
+    Tripped {
+        revokes: r,
+        recent: 0,
+        grants: h,
+        employees: e,
+        clients: c,
+    }
+}
+
 #[test]
 fn the_threshold_is_r_at_least_min_and_more_than_the_share_of_h() {
-    let trips = |r, h| sync::guard_trips(r, h, 10, 0.2);
+    // One person's revokes, counted (spread 1), and none that empties the firm.
+    let trips = |r, h| sync::guard_trips(&figures(r, h, 1, 1), 10, 0.2, 1);
     // R = min − 1 and R = min, where the share does not decide.
     assert!(!trips(9, 20));
     assert!(trips(10, 20));
@@ -33,8 +49,125 @@ fn the_threshold_is_r_at_least_min_and_more_than_the_share_of_h() {
     assert!(!trips(10, 50));
     assert!(trips(11, 50));
     // share × H in binary floating point is a hair off: 0.29 × 100 = 28.999999999999996.
-    assert!(!sync::guard_trips(29, 100, 10, 0.29));
-    assert!(sync::guard_trips(30, 100, 10, 0.29));
+    assert!(!sync::guard_trips(&figures(29, 100, 1, 1), 10, 0.29, 1));
+    assert!(sync::guard_trips(&figures(30, 100, 1, 1), 10, 0.29, 1));
+    // Revokes sent in the last 24 hours count in R, and in the access before them.
+    let sliced = Tripped {
+        recent: 9,
+        ..figures(10, 11, 1, 1)
+    };
+    assert!(sync::guard_trips(&sliced, 10, 0.2, 1));
+    assert!(!sync::guard_trips(&sliced, 10, 0.5, 1));
+}
+
+/// At the defaults: (R, H, E, C) and whether the guard trips.
+fn at_defaults(r: u64, h: u64, e: u64, c: u64) -> bool {
+    sync::guard_trips(
+        &figures(r, h, e, c),
+        sync::DEFAULT_REVOKE_GUARD_MIN,
+        sync::DEFAULT_REVOKE_GUARD_SHARE,
+        sync::DEFAULT_REVOKE_GUARD_SPREAD,
+    )
+}
+
+#[test]
+fn at_the_defaults_one_leaver_never_trips_and_an_emptied_or_halved_large_firm_always_does() {
+    for h in [1, 2, 5, 20, 60, 100, 500, 5_000] {
+        // One employee leaving with all of her clients, or a client leaving with all of its
+        // accountants: even when they are every grant the firm has.
+        for r in [1, h / 2, h] {
+            assert!(
+                !at_defaults(r.max(1), h, 1, r.max(1)),
+                "one employee, {r} of {h}"
+            );
+            assert!(
+                !at_defaults(r.max(1), h, r.max(1), 1),
+                "one client, {r} of {h}"
+            );
+        }
+    }
+    // A firm of two or more employees and clients emptied, whatever its size.
+    for (h, e, c) in [(2, 2, 2), (4, 2, 2), (6, 3, 2), (30, 5, 6), (500, 20, 25)] {
+        assert!(at_defaults(h, h, e, c), "emptied: {h} grants of {e} x {c}");
+        // One grant left: small firms' churn goes out.
+        if h < 100 {
+            assert!(!at_defaults(h - 1, h, e, c), "{} of {h}", h - 1);
+        }
+    }
+    // More than half of a large firm's access, from 50 revokes up.
+    assert!(at_defaults(51, 100, 3, 10));
+    assert!(!at_defaults(50, 100, 3, 10), "exactly half");
+    assert!(at_defaults(50, 99, 3, 10));
+    assert!(!at_defaults(49, 97, 3, 10), "fewer than 50");
+    assert!(at_defaults(600, 1_000, 12, 50));
+    assert!(!at_defaults(400, 1_000, 12, 50), "less than half");
+}
+
+#[test]
+fn at_the_defaults_a_week_of_mixed_churn_in_small_firms_trips_nothing() {
+    // The workload: assignments, removals, project-accountant moves and role changes
+    // across 20 small firms, 36 changes each. Before them, every employee is an accountant with
+    // signing rights on every client of the firm (as Altinn holds it); the guard judges each
+    // firm's revokes (R, E, C) against those grants (H).
+    let week = mixed_stream(16, 20, 4, 6, 720, 0.0, 1);
+    let mut people: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut clients: HashMap<String, HashSet<String>> = HashMap::new();
+    for (_, event) in &week {
+        let (firm, data) = (
+            event["firm"]["org_number"].as_str().unwrap(),
+            &event["data"],
+        );
+        let known = people.entry(firm.to_owned()).or_default();
+        if data["employee"].is_object() && !known.contains(&data["employee"]) {
+            known.push(data["employee"].clone());
+        }
+        let client = data["client"]["org_number"].as_str();
+        if let Some(org) = client.or(data["client_org_number"].as_str()) {
+            clients
+                .entry(firm.to_owned())
+                .or_default()
+                .insert(org.to_owned());
+        }
+    }
+    let mut model = Model::default();
+    for (firm, people) in &people {
+        let events = FirmEvents::new(firm);
+        for employee in people {
+            let data = json!({"employee": employee, "roles": [SIGNING]});
+            model.apply(&events.event_at("RoleChanged", 0, data));
+            for client in &clients[firm] {
+                let data = json!({"employee": employee, "client": {"org_number": client}});
+                model.apply(&events.event_at("ClientAssigned", 0, data));
+            }
+        }
+    }
+    let before = model.desired();
+    week.iter().for_each(|(_, e)| model.apply(e));
+    let after = model.desired();
+    let mut tripped = (0, 0);
+    for firm in (0..20).map(org_number) {
+        let mine = |g: &&(String, Uuid, String, String)| g.0 == firm;
+        let revokes: Vec<_> = before.difference(&after).filter(mine).collect();
+        let grants = before.iter().filter(mine).count() as u64;
+        let employees = revokes.iter().map(|g| g.1).collect::<HashSet<_>>().len() as u64;
+        let clients = revokes.iter().map(|g| &g.2).collect::<HashSet<_>>().len() as u64;
+        let f = Tripped {
+            revokes: revokes.len() as u64,
+            recent: 0,
+            grants,
+            employees,
+            clients,
+        };
+        tripped.0 += u32::from(sync::guard_trips(&f, 10, 0.2, 1));
+        tripped.1 += u32::from(at_defaults(f.revokes, grants, employees, clients));
+    }
+    // The old defaults (10, 0.2, every revoke counted) staged most of them.
+    eprintln!(
+        "firms tripped of 20: old defaults {}, new {}",
+        tripped.0, tripped.1
+    );
+    assert!(tripped.0 >= 10, "old defaults: {} of 20 firms", tripped.0);
+    assert_eq!(tripped.1, 0, "new defaults: firms tripped");
 }
 
 /// H = `h` grants delivered, then `r` removed in one sync: how many revokes were staged, and
@@ -64,6 +197,106 @@ async fn one_removal(h: usize, r: usize) -> (i64, usize) {
     );
     app.teardown().await;
     (staged, holds.len() - 1)
+}
+
+/// A firm at the guard's defaults where person `i` holds the package on the clients `on[i]`,
+/// every grant delivered (H = the sum of the ranges' lengths). Then `removed` (person, client)
+/// in one sync: how many revokes the guard staged. What it did not stage left Altinn.
+async fn at_defaults_removing(on: &[Range<usize>], removed: &[(usize, usize)]) -> usize {
+    let people: Vec<Person> = (1..=on.len() as u32).map(Person::new).collect();
+    let clients = on.iter().map(|r| r.end).max().unwrap();
+    let altinn = ClientsAltinn::start(clients, &people.iter().collect::<Vec<_>>(), &[]).await;
+    let app = app_with(&altinn.settings, |f| {
+        f.revoke_guard_min = sync::DEFAULT_REVOKE_GUARD_MIN;
+        f.revoke_guard_share = sync::DEFAULT_REVOKE_GUARD_SHARE;
+        f.revoke_guard_spread = sync::DEFAULT_REVOKE_GUARD_SPREAD;
+    })
+    .await;
+    let mut events = FirmEvents::new(FIRM);
+    let mut batch = Vec::new();
+    for (person, range) in people.iter().zip(on) {
+        batch.push(events.role_changed(person, &[SIGNING]));
+        for (_, org) in &altinn.clients[range.clone()] {
+            batch.push(events.client_assigned(person, org));
+        }
+    }
+    let last = publish(&app, batch).await;
+    sync_now(&app, last).await;
+    flushed(&app, 1).await;
+    let grants: usize = on.iter().map(ExactSizeIterator::len).sum();
+    assert_eq!(
+        app.count("SELECT count(*) FROM applied_grants").await,
+        grants as i64
+    );
+
+    let batch = removed
+        .iter()
+        .map(|&(p, c)| events.client_removed(&people[p], &altinn.clients[c].1))
+        .collect();
+    let last = publish(&app, batch).await;
+    sync_now(&app, last).await;
+    flushed(&app, 2).await;
+    let staged = staged_count(&app).await as usize;
+    let (mut held, mut removed_held) = (0, 0);
+    for (p, party) in altinn.parties.iter().enumerate() {
+        let holds = altinn.holds(*party, MED).await;
+        held += holds.len();
+        removed_held += removed
+            .iter()
+            .filter(|&&(q, c)| q == p && holds.contains(&c))
+            .count();
+    }
+    assert!(staged == 0 || staged == removed.len(), "{staged}");
+    assert_eq!(
+        removed_held, staged,
+        "what is staged is still held, the rest is gone"
+    );
+    assert_eq!(held, grants - removed.len() + staged);
+    app.teardown().await;
+    staged
+}
+
+/// Every (person, client) of `people` on `clients`.
+fn every(people: Range<usize>, clients: Range<usize>) -> Vec<(usize, usize)> {
+    people
+        .flat_map(|p| clients.clone().map(move |c| (p, c)))
+        .collect()
+}
+
+#[tokio::test]
+async fn at_the_defaults_one_employee_or_one_client_leaving_goes_out_whatever_the_firm_size() {
+    // One employee of a small firm leaves: half its access.
+    assert_eq!(
+        at_defaults_removing(&[0..3, 0..3], &every(0..1, 0..3)).await,
+        0
+    );
+    // One employee of a larger firm, who held 60 of its 70 grants.
+    assert_eq!(
+        at_defaults_removing(&[0..60, 0..10], &every(0..1, 0..60)).await,
+        0
+    );
+    // One client leaves: 55 of 60 grants, of 55 employees.
+    let mut on = vec![0..1; 50];
+    on.extend(vec![0..2; 5]);
+    assert_eq!(at_defaults_removing(&on, &every(0..55, 0..1)).await, 0);
+}
+
+#[tokio::test]
+async fn at_the_defaults_an_emptied_firm_or_more_than_half_of_a_large_one_is_staged() {
+    // Emptied: two employees on two clients, and five on six.
+    assert_eq!(
+        at_defaults_removing(&[0..2, 0..2], &every(0..2, 0..2)).await,
+        4
+    );
+    assert_eq!(
+        at_defaults_removing(&vec![0..6; 5], &every(0..5, 0..6)).await,
+        30
+    );
+    // 60 of a firm's 100 grants, of six employees.
+    assert_eq!(
+        at_defaults_removing(&vec![0..10; 10], &every(0..6, 0..10)).await,
+        60
+    );
 }
 
 #[tokio::test]
@@ -106,7 +339,7 @@ async fn revokes_sent_in_slices_count_towards_the_guard_for_24_hours() {
     .await
     .unwrap();
     assert!(
-        detail.contains("10 revokes (9 of them sent in the last 24 hours) against 11 grants"),
+        detail.contains("10 revokes (9 of them sent in the last 24 hours) of 1 employees on 10 clients, against 11 grants"),
         "{detail}"
     );
     app.teardown().await;

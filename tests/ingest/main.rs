@@ -30,4 +30,5 @@ mod ordering;
 mod poison;
 mod reconcile;
 mod reconcile_race;
+mod replicas;
 mod stories;

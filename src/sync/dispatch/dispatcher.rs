@@ -167,7 +167,12 @@ impl Dispatcher {
     /// Claims up to `limit` due rows and delivers them, one Altinn call per
     /// (firm, client, employee, action).
     pub async fn step(&self, limit: i64) -> Result<Step> {
-        if self.reconciling.load(Ordering::SeqCst) > 0 || self.held_by_setup() {
+        if self.reconciling.load(Ordering::SeqCst) > 0 {
+            return Ok(Step::Idle);
+        }
+        // Another replica's setup error holds this one too (`shared_hold`).
+        self.follow_setup_hold().await;
+        if self.held_by_setup() {
             return Ok(Step::Idle);
         }
         self.unpause_forbidden().await;
@@ -250,7 +255,7 @@ impl Dispatcher {
             .collect::<Result<_>>()?;
         let mut verdicts: Vec<(Row, Verdict)> = delivered.into_iter().flatten().collect();
         self.judge_forbidden(&mut verdicts).await;
-        self.note_setup(&verdicts);
+        self.note_and_share_setup(&verdicts).await;
         record_outcome(&tracing::Span::current(), &verdicts);
         self.record(lease, &verdicts).await?;
         Ok(Step::Processed(n))

@@ -23,6 +23,7 @@ mod locked;
 mod record;
 mod row;
 mod setup_hold;
+mod shared_hold;
 mod verdict;
 
 pub(super) use dispatcher::PACKAGE_URN;

@@ -11,4 +11,6 @@ pub(super) struct SetupHold {
     pub(super) waits: Waits,
     /// Held by a 403 on every firm: only a change Altinn lets through lifts it.
     pub(super) forbidden: bool,
+    /// Another replica met the error and recorded it (`shared_hold`); this one follows it.
+    pub(super) adopted: bool,
 }

@@ -59,6 +59,7 @@ impl Dispatcher {
                     forbidden: reason == EVERY_FIRM_FORBIDDEN,
                     reason,
                     waits,
+                    adopted: false,
                 });
                 crate::telemetry::metrics::set_setup_error(true);
             }
@@ -73,6 +74,7 @@ impl Dispatcher {
                 h.until = Instant::now() + wait;
                 h.forbidden = reason == EVERY_FIRM_FORBIDDEN;
                 h.reason = reason;
+                h.adopted = false;
             }
             // A 503 says nothing of a missing scope; only a change Altinn let through does.
             (None, Some(h)) if let_through || (answered && !h.forbidden) => {
