@@ -1,5 +1,8 @@
 //! Ingest benchmark: drain capacity, publish-to-commit latency and peak RSS of the worker,
-//! against the raw broker rate measured in the same run.
+//! against two baselines measured in the same run on the same broker: the raw broker rate, and
+//! a lean batched consumer (`ingest/lean.rs`) writing the same rows into a fresh database. The
+//! bench checks that both databases hold the same desired state afterwards. The last line of
+//! the output is one JSON object of the figures.
 //!
 //! `cargo bench --bench ingest` (needs the local RabbitMQ and PostgreSQL). Settings:
 //! BENCH_EVENTS (default 200000), BENCH_RATE (offered load for latency, default 5000/s),
@@ -14,6 +17,8 @@
     clippy::cast_sign_loss
 )]
 
+#[path = "ingest/lean.rs"]
+mod lean;
 #[path = "../tests/common/workload.rs"]
 mod workload;
 
@@ -81,6 +86,9 @@ async fn main() {
     eprintln!("raw broker baseline: {deliveries} messages through a quorum queue, no work…");
     let raw_rate = bench.raw_broker_rate(&bodies).await;
 
+    eprintln!("lean batched consumer baseline: {deliveries} messages into a fresh database…");
+    let (lean_rate, lean_pool) = bench.lean_rate(&bodies).await;
+
     eprintln!(
         "pre-loading {deliveries} deliveries ({} distinct events)…",
         distinct.len()
@@ -128,6 +136,16 @@ async fn main() {
     let drain = (last_commit - started_wall).to_std().unwrap_or(detected);
     let drain_rate = deliveries as f64 / drain.as_secs_f64();
     bench.assert_processed(distinct.len() as i64).await;
+    let product_rows = lean::digest(&bench.pool).await;
+    let lean_rows = lean::digest(&lean_pool).await;
+    let same_rows = product_rows == lean_rows;
+    if !same_rows {
+        eprintln!("WARNING: the product and the lean consumer wrote different rows:");
+        for (p, l) in product_rows.iter().zip(&lean_rows) {
+            eprintln!("  {}: product {} / lean {}", p.0, p.1, l.1);
+        }
+    }
+    lean_pool.close().await;
 
     eprintln!("latency at {rate} events/s offered for {latency_secs} s…");
     let latency_events =
@@ -179,9 +197,14 @@ async fn main() {
         drain.as_secs_f64()
     );
     println!(
-        "| drain / raw broker (deliveries/s over msg/s) | {:.2} |",
+        "| lean batched consumer (2,000 or 10 ms, 3 statements, one ack) | {lean_rate:.0} deliveries/s |"
+    );
+    println!(
+        "| drain / lean consumer; drain / raw broker | {:.2}; {:.2} |",
+        drain_rate / lean_rate,
         drain_rate / raw_rate
     );
+    println!("| same desired state as the lean consumer (7 tables compared) | {same_rows} |");
     println!(
         "| latency at {rate}/s offered ({latency_ids} events): p50 / p99 / max | {p50:.1} / {p99:.1} / {max:.1} ms |"
     );
@@ -203,6 +226,26 @@ async fn main() {
     if acked != Some(expected_acks) || ready_after != 0 {
         eprintln!("WARNING: the worker acked {acked:?} deliveries, expected {expected_acks}");
     }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "ingest",
+            "deliveries": deliveries,
+            "distinct_events": distinct.len(),
+            "drain_per_s": drain_rate.round(),
+            "lean_per_s": lean_rate.round(),
+            "raw_per_s": raw_rate.round(),
+            "ratio_lean": (drain_rate / lean_rate * 100.0).round() / 100.0,
+            "ratio_raw": (drain_rate / raw_rate * 100.0).round() / 100.0,
+            "same_rows": same_rows,
+            "latency_rate": rate,
+            "p50_ms": (p50 * 10.0).round() / 10.0,
+            "p99_ms": (p99 * 10.0).round() / 10.0,
+            "max_ms": (max * 10.0).round() / 10.0,
+            "rss_mib": (peak_rss_kib as f64 / 102.4).round() / 10.0,
+            "worker_cpu_s": (worker_cpu * 10.0).round() / 10.0,
+        })
+    );
     bench.teardown().await;
 }
 
@@ -297,22 +340,7 @@ impl Bench {
     /// Publish-and-consume through a bare quorum queue with the worker's prefetch and batch.
     async fn raw_broker_rate(&self, bodies: &[(String, Vec<u8>, String)]) -> f64 {
         let queue = format!("bench-{}.raw", self.id);
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        self.channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await
-            .unwrap();
+        self.declare_quorum(&queue).await;
         // Default exchange: the routing key is the queue name.
         let to_queue: Vec<(String, Vec<u8>, String)> = bodies
             .iter()
@@ -353,6 +381,51 @@ impl Bench {
             .await;
         let _ = conn.close(200, "done".into()).await;
         rate
+    }
+
+    /// The lean batched consumer over a quorum queue of its own, into a fresh database.
+    async fn lean_rate(&self, bodies: &[(String, Vec<u8>, String)]) -> (f64, PgPool) {
+        let queue = format!("bench-{}.lean", self.id);
+        self.declare_quorum(&queue).await;
+        let to_queue: Vec<(String, Vec<u8>, String)> = bodies
+            .iter()
+            .map(|(_, b, id)| (queue.clone(), b.clone(), id.clone()))
+            .collect();
+        self.publish("", &to_queue).await;
+        let db = altinn_sync::state::DbSettings {
+            database_url: format!("{}_lean", self.database_url),
+            database_max_connections: 2,
+        };
+        let pool = altinn_sync::state::connect(&db).await.unwrap();
+        altinn_sync::state::migrate(&pool).await.unwrap();
+        altinn_sync::state::align_role_mapping(
+            &pool,
+            &altinn_sync::policy::RoleMapping::default(),
+            altinn_sync::state::Rebuild::IfMappingChanged,
+        )
+        .await
+        .unwrap();
+        let rate = lean::drain(&self.amqp_url, &queue, &pool, bodies.len()).await;
+        (rate, pool)
+    }
+
+    async fn declare_quorum(&self, queue: &str) {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .unwrap();
     }
 
     /// Publishes at `rate` per second in 10 ms ticks, stamping `occurred_at` at send time.
@@ -439,12 +512,16 @@ impl Bench {
         let root = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         let admin = PgPool::connect(&format!("{root}/postgres")).await.unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS bench_{} WITH (FORCE)",
-            self.id
-        )))
-        .execute(&admin)
-        .await;
+        for db in [
+            format!("bench_{}", self.id),
+            format!("bench_{}_lean", self.id),
+        ] {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await;
+        }
     }
 }
 

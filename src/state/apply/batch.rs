@@ -36,7 +36,6 @@ pub async fn apply_events(
     }
     let keys = upsert::write(conn, facts).await?;
     refresh_desired(conn, keys).await?;
-    guard::raise_high_water(conn, &accepted).await?;
     let new = guard::record_processed(conn, &accepted).await?;
     outcome.applied = new;
     outcome.duplicates += accepted.len() - new;

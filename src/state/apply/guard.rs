@@ -26,9 +26,9 @@ pub(super) async fn admit<'e>(
     opts: &ApplyOptions,
     outcome: &mut ApplyOutcome,
 ) -> Result<Vec<&'e Event>> {
-    let firms: Vec<String> = events
+    let firms: Vec<&str> = events
         .iter()
-        .map(|e| e.firm.to_string())
+        .map(|e| e.firm.as_str())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -42,20 +42,20 @@ pub(super) async fn admit<'e>(
 /// Returns each firm's high-water mark, and the firms on hold.
 async fn lock_firms(
     conn: &mut PgConnection,
-    firms: &[String],
+    firms: &[&str],
 ) -> Result<(HashMap<String, i64>, HashSet<String>)> {
     sqlx::query!(
         r#"INSERT INTO firms (org_number, high_water_sequence)
            SELECT f, -1 FROM unnest($1::text[]) AS f
            ON CONFLICT DO NOTHING"#,
-        firms
+        firms as &[&str]
     )
     .execute(&mut *conn)
     .await?;
     let rows = sqlx::query!(
         r#"SELECT org_number, high_water_sequence, held_since IS NOT NULL AS "held!" FROM firms
            WHERE org_number = ANY($1) ORDER BY org_number FOR UPDATE"#,
-        firms
+        firms as &[&str]
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -211,31 +211,8 @@ fn hold_after_regressions<'e>(
     accepted.into_iter().map(|i| events[i]).collect()
 }
 
-pub(super) async fn raise_high_water(conn: &mut PgConnection, accepted: &[&Event]) -> Result<()> {
-    let mut max: HashMap<&str, i64> = HashMap::new();
-    for e in accepted {
-        let m = max.entry(e.firm.as_str()).or_insert(e.sequence);
-        *m = (*m).max(e.sequence);
-    }
-    if max.is_empty() {
-        return Ok(());
-    }
-    let (firms, seqs): (Vec<String>, Vec<i64>) =
-        max.into_iter().map(|(f, s)| (f.to_owned(), s)).unzip();
-    sqlx::query!(
-        r#"UPDATE firms SET high_water_sequence = GREATEST(high_water_sequence, v.s),
-                            updated_at = now()
-           FROM unnest($1::text[], $2::bigint[]) AS v(f, s)
-           WHERE firms.org_number = v.f"#,
-        &firms,
-        &seqs
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Records the events as processed; returns how many were new.
+/// Raises each firm's high-water mark to the newest accepted sequence and records the events
+/// as processed, in one statement; returns how many were new.
 pub(super) async fn record_processed(
     conn: &mut PgConnection,
     accepted: &[&Event],
@@ -243,26 +220,41 @@ pub(super) async fn record_processed(
     if accepted.is_empty() {
         return Ok(0);
     }
-    let firms: Vec<String> = accepted.iter().map(|e| e.firm.to_string()).collect();
+    let mut max: HashMap<&str, i64> = HashMap::new();
+    for e in accepted {
+        let m = max.entry(e.firm.as_str()).or_insert(e.sequence);
+        *m = (*m).max(e.sequence);
+    }
+    let (hw_firms, hw_seqs): (Vec<&str>, Vec<i64>) = max.into_iter().unzip();
+    let firms: Vec<&str> = accepted.iter().map(|e| e.firm.as_str()).collect();
     let ids: Vec<Uuid> = accepted.iter().map(|e| e.id).collect();
-    let types: Vec<String> = accepted
-        .iter()
-        .map(|e| e.body.type_name().to_owned())
-        .collect();
+    let types: Vec<&str> = accepted.iter().map(|e| e.body.type_name()).collect();
     let seqs: Vec<i64> = accepted.iter().map(|e| e.sequence).collect();
     let at: Vec<_> = accepted.iter().map(|e| e.occurred_at).collect();
-    let inserted = sqlx::query!(
-        r#"INSERT INTO processed_events (firm, event_id, event_type, sequence, occurred_at)
-           SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::bigint[],
-                                $5::timestamptz[])
-           ON CONFLICT DO NOTHING"#,
-        &firms,
+    let inserted = sqlx::query_scalar!(
+        r#"WITH raised AS (
+               UPDATE firms SET high_water_sequence = GREATEST(high_water_sequence, v.s),
+                                updated_at = now()
+               FROM unnest($1::text[], $2::bigint[]) AS v(f, s)
+               WHERE firms.org_number = v.f
+           ),
+           recorded AS (
+               INSERT INTO processed_events (firm, event_id, event_type, sequence, occurred_at)
+               SELECT * FROM unnest($3::text[], $4::uuid[], $5::text[], $6::bigint[],
+                                    $7::timestamptz[])
+               ON CONFLICT DO NOTHING
+               RETURNING 1
+           )
+           SELECT count(*) AS "inserted!" FROM recorded"#,
+        &hw_firms as &[&str],
+        &hw_seqs,
+        &firms as &[&str],
         &ids,
-        &types,
+        &types as &[&str],
         &seqs,
         &at
     )
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(usize::try_from(inserted.rows_affected()).unwrap_or(usize::MAX))
+    Ok(usize::try_from(inserted).unwrap_or(usize::MAX))
 }
