@@ -1189,6 +1189,14 @@ async fn redeliver_after_rollback(parallelism: usize, a: u32, b: u32, poison_red
     app.publish_event(&fa.client_assigned(&kari, &client)).await;
     app.start_worker().await;
     app.barrier().await;
+    // The barrier proves the first batch settled, but the shard given back may be redelivered
+    // behind the second marker, and commit just after it: wait for the four events themselves.
+    let firms = format!("('{}', '{}')", fa.org, fb.org);
+    let applied = format!("SELECT count(*) FROM processed_events WHERE firm IN {firms}");
+    app.wait_until("both firms' events applied", || async {
+        app.count(&applied).await == 4
+    })
+    .await;
 
     assert_eq!(
         app.count("SELECT last_value FROM hostile_attempts").await,
@@ -1204,12 +1212,8 @@ async fn redeliver_after_rollback(parallelism: usize, a: u32, b: u32, poison_red
         vec![(ola.id, client, PAYROLL.to_owned())],
         "the redelivered events are applied"
     );
-    let firms = format!("('{}', '{}')", fa.org, fb.org);
     assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM processed_events WHERE firm IN {firms}"
-        ))
-        .await,
+        app.count(&applied).await,
         4,
         "each event once"
     );
