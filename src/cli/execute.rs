@@ -65,8 +65,17 @@ async fn tools(command: Command) -> anyhow::Result<()> {
         }
         Command::Openapi => println!("{}", admin::api::openapi_json()),
         Command::Healthcheck { admin_listen } => admin::healthcheck(admin_listen).await?,
-        Command::AdminToken { name, firms } => {
-            let new = admin::tokens::generate(&name, &firms)?;
+        Command::AdminToken {
+            name,
+            firms,
+            read_only,
+        } => {
+            let access = if read_only {
+                admin::tokens::Access::Read
+            } else {
+                admin::tokens::Access::Write
+            };
+            let new = admin::tokens::generate_with(&name, &firms, access)?;
             println!(
                 "token (give it to {name}; it is not stored anywhere): {}",
                 new.token

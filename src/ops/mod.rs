@@ -10,6 +10,7 @@ mod firm;
 mod gauges;
 mod lists;
 mod mode;
+mod pages;
 mod progress;
 mod status;
 
@@ -24,6 +25,9 @@ pub use firm::Ops;
 pub use gauges::refresh_gauges;
 pub use lists::{Count, ParkedList, StagedList, parked_list, render_plan};
 pub use mode::Mode;
+pub use pages::{
+    PAGE_DEFAULT, PAGE_MAX, Page, ParkedCursor, ParkedPage, PlanPage, PlanTotals, StagedPage,
+};
 pub use progress::FlushProgress;
 pub use status::{Hold, Pause, Status, SyncSummary};
 
