@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Command, OpsArgs, PublishArgs};
 use crate::{admin, ops, publish, state, worker};
 
-pub async fn execute(command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn execute(mut command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
+    super::Secrets::read(|var| std::env::var(var).ok())?.apply(&mut command);
     match command {
         Command::Run(settings) => worker::run(&settings, shutdown).await?,
         Command::Dev(args) => crate::dev::run(*args, shutdown).await?,
