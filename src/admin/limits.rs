@@ -19,6 +19,11 @@ pub struct ApiSettings {
     #[arg(long, env = "ADMIN_CALLS_PER_TOKEN", default_value_t = DEFAULT_CALLS_PER_TOKEN,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub admin_calls_per_token: u32,
+    /// Syncs one token may request a minute (`POST …/sync`), in a burst or spread out; more
+    /// are answered 429 with `Retry-After`.
+    #[arg(long, env = "ADMIN_SYNCS_PER_MINUTE", default_value_t = DEFAULT_SYNCS_PER_MINUTE,
+          value_parser = clap::value_parser!(u32).range(1..=6000))]
+    pub admin_syncs_per_minute: u32,
 }
 
 impl Default for ApiSettings {
@@ -27,6 +32,7 @@ impl Default for ApiSettings {
             admin_database_max_connections: DEFAULT_API_CONNECTIONS,
             admin_statement_timeout_ms: DEFAULT_STATEMENT_TIMEOUT_MS,
             admin_calls_per_token: DEFAULT_CALLS_PER_TOKEN,
+            admin_syncs_per_minute: DEFAULT_SYNCS_PER_MINUTE,
         }
     }
 }
@@ -34,3 +40,4 @@ impl Default for ApiSettings {
 pub const DEFAULT_API_CONNECTIONS: u32 = 4;
 pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_CALLS_PER_TOKEN: u32 = 2;
+pub const DEFAULT_SYNCS_PER_MINUTE: u32 = 6;

@@ -20,7 +20,7 @@ use crate::retry::Retryable;
 use crate::state;
 
 pub use audit::{AuditEntry, AuditPage, AuditQuery};
-pub use commands::{request_reconcile, request_sync};
+pub use commands::{CommandPublisher, request_reconcile, request_sync};
 pub use firm::Ops;
 pub use gauges::refresh_gauges;
 pub use lists::{Count, ParkedList, StagedList, parked_list, render_plan};

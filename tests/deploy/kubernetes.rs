@@ -225,7 +225,9 @@ fn the_cron_job_publishes_a_nightly_reconcile_at_two_in_oslo_one_at_a_time() {
     let names = container_env_names(container);
     assert!(names.contains(&"AMQP_URL_FILE"), "{names:?}");
     assert!(
-        !names.iter().any(|n| n.starts_with("DATABASE_URL") || *n == "AMQP_URL"),
+        !names
+            .iter()
+            .any(|n| n.starts_with("DATABASE_URL") || *n == "AMQP_URL"),
         "{names:?}"
     );
 }

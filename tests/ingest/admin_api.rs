@@ -1335,3 +1335,56 @@ async fn a_read_only_token_reads_and_may_not_post_and_staged_comes_in_pages() {
     );
     app.teardown().await;
 }
+
+/// Step 10: the API's syncs go out on one held connection and channel, not one per call,
+/// and a token that requests more than ADMIN_SYNCS_PER_MINUTE is answered 429 with
+/// `Retry-After`.
+#[tokio::test]
+async fn syncs_share_one_publisher_and_are_rate_limited_per_token() {
+    let altinn = DemoAltinn::start().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.settings.admin.admin_tokens_file = Some(tokens_file());
+    app.settings.admin.api.admin_syncs_per_minute = 2;
+    app.start_worker().await;
+    let http = Http::new(app.admin.unwrap());
+    kari_granted(&app).await;
+    let mut logs = logs::subscribe();
+    let sync = |token: &'static str| {
+        http.client
+            .post(format!("{}/v1/firms/{FIRM}/sync", http.base))
+            .bearer_auth(token)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            sync(OPS_TOKEN).await.unwrap().status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    let refused = sync(OPS_TOKEN).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Both syncs reached the worker, on the one connection the publisher opened.
+    app.wait_until("the API's syncs recorded", || async {
+        app.count("SELECT count(*) FROM commands WHERE requested_by = 'support'")
+            .await
+            == 2
+    })
+    .await;
+    let mut connected = 0;
+    while let Ok(line) = logs.try_recv() {
+        connected += usize::from(line.contains("command publisher connected"));
+    }
+    assert_eq!(connected, 1, "one connection for both syncs");
+    app.teardown().await;
+}

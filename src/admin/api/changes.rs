@@ -47,14 +47,11 @@ pub async fn sync(
     }
     let firm = writable_firm_of(&caller, &org)?;
     api.ops()?.known(&firm).await?;
-    let command_id = ops::request_sync(
-        &api.amqp_url,
-        &api.topology_prefix,
-        &firm,
-        after_sequence,
-        &caller.name,
-    )
-    .await?;
+    api.sync_allowed(&caller)?;
+    let command_id = api
+        .publisher
+        .request_sync(&firm, after_sequence, &caller.name)
+        .await?;
     tracing::info!(firm, command.id = %command_id, requested_by = caller.name, "sync requested through the admin API");
     Ok((StatusCode::ACCEPTED, Json(SyncAccepted { command_id })).into_response())
 }

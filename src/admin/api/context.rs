@@ -27,9 +27,16 @@ pub struct Api {
     /// Each token's calls in progress, at most `calls_per_token` at once.
     in_progress: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     calls_per_token: usize,
-    pub(super) amqp_url: String,
-    pub(super) topology_prefix: String,
+    /// Syncs requested, per token name.
+    syncs: Arc<SyncLimiter>,
+    pub(super) publisher: Arc<ops::CommandPublisher>,
 }
+
+type SyncLimiter = governor::RateLimiter<
+    String,
+    governor::state::keyed::HashMapStateStore<String>,
+    governor::clock::DefaultClock,
+>;
 
 impl Api {
     /// `mode` is the worker's; requested syncs go to the broker and topology ingest reads.
@@ -47,9 +54,26 @@ impl Api {
             mode,
             in_progress: Arc::default(),
             calls_per_token: usize::try_from(settings.admin_calls_per_token).unwrap_or(1),
-            amqp_url: broker.amqp_url.clone(),
-            topology_prefix: ingest.topology_prefix.clone(),
+            syncs: Arc::new(governor::RateLimiter::hashmap(sync_quota(
+                settings.admin_syncs_per_minute,
+            ))),
+            publisher: Arc::new(ops::CommandPublisher::new(
+                &broker.amqp_url,
+                &ingest.topology_prefix,
+            )),
         }
+    }
+
+    /// A 429 when `caller` has requested its syncs of the minute already.
+    pub(super) fn sync_allowed(&self, caller: &Caller) -> Result<(), Problem> {
+        use governor::clock::Clock as _;
+        self.syncs.check_key(&caller.name).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            Problem::too_many(
+                "this token has requested its syncs of the minute (ADMIN_SYNCS_PER_MINUTE)",
+                wait,
+            )
+        })
     }
 
     pub(super) fn ops(&self) -> Result<Ops, Problem> {
@@ -58,6 +82,11 @@ impl Api {
         })?;
         Ok(Ops::new(pool.clone(), self.mode.clone()))
     }
+}
+
+fn sync_quota(per_minute: u32) -> governor::Quota {
+    let n = std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::Quota::per_minute(n)
 }
 
 /// How long a call waits for its token's earlier calls before it is answered 429.
