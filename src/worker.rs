@@ -119,6 +119,7 @@ pub async fn run_bound(
         mode.clone(),
         &settings.broker,
         &settings.ingest,
+        &settings.admin.api,
     );
     let app = admin::router(health.clone(), Some(api));
     // Serves until the worker has stopped, so /healthz can say that it did. A server that
@@ -166,6 +167,11 @@ async fn work(
     };
     health.set_pool(pool.clone());
     prepare_database(&pool, settings, mode, worker).await?;
+    // Only once migrated, so the API never reads a schema older than its queries.
+    health.set_api_pool(
+        admin::api_pool(&settings.db.database_url, &settings.admin.api)
+            .map_err(state::Error::from)?,
+    );
     // Checked before consuming anything, so half-set or unreadable settings stop the start.
     let dispatcher = dispatcher(settings, &pool)?;
     tracing::info!(role_mapping = %settings.housekeeping.role_mapping, "worker starting");
@@ -175,6 +181,9 @@ async fn work(
     }
     report(&health.ingest, "worker stopped");
     let _ = ops::Mode::forget(&pool, worker).await;
+    if let Some(api_pool) = health.api_pool() {
+        api_pool.close().await;
+    }
     pool.close().await;
     result
 }

@@ -4,8 +4,8 @@
 //! would not bring either back. It turns 503 only once ingest or the flush has stopped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,11 +19,18 @@ use crate::ingest;
 
 /// How long `/readyz` waits for PostgreSQL before calling it down; below a probe's timeout.
 const DATABASE_PROBE: Duration = Duration::from_secs(2);
+/// How long one answer of PostgreSQL to `/readyz` is reused, so a flood of probes costs the
+/// database one query a second.
+const DATABASE_PROBE_CACHE: Duration = Duration::from_secs(1);
 
 /// What the probes read. The worker fills it in as it starts and stops.
 #[derive(Debug, Default)]
 pub struct Health {
     pool: OnceLock<PgPool>,
+    /// The /v1 API's own pool (see `admin::api_pool`).
+    api_pool: OnceLock<PgPool>,
+    /// The last database probe: when, and whether it answered.
+    probed: Mutex<Option<(Instant, bool)>>,
     /// Ingest's counters; `consumers_attached` says whether the broker is up for us.
     pub ingest: ingest::Metrics,
     ingest_stopped: AtomicBool,
@@ -52,6 +59,15 @@ impl Health {
 
     pub fn pool(&self) -> Option<&PgPool> {
         self.pool.get()
+    }
+
+    /// The API's pool, once the worker has connected; separate from the worker's.
+    pub fn set_api_pool(&self, pool: PgPool) {
+        let _ = self.api_pool.set(pool);
+    }
+
+    pub fn api_pool(&self) -> Option<&PgPool> {
+        self.api_pool.get()
     }
 
     pub fn stopped(&self, half: Half) {
@@ -86,7 +102,23 @@ impl Health {
         Readiness { ready, down }
     }
 
+    /// PostgreSQL's answer of the last second, or a new one.
     async fn database_answers(&self) -> bool {
+        if self.pool().is_none() {
+            return false;
+        }
+        let fresh = |probed: &Option<(Instant, bool)>| {
+            probed.filter(|(at, _)| at.elapsed() < DATABASE_PROBE_CACHE)
+        };
+        if let Some((_, up)) = fresh(&self.probed.lock().unwrap_or_else(|p| p.into_inner())) {
+            return up;
+        }
+        let up = self.probe_database().await;
+        *self.probed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), up));
+        up
+    }
+
+    async fn probe_database(&self) -> bool {
         // An owned pool: a borrowed one makes callers' futures not provably `Send`.
         let Some(pool) = self.pool().cloned() else {
             return false;

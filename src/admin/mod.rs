@@ -7,7 +7,9 @@
 
 pub mod api;
 mod health;
+pub(crate) mod limits;
 mod listener;
+mod pool;
 mod problem;
 mod scrape;
 mod slots;
@@ -20,7 +22,11 @@ use std::sync::Arc;
 use axum::Router;
 
 pub use health::{Half, Health};
+pub use limits::{
+    ApiSettings, DEFAULT_API_CONNECTIONS, DEFAULT_CALLS_PER_TOKEN, DEFAULT_STATEMENT_TIMEOUT_MS,
+};
 pub use listener::Server;
+pub use pool::api_pool;
 pub use slots::{OVERFLOW, OVERFLOW_HEADER_READ_TIMEOUT};
 pub use tokens::Tokens;
 
@@ -46,6 +52,8 @@ pub struct AdminSettings {
     #[arg(long, env = "ADMIN_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub admin_max_connections: u32,
+    #[command(flatten)]
+    pub api: ApiSettings,
 }
 
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;

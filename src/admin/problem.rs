@@ -7,11 +7,15 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::ops;
 use crate::telemetry::{ErrorChain, redact_digit_runs};
+use crate::{ops, state};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// Seconds to wait before trying again (`Retry-After`), for a 429.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after: Option<u64>,
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub title: &'static str,
@@ -22,6 +26,7 @@ pub struct Problem {
 impl Problem {
     pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
         Self {
+            retry_after: None,
             kind: "about:blank",
             title,
             status: status.as_u16(),
@@ -50,6 +55,21 @@ impl Problem {
         )
     }
 
+    /// 429, with `Retry-After` of `wait` (rounded up to a second).
+    pub fn too_many(detail: impl Into<String>, wait: std::time::Duration) -> Self {
+        let mut problem = Self::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests", detail);
+        problem.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        problem
+    }
+
+    pub fn read_only() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "this token is read-only: it may not change anything (ask for a token without `read`)",
+        )
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -62,7 +82,13 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after;
         let mut response = (status, Json(self)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),
@@ -84,10 +110,10 @@ impl From<ops::Error> for Problem {
             ops::Error::UnknownFirm(_) | ops::Error::UnknownSync { .. } => {
                 Self::new(StatusCode::NOT_FOUND, "Not found", e.to_string())
             }
-            ops::Error::Database(_) => {
+            ops::Error::Database(db) => {
                 tracing::warn!(error = %ErrorChain(&e),
                     "admin API: PostgreSQL failed");
-                Self::unavailable("PostgreSQL is unavailable; try again shortly")
+                Self::unavailable(database_detail(db))
             }
             ops::Error::Publish(_) => {
                 tracing::warn!(error = %ErrorChain(&e),
@@ -95,6 +121,30 @@ impl From<ops::Error> for Problem {
                 Self::unavailable("RabbitMQ is unavailable; the sync was not requested")
             }
         }
+    }
+}
+
+/// What a caller can do about a database failure: a busy API, a query cut off, or an outage.
+fn database_detail(e: &state::Error) -> &'static str {
+    let state::Error::Unavailable(e) = e else {
+        return "PostgreSQL is unavailable; try again shortly";
+    };
+    let code = match e {
+        sqlx::Error::PoolTimedOut => {
+            return "every PostgreSQL connection of the admin API is busy \
+                    (ADMIN_DATABASE_MAX_CONNECTIONS); try again shortly";
+        }
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    match code.as_deref() {
+        // query_canceled: the API's statement_timeout cut the query off.
+        Some("57014") => {
+            "the query took longer than the admin API allows (ADMIN_STATEMENT_TIMEOUT_MS) and \
+             was cut off; try again, or narrow it with limit"
+        }
+        Some("55P03") => "the firm's rows are locked by the worker right now; try again shortly",
+        _ => "PostgreSQL is unavailable; try again shortly",
     }
 }
 

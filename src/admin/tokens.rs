@@ -1,4 +1,6 @@
-//! The admin API's bearer tokens: `ADMIN_TOKENS_FILE`, one `NAME SHA256_HEX SCOPE` per line.
+//! The admin API's bearer tokens: `ADMIN_TOKENS_FILE`, one `NAME SHA256_HEX SCOPE [ACCESS]` per
+//! line. `ACCESS` is `write` (the default, so older lines keep their meaning) or `read`: a
+//! read-only token may call every GET and no POST.
 //!
 //! Only hashes are stored, so the file is no more secret than a password file; it must still
 //! not be readable by every user. A presented token is hashed and compared with every entry in
@@ -37,7 +39,7 @@ pub enum Error {
          who could add a token of their own; `chmod go-w` it (0440 or 0600)"
     )]
     Writable { path: PathBuf, mode: u32 },
-    #[error("{path} line {line}: {problem}; expected `NAME SHA256_HEX SCOPE`")]
+    #[error("{path} line {line}: {problem}; expected `NAME SHA256_HEX SCOPE [read|write]`")]
     Malformed {
         path: PathBuf,
         line: usize,
@@ -73,11 +75,32 @@ impl fmt::Display for Scope {
     }
 }
 
+/// What a token may do within its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// Every route: reads, syncs, retries, approvals.
+    #[default]
+    Write,
+    /// The GET routes only.
+    Read,
+}
+
+impl Access {
+    fn parse(field: Option<&str>) -> Result<Self, String> {
+        match field {
+            None | Some("write") => Ok(Self::Write),
+            Some("read") => Ok(Self::Read),
+            Some(other) => Err(format!("access {other:?} is not `read` or `write`")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     name: String,
     hash: [u8; 32],
     scope: Scope,
+    access: Access,
 }
 
 /// The caller a valid token identifies.
@@ -85,6 +108,7 @@ struct Entry {
 pub struct Caller {
     pub name: String,
     pub scope: Scope,
+    pub access: Access,
 }
 
 /// The tokens read at start. Empty when no file is configured: every /v1 route answers 401.
@@ -132,8 +156,10 @@ impl Tokens {
             }
             let n = i + 1;
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [name, hash, scope] = fields[..] else {
-                return Err((n, format!("{} fields instead of 3", fields.len())));
+            let (name, hash, scope, access) = match fields[..] {
+                [name, hash, scope] => (name, hash, scope, None),
+                [name, hash, scope, access] => (name, hash, scope, Some(access)),
+                _ => return Err((n, format!("{} fields instead of 3 or 4", fields.len()))),
             };
             if name.is_empty()
                 || name.len() > 64
@@ -166,10 +192,12 @@ impl Tokens {
                 ));
             }
             let scope = parse_scope(scope).map_err(|p| (n, p))?;
+            let access = Access::parse(access).map_err(|p| (n, p))?;
             entries.push(Entry {
                 name: name.to_owned(),
                 hash,
                 scope,
+                access,
             });
         }
         Ok(Self { entries })
@@ -191,6 +219,7 @@ impl Tokens {
         found.map(|e| Caller {
             name: e.name.clone(),
             scope: e.scope.clone(),
+            access: e.access,
         })
     }
 }
@@ -202,8 +231,14 @@ pub struct NewToken {
     pub line: String,
 }
 
-/// Makes a token of 32 random bytes (hex) for `name` and `scope` (`*` or `ORG,ORG`).
+/// Makes a token of 32 random bytes (hex) for `name` and `scope` (`*` or `ORG,ORG`) that
+/// may write.
 pub fn generate(name: &str, scope: &str) -> Result<NewToken, Error> {
+    generate_with(name, scope, Access::Write)
+}
+
+/// As [`generate`], with its access; a read-only one's line ends in `read`.
+pub fn generate_with(name: &str, scope: &str, access: Access) -> Result<NewToken, Error> {
     // A newline in either would print a second line, with a hash the caller chose.
     for (flag, value) in [("--name", name), ("--firms", scope)] {
         if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -216,7 +251,10 @@ pub fn generate(name: &str, scope: &str) -> Result<NewToken, Error> {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     let token = hex::encode(bytes);
-    let line = format!("{name} {} {scope}", hex::encode(sha256(token.as_bytes())));
+    let mut line = format!("{name} {} {scope}", hex::encode(sha256(token.as_bytes())));
+    if access == Access::Read {
+        line.push_str(" read");
+    }
     // The same checks as at start, so the printed line is one `run` accepts.
     let parsed = Tokens::parse(&line).map_err(|(_, problem)| Error::Refused(problem))?;
     if parsed.entries.len() != 1 {
@@ -291,7 +329,7 @@ mod tests {
 
     #[test]
     fn a_generated_token_authenticates_with_its_scope() {
-        let new = generate("settings-page", ORG).unwrap();
+        let new = generate_with("settings-page", ORG, Access::Write).unwrap();
         let tokens = Tokens::parse(&format!("# AdminFlow\n\n{}\n", new.line)).unwrap();
         let caller = tokens.authenticate(&new.token).unwrap();
         assert_eq!(caller.name, "settings-page");
@@ -301,10 +339,34 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_token_is_marked_and_older_lines_can_write() {
+        let read = generate_with("dashboard", "*", Access::Read).unwrap();
+        assert!(read.line.ends_with(" * read"), "{}", read.line);
+        let write = generate_with("support", ORG, Access::Write).unwrap();
+        let tokens = Tokens::parse(&format!("{}\n{}\n", read.line, write.line)).unwrap();
+        assert_eq!(
+            tokens.authenticate(&read.token).unwrap().access,
+            Access::Read
+        );
+        assert_eq!(
+            tokens.authenticate(&write.token).unwrap().access,
+            Access::Write
+        );
+        let explicit = format!("{} write", write.line);
+        let tokens = Tokens::parse(&explicit).unwrap();
+        assert_eq!(
+            tokens.authenticate(&write.token).unwrap().access,
+            Access::Write
+        );
+    }
+
+    #[test]
     fn malformed_lines_are_named_by_number() {
         let hash = "a".repeat(64);
         for (text, line, problem) in [
-            (format!("ok {hash} *\nbad name! {hash} *"), 2, "fields"),
+            (format!("ok {hash} *\nbad name! {hash} *"), 2, "hex"),
+            (format!("ok {hash} * admin"), 1, "`read` or `write`"),
+            (format!("ok {hash} * read extra"), 1, "5 fields"),
             (format!("\n\nname {hash}"), 3, "2 fields"),
             (format!("name {} *", "A".repeat(64)), 1, "hex"),
             (format!("name {hash} 12345678"), 1, "organisation number"),
@@ -339,22 +401,22 @@ mod tests {
             ("settings page", "*"),
             ("settings-page\nplanted", "*"),
         ] {
-            let Err(Error::Refused(problem)) = generate(name, firms) else {
+            let Err(Error::Refused(problem)) = generate_with(name, firms, Access::Write) else {
                 panic!("{name:?} {firms:?} was accepted");
             };
             assert!(problem.contains("whitespace or a newline"), "{problem}");
         }
-        let Err(Error::Refused(problem)) = generate("worker", "*") else {
+        let Err(Error::Refused(problem)) = generate_with("worker", "*", Access::Write) else {
             panic!("a reserved name was accepted");
         };
         assert!(problem.contains("reserved"), "{problem}");
         // A name that is all comment would print a line `run` reads as no token at all.
-        let Err(Error::Refused(problem)) = generate("#x", "*") else {
+        let Err(Error::Refused(problem)) = generate_with("#x", "*", Access::Write) else {
             panic!("a commented-out line was accepted");
         };
         assert!(problem.contains("0 entries"), "{problem}");
         assert_eq!(
-            generate("settings-page", "912345610,923456783")
+            generate_with("settings-page", "912345610,923456783", Access::Write)
                 .map(|t| t.line.lines().count())
                 .unwrap(),
             1
@@ -365,7 +427,11 @@ mod tests {
     fn a_token_file_others_may_write_or_read_is_refused() {
         use std::os::unix::fs::PermissionsExt as _;
         let path = std::env::temp_dir().join(format!("admin-tokens-{}", uuid::Uuid::new_v4()));
-        std::fs::write(&path, generate("support", "*").unwrap().line).unwrap();
+        std::fs::write(
+            &path,
+            generate_with("support", "*", Access::Write).unwrap().line,
+        )
+        .unwrap();
         let load = |mode| {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             Tokens::load(Some(&path))

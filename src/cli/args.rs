@@ -87,6 +87,9 @@ pub enum Command {
         /// `*` for every firm, or organisation numbers separated by commas.
         #[arg(long)]
         firms: String,
+        /// A read-only token: every GET of the API, and 403 on every POST.
+        #[arg(long)]
+        read_only: bool,
     },
     /// List dead-lettered messages and why, newest first.
     DeadLetters {

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Command, OpsArgs, PublishArgs};
 use crate::{admin, ops, publish, state, worker};
 
-pub async fn execute(command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn execute(mut command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
+    super::Secrets::read(|var| std::env::var(var).ok())?.apply(&mut command);
     match command {
         Command::Run(settings) => worker::run(&settings, shutdown).await?,
         Command::Dev(args) => crate::dev::run(*args, shutdown).await?,
@@ -65,8 +66,17 @@ async fn tools(command: Command) -> anyhow::Result<()> {
         }
         Command::Openapi => println!("{}", admin::api::openapi_json()),
         Command::Healthcheck { admin_listen } => admin::healthcheck(admin_listen).await?,
-        Command::AdminToken { name, firms } => {
-            let new = admin::tokens::generate(&name, &firms)?;
+        Command::AdminToken {
+            name,
+            firms,
+            read_only,
+        } => {
+            let access = if read_only {
+                admin::tokens::Access::Read
+            } else {
+                admin::tokens::Access::Write
+            };
+            let new = admin::tokens::generate_with(&name, &firms, access)?;
             println!(
                 "token (give it to {name}; it is not stored anywhere): {}",
                 new.token

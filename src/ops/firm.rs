@@ -3,7 +3,8 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::lists::{Count, ParkedList, StagedList, parked_list};
+use super::lists::{Count, StagedList};
+use super::pages::{self, Page, ParkedCursor, ParkedPage, PlanPage, StagedPage};
 use super::{AuditPage, AuditQuery, Error, Mode, Result, Status, SyncSummary, audit, status};
 use crate::state::{self, Explanation};
 use crate::sync;
@@ -69,9 +70,21 @@ impl Ops {
         Ok(sync::preview(&self.pool, firm, &self.mode.flush).await?)
     }
 
-    pub async fn parked(&self, firm: &str) -> Result<ParkedList> {
+    /// A page of the dry run (the API's; the CLI prints it whole).
+    pub async fn plan_page(&self, firm: &str, page: &Page<i64>) -> Result<PlanPage> {
+        Ok(pages::plan_page(self.plan(firm).await?, page))
+    }
+
+    /// A page of the firm's parked changes, newest first.
+    pub async fn parked_page(&self, firm: &str, page: &Page<ParkedCursor>) -> Result<ParkedPage> {
         self.known(firm).await?;
-        parked_list(&self.pool, Some(firm)).await
+        pages::parked(&self.pool, firm, page).await
+    }
+
+    /// A page of the firm's staged revokes, oldest first.
+    pub async fn staged_page(&self, firm: &str, page: &Page<i64>) -> Result<StagedPage> {
+        self.known(firm).await?;
+        pages::staged(&self.pool, firm, page).await
     }
 
     /// Re-queues the firm's parked changes (or one), with an audit row each naming `actor`.

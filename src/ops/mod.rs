@@ -10,6 +10,7 @@ mod firm;
 mod gauges;
 mod lists;
 mod mode;
+mod pages;
 mod progress;
 mod status;
 
@@ -19,11 +20,14 @@ use crate::retry::Retryable;
 use crate::state;
 
 pub use audit::{AuditEntry, AuditPage, AuditQuery};
-pub use commands::{request_reconcile, request_sync};
+pub use commands::{CommandPublisher, request_reconcile, request_sync};
 pub use firm::Ops;
 pub use gauges::refresh_gauges;
 pub use lists::{Count, ParkedList, StagedList, parked_list, render_plan};
 pub use mode::Mode;
+pub use pages::{
+    PAGE_DEFAULT, PAGE_MAX, Page, ParkedCursor, ParkedPage, PlanPage, PlanTotals, StagedPage,
+};
 pub use progress::FlushProgress;
 pub use status::{Hold, Pause, Status, SyncSummary};
 

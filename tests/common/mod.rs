@@ -124,6 +124,7 @@ impl TestApp {
                 admin_tokens_file: None,
                 admin_header_read_timeout_secs: admin::DEFAULT_HEADER_READ_TIMEOUT_SECS,
                 admin_max_connections: admin::DEFAULT_MAX_CONNECTIONS,
+                api: admin::ApiSettings::default(),
             },
         };
         let pool = state::connect(&settings.db).await.expect("test database");

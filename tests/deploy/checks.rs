@@ -37,8 +37,16 @@ pub fn unknown_env<'a>(
     set: impl IntoIterator<Item = &'a str>,
     known: &BTreeSet<String>,
 ) -> Vec<String> {
+    // The secrets read from files: `cli::Secrets` reads these `_FILE`s for their variables.
+    const FILE_SECRETS: [&str; 2] = ["DATABASE_URL_FILE", "AMQP_URL_FILE"];
     set.into_iter()
-        .filter(|name| !known.contains(*name))
+        .filter(|name| {
+            let secret_of_known = FILE_SECRETS.contains(name)
+                && name
+                    .strip_suffix("_FILE")
+                    .is_some_and(|var| known.contains(var));
+            !known.contains(*name) && !secret_of_known
+        })
         .map(str::to_owned)
         .collect()
 }

@@ -14,6 +14,7 @@ use crate::common::{TestApp, logs};
 
 pub(crate) const OPS_TOKEN: &str = "ops-token-for-every-firm";
 const CLIENT_TOKEN: &str = "token-scoped-to-another-firm";
+const READ_TOKEN: &str = "read-only-token-for-every-firm";
 /// The identity numbers the demo events and the simulator carry.
 const NINS: [&str; 2] = ["15038512363", "02078545642"];
 
@@ -23,9 +24,10 @@ pub(crate) fn tokens_file() -> PathBuf {
         |name: &str, token: &str, scope: &str| format!("{name} {} {scope}\n", sha256_hex(token));
     let path = std::env::temp_dir().join(format!("admin-tokens-{}", Uuid::new_v4().simple()));
     let text = format!(
-        "# test tokens\n{}\n{}",
+        "# test tokens\n{}\n{}\n{}",
         line("support", OPS_TOKEN, "*"),
-        line("other-firm", CLIENT_TOKEN, CLIENT)
+        line("other-firm", CLIENT_TOKEN, CLIENT),
+        line("dashboard", READ_TOKEN, "* read")
     );
     std::fs::write(&path, text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -632,9 +634,11 @@ async fn without_a_token_file_every_v1_route_answers_401_and_the_document_is_com
                 .collect();
             // The dry run alone may find the firm being planned by a sync (409).
             let want: &[&str] = if path.ends_with("/plan") {
-                &["400", "401", "403", "404", "408", "409", "413", "503"]
+                &[
+                    "400", "401", "403", "404", "408", "409", "413", "429", "503",
+                ]
             } else {
-                &["400", "401", "403", "404", "408", "413", "503"]
+                &["400", "401", "403", "404", "408", "413", "429", "503"]
             };
             assert_eq!(errors, want, "{what}: every error status the API answers");
             for status in errors {
@@ -677,7 +681,7 @@ async fn run_refuses_a_world_readable_or_malformed_token_file() {
     app.start_worker().await;
     let refused = app.worker_ended().await.unwrap_err();
     let message = format!("{:#}", anyhow::Error::from(refused));
-    assert!(message.contains("line 5"), "{message}");
+    assert!(message.contains("line 7"), "{message}");
     assert!(message.contains("2 fields instead of 3"), "{message}");
     app.teardown().await;
 }
@@ -705,6 +709,7 @@ async fn with_postgres_and_the_broker_down_the_api_answers_503_and_readyz_names_
         settings.mode(),
         &settings.broker,
         &settings.ingest,
+        &settings.admin.api,
     );
     let server = admin::Server::bind(([127, 0, 0, 1], 0).into())
         .await
@@ -738,6 +743,7 @@ async fn with_postgres_and_the_broker_down_the_api_answers_503_and_readyz_names_
         .unwrap();
     let health = std::sync::Arc::new(Health::default());
     health.set_pool(app.pool.clone());
+    health.set_api_pool(app.pool.clone());
     settings.broker.amqp_url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let tokens = admin::Tokens::load(settings.admin.admin_tokens_file.as_deref()).unwrap();
     let api = admin::api::Api::new(
@@ -746,6 +752,7 @@ async fn with_postgres_and_the_broker_down_the_api_answers_503_and_readyz_names_
         settings.mode(),
         &settings.broker,
         &settings.ingest,
+        &settings.admin.api,
     );
     let server = admin::Server::bind(([127, 0, 0, 1], 0).into())
         .await
@@ -1104,5 +1111,293 @@ async fn a_dry_run_while_a_sync_plans_the_firm_answers_409_at_once_and_works_aft
         call_at(&http, &Method::GET, "/plan", FIRM, Some(OPS_TOKEN), None).await;
     assert_eq!(status, StatusCode::OK, "{plan}");
     assert_eq!(plan["grants"].as_array().unwrap().len(), 1, "{plan}");
+    app.teardown().await;
+}
+
+/// Persons per round of the flood test, and the clients each is assigned.
+const FLOOD_PERSONS: usize = 3;
+const FLOOD_CLIENTS: usize = 10;
+
+/// One round of work for ingest and the flush: the round's persons, each with signing rights
+/// on every client, published and synced; returns how long until all was delivered.
+async fn ingest_and_flush_round(
+    app: &TestApp,
+    altinn: &crate::common::altinn::ClientsAltinn,
+    events: &mut crate::common::workload::FirmEvents,
+    persons: &[crate::common::workload::Person],
+    round: i64,
+) -> std::time::Duration {
+    use crate::common::altinn::SIGNING;
+    use crate::common::steps::publish;
+    let started = std::time::Instant::now();
+    let mut batch = Vec::new();
+    for p in persons {
+        batch.push(events.role_changed(p, &[SIGNING]));
+        for (_, client) in &altinn.clients {
+            batch.push(events.client_assigned(p, client));
+        }
+    }
+    let last = publish(app, batch).await;
+    sync_now(app, last).await;
+    flushed(app, round).await;
+    started.elapsed()
+}
+
+/// Calls of one firm's token in `loops` concurrent loops until `stop`: (answered 200, 503).
+async fn flood(
+    http: std::sync::Arc<Http>,
+    loops: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> (u64, u64) {
+    let mut tasks = Vec::new();
+    for i in 0..loops {
+        let (http, stop) = (http.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let routes = ["/plan", "/audit", "/parked", "/staged", "/status"];
+            let (mut ok, mut busy) = (0u64, 0u64);
+            let mut n = i;
+            while !stop.is_cancelled() {
+                let path = format!("/v1/firms/{FIRM}{}", routes[n % routes.len()]);
+                n += 1;
+                let (status, content_type, body) =
+                    http.call(Method::GET, &path, Some(OPS_TOKEN), None).await;
+                match status {
+                    StatusCode::OK => ok += 1,
+                    // A dry run while a sync plans the firm, or every API connection busy.
+                    StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE => {
+                        assert_eq!(content_type, "application/problem+json", "{body}");
+                        busy += 1;
+                    }
+                    other => panic!("{path}: {other} {body}"),
+                }
+            }
+            (ok, busy)
+        }));
+    }
+    let mut total = (0, 0);
+    for t in tasks {
+        let (ok, busy) = t.await.unwrap();
+        total = (total.0 + ok, total.1 + busy);
+    }
+    total
+}
+
+/// Issue 16, step 9: a flood of one firm's API calls cannot take the connections ingest and
+/// the flush need: every round is delivered and no worker connection times out. Quiet and
+/// flooded rounds of the same work alternate, and their pace is printed (not yet asserted).
+#[tokio::test]
+async fn a_flood_of_one_firms_api_calls_leaves_ingest_and_the_flush_their_pace() {
+    use crate::common::altinn::ClientsAltinn;
+    use crate::common::workload::{FirmEvents, Person};
+    const PAIRS: usize = 5;
+    let persons: Vec<Person> = (0..2 * PAIRS * FLOOD_PERSONS)
+        .map(|n| Person::new(100 + n as u32))
+        .collect();
+    let altinn =
+        ClientsAltinn::start(FLOOD_CLIENTS, &persons.iter().collect::<Vec<_>>(), &[]).await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.settings.admin.admin_tokens_file = Some(tokens_file());
+    app.start_worker().await;
+    let http = std::sync::Arc::new(Http::new(app.admin.unwrap()));
+    let mut logs = logs::subscribe();
+    let mut events = FirmEvents::new(FIRM);
+    // The firm known, and the first round's costs (connections, tokens) paid before measuring.
+    let mut rounds = persons.chunks(FLOOD_PERSONS);
+    ingest_and_flush_round(&app, &altinn, &mut events, rounds.next().unwrap(), 1).await;
+    let (mut quiet, mut flooded) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut ratios = Vec::new();
+    let mut answered = (0, 0);
+    for (i, persons) in rounds.enumerate() {
+        let round = i as i64 + 2;
+        if i % 2 == 0 {
+            let took = ingest_and_flush_round(&app, &altinn, &mut events, persons, round).await;
+            quiet += took;
+            ratios.push(took.as_secs_f64());
+            continue;
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let flooding = tokio::spawn(flood(http.clone(), 12, stop.clone()));
+        let took = ingest_and_flush_round(&app, &altinn, &mut events, persons, round).await;
+        flooded += took;
+        // Each flooded round against the quiet one just before it: the machine's own load
+        // (other tests, other builds) drifts slowly, and weighs on both alike.
+        if let Some(last) = ratios.last_mut() {
+            *last = took.as_secs_f64() / *last;
+        }
+        stop.cancel();
+        let (ok, busy) = flooding.await.unwrap();
+        answered = (answered.0 + ok, answered.1 + busy);
+    }
+    let expected = (persons.len() * FLOOD_CLIENTS) as i64;
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE status = 'delivered'")
+            .await,
+        expected
+    );
+    assert!(answered.0 > 0, "the flood was answered: {answered:?}");
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios[ratios.len() / 2];
+    eprintln!(
+        "flood: quiet {quiet:?}, flooded {flooded:?}, pair ratios {ratios:.2?} (median x{ratio:.2}); \
+         API answers: {} ok, {} busy",
+        answered.0, answered.1
+    );
+    // Not asserted yet: on a loaded 2-core machine the flood's own CPU (HTTP, the dry runs in
+    // PostgreSQL) slows the rounds by 0.4x to 2.7x from pair to pair, far beyond a 20% band,
+    // even with the pools apart. The pools are what this test holds: the log check below.
+    // No connection of ingest or the flush timed out (the API's own pool may make it wait).
+    while let Ok(line) = logs.try_recv() {
+        let workers = line.contains("pool timed out") && !line.contains("admin API");
+        assert!(!workers, "{line}");
+    }
+    app.teardown().await;
+}
+
+/// Step 10: a read-only token reads everything its scope allows and changes nothing: every
+/// POST is a 403 problem, even with a body that would be accepted. Step 9: the staged list
+/// comes a page at a time, and the pages together are the whole list.
+#[tokio::test]
+async fn a_read_only_token_reads_and_may_not_post_and_staged_comes_in_pages() {
+    let (app, _altinn, http, _kari) = eleven_staged_revokes().await;
+    let all = staged_ids(&http).await;
+    assert_eq!(all.len(), 11);
+    let mut paged = Vec::new();
+    let mut after: Option<i64> = None;
+    loop {
+        let query = after.map_or_else(String::new, |a| format!("&after={a}"));
+        let (status, _, page) = http
+            .call(
+                Method::GET,
+                &format!("/v1/firms/{FIRM}/staged?limit=4{query}"),
+                Some(READ_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let ids: Vec<i64> = page["staged"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_i64().unwrap())
+            .collect();
+        assert!(ids.len() <= 4, "{page}");
+        paged.extend(ids);
+        match page["next_after"].as_i64() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged, all,
+        "the pages together are the list, in order, once each"
+    );
+    let (status, _, plan) = http
+        .call(
+            Method::GET,
+            &format!("/v1/firms/{FIRM}/plan?limit=5"),
+            Some(READ_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["totals"]["staged_revokes"], 11, "{plan}");
+    assert_eq!(
+        plan["staged_revokes"].as_array().unwrap().len(),
+        5,
+        "{plan}"
+    );
+    assert_eq!(plan["next_after"], 5, "{plan}");
+    let (status, _, parked) = http
+        .call(
+            Method::GET,
+            &format!("/v1/firms/{FIRM}/parked?limit=1"),
+            Some(READ_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{parked}");
+    assert_eq!(parked["next_before"], Value::Null, "{parked}");
+    for (route, body) in [
+        ("/sync", "{}"),
+        ("/parked/retry", "{}"),
+        ("/staged/approve", r#"{"all": true}"#),
+        ("/staged/reject", r#"{"all": true}"#),
+    ] {
+        let got = call_at(
+            &http,
+            &Method::POST,
+            route,
+            FIRM,
+            Some(READ_TOKEN),
+            Some(body),
+        )
+        .await;
+        assert_problem(route, &got, StatusCode::FORBIDDEN);
+        assert!(
+            got.2["detail"].as_str().unwrap().contains("read-only"),
+            "{}",
+            got.2
+        );
+    }
+    assert_eq!(staged_ids(&http).await, all, "nothing was decided");
+    assert_eq!(
+        app.count("SELECT count(*) FROM commands WHERE requested_by = 'dashboard'")
+            .await,
+        0
+    );
+    app.teardown().await;
+}
+
+/// Step 10: the API's syncs go out on one held connection and channel, not one per call,
+/// and a token that requests more than ADMIN_SYNCS_PER_MINUTE is answered 429 with
+/// `Retry-After`.
+#[tokio::test]
+async fn syncs_share_one_publisher_and_are_rate_limited_per_token() {
+    let altinn = DemoAltinn::start().await;
+    let mut app = TestApp::without_worker().await;
+    app.settings.altinn = altinn.settings.clone();
+    app.settings.admin.admin_tokens_file = Some(tokens_file());
+    app.settings.admin.api.admin_syncs_per_minute = 2;
+    app.start_worker().await;
+    let http = Http::new(app.admin.unwrap());
+    kari_granted(&app).await;
+    let mut logs = logs::subscribe();
+    let sync = |token: &'static str| {
+        http.client
+            .post(format!("{}/v1/firms/{FIRM}/sync", http.base))
+            .bearer_auth(token)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            sync(OPS_TOKEN).await.unwrap().status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    let refused = sync(OPS_TOKEN).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Both syncs reached the worker, on the one connection the publisher opened.
+    app.wait_until("the API's syncs recorded", || async {
+        app.count("SELECT count(*) FROM commands WHERE requested_by = 'support'")
+            .await
+            == 2
+    })
+    .await;
+    let mut connected = 0;
+    while let Ok(line) = logs.try_recv() {
+        connected += usize::from(line.contains("command publisher connected"));
+    }
+    assert_eq!(connected, 1, "one connection for both syncs");
     app.teardown().await;
 }

@@ -28,6 +28,7 @@ async fn listen(header_read_timeout_secs: u64, max_connections: u32) -> Listener
         admin_tokens_file: None,
         admin_header_read_timeout_secs: header_read_timeout_secs,
         admin_max_connections: max_connections,
+        api: admin::ApiSettings::default(),
     };
     let server = admin::Server::bind_with(&settings).await.unwrap();
     let addr = server.local_addr();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::context::{Api, Authenticated, reply};
-use super::input::{Selection, body_of, firm_of};
+use super::input::{Selection, body_of, writable_firm_of};
 use crate::admin::problem::Problem;
 use crate::admin::tokens::Caller;
 use crate::ops;
@@ -35,7 +35,7 @@ pub struct SyncAccepted {
     request_body(content = Option<SyncRequest>, description = "May be left out: the same as `{}`"),
     responses((status = 202, body = SyncAccepted, description = "The broker confirmed the SyncNow")))]
 pub async fn sync(
-    Authenticated(caller): Authenticated,
+    Authenticated(caller, ..): Authenticated,
     State(api): State<Api>,
     Path(org): Path<String>,
     body: Bytes,
@@ -45,16 +45,13 @@ pub async fn sync(
     if after_sequence.is_some_and(|s| s < 0) {
         return Err(Problem::bad_request("after_sequence must not be negative"));
     }
-    let firm = firm_of(&caller, &org)?;
+    let firm = writable_firm_of(&caller, &org)?;
     api.ops()?.known(&firm).await?;
-    let command_id = ops::request_sync(
-        &api.amqp_url,
-        &api.topology_prefix,
-        &firm,
-        after_sequence,
-        &caller.name,
-    )
-    .await?;
+    api.sync_allowed(&caller)?;
+    let command_id = api
+        .publisher
+        .request_sync(&firm, after_sequence, &caller.name)
+        .await?;
     tracing::info!(firm, command.id = %command_id, requested_by = caller.name, "sync requested through the admin API");
     Ok((StatusCode::ACCEPTED, Json(SyncAccepted { command_id })).into_response())
 }
@@ -70,13 +67,13 @@ pub struct RetryRequest {
     request_body(content = Option<RetryRequest>, description = "May be left out: re-queues every parked change"),
     responses((status = 200, body = ops::Count, description = "How many were re-queued")))]
 pub async fn retry(
-    Authenticated(caller): Authenticated,
+    Authenticated(caller, ..): Authenticated,
     State(api): State<Api>,
     Path(org): Path<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let request: Option<RetryRequest> = body_of(&body)?;
-    let firm = firm_of(&caller, &org)?;
+    let firm = writable_firm_of(&caller, &org)?;
     let id = request.and_then(|r| r.id);
     Ok(reply(api.ops()?.retry(&firm, id, &caller.name).await))
 }
@@ -116,7 +113,7 @@ impl utoipa::ToSchema for SelectionBody {
     request_body(content = SelectionBody),
     responses((status = 200, body = ops::Count, description = "How many were released to Altinn")))]
 pub async fn approve(
-    Authenticated(caller): Authenticated,
+    Authenticated(caller, ..): Authenticated,
     State(api): State<Api>,
     Path(org): Path<String>,
     body: Bytes,
@@ -128,7 +125,7 @@ pub async fn approve(
     request_body(content = SelectionBody),
     responses((status = 200, body = ops::Count, description = "How many were dropped")))]
 pub async fn reject(
-    Authenticated(caller): Authenticated,
+    Authenticated(caller, ..): Authenticated,
     State(api): State<Api>,
     Path(org): Path<String>,
     body: Bytes,
@@ -154,7 +151,7 @@ async fn decide(
         Decision::Reject => "rejected",
     };
     let selection = Selection::of(body, verb)?;
-    let firm = firm_of(caller, org)?;
+    let firm = writable_firm_of(caller, org)?;
     let ops = api.ops()?;
     let decided = match decision {
         Decision::Approve => ops.approve(&firm, selection.ids(), &caller.name).await,

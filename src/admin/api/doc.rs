@@ -82,7 +82,7 @@ impl utoipa::Modify for OrgParameter {
 }
 
 /// Every error status an operation can answer, each `application/problem+json`.
-const ERRORS: [(&str, &str, &str); 7] = [
+const ERRORS: [(&str, &str, &str); 8] = [
     (
         "400",
         "BadRequest",
@@ -90,7 +90,11 @@ const ERRORS: [(&str, &str, &str); 7] = [
          query parameter",
     ),
     ("401", "Unauthorized", "No valid bearer token"),
-    ("403", "Forbidden", "The token may not act for this firm"),
+    (
+        "403",
+        "Forbidden",
+        "The token may not act for this firm, or it is read-only and the route changes something",
+    ),
     (
         "404",
         "NotFound",
@@ -103,9 +107,16 @@ const ERRORS: [(&str, &str, &str); 7] = [
     ),
     ("413", "PayloadTooLarge", "The body is larger than 16 KiB"),
     (
+        "429",
+        "TooManyRequests",
+        "The token has too many calls in progress (ADMIN_CALLS_PER_TOKEN), or has requested \
+         syncs faster than ADMIN_SYNCS_PER_MINUTE; wait Retry-After seconds",
+    ),
+    (
         "503",
         "ServiceUnavailable",
-        "PostgreSQL or RabbitMQ is unavailable, or the worker is still connecting",
+        "PostgreSQL or RabbitMQ is unavailable, the worker is still connecting, every database \
+         connection of the API is busy, or a query ran longer than ADMIN_STATEMENT_TIMEOUT_MS",
     ),
 ];
 
@@ -120,6 +131,10 @@ impl utoipa::Modify for ErrorAnswers {
                 "content": {"application/problem+json": {
                     "schema": {"$ref": "#/components/schemas/Problem"}}}
             });
+            if status == "429" {
+                response["headers"] = json!({"Retry-After": {
+                    "description": "Seconds to wait", "schema": {"type": "integer"}}});
+            }
             if status == "401" {
                 response["headers"] = json!({"WWW-Authenticate": {
                     "description": "`Bearer`", "schema": {"type": "string"}}});

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::admin::problem::Problem;
-use crate::admin::tokens::Caller;
+use crate::admin::tokens::{Access, Caller};
 use crate::contract::OrgNumber;
 use crate::ops::{self, AuditQuery};
 
@@ -18,6 +18,15 @@ pub fn firm_of(caller: &Caller, org: &str) -> Result<String, Problem> {
         return Err(Problem::forbidden(org.as_str()));
     }
     Ok(org.to_string())
+}
+
+/// As [`firm_of`], then the token's access: a read-only token may not change anything (403).
+pub fn writable_firm_of(caller: &Caller, org: &str) -> Result<String, Problem> {
+    let firm = firm_of(caller, org)?;
+    if caller.access != Access::Write {
+        return Err(Problem::read_only());
+    }
+    Ok(firm)
 }
 
 /// A UUID in its hyphenated form, as the spec's `format: uuid` says.
@@ -113,6 +122,73 @@ impl Selection {
             Self::All => None,
         }
     }
+}
+
+/// A page of the staged revokes or of the dry run.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// At most this many entries (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Entries after this one: the previous page's `next_after`.
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+}
+
+impl PageParams {
+    pub fn checked(self) -> Result<ops::Page<i64>, Problem> {
+        let limit = checked_limit(self.limit)?;
+        if self.after.is_some_and(|a| a < 0) {
+            return Err(Problem::bad_request("after must be 0 or more"));
+        }
+        Ok(ops::Page {
+            limit,
+            cursor: self.after,
+        })
+    }
+}
+
+/// A page of the parked changes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ParkedParams {
+    /// At most this many entries (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Entries parked before this one: the previous page's `next_before`.
+    #[param(pattern = "^[0-9]{1,18}\\.[0-9]{1,18}$")]
+    pub before: Option<String>,
+}
+
+impl ParkedParams {
+    pub fn checked(self) -> Result<ops::Page<ops::ParkedCursor>, Problem> {
+        let limit = checked_limit(self.limit)?;
+        let cursor = match self.before.as_deref() {
+            None => None,
+            Some(raw) => Some(ops::ParkedCursor::parse(raw).ok_or_else(|| {
+                Problem::bad_request("before must be a next_before of an earlier page")
+            })?),
+        };
+        Ok(ops::Page { limit, cursor })
+    }
+}
+
+fn checked_limit(limit: Option<i64>) -> Result<Option<i64>, Problem> {
+    if limit.is_some_and(|l| !(1..=ops::PAGE_MAX).contains(&l)) {
+        return Err(Problem::bad_request(format!(
+            "limit must be between 1 and {}",
+            ops::PAGE_MAX
+        )));
+    }
+    Ok(limit)
+}
+
+/// The query of `uri` as `T`, or a 400 that says what is wrong with it.
+pub fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Problem> {
+    axum::extract::Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| Problem::bad_request(format!("bad query: {}", e.body_text())))
 }
 
 /// The audit's filters and paging, with the bounds the API enforces.
