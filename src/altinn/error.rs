@@ -11,6 +11,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::wire::{OAuthError, ProblemDetails, ValidationError};
 use crate::retry::Retryable;
+use crate::telemetry::redact_digit_runs;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -221,8 +222,18 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
     }
 }
 
+/// Altinn's free text may quote what it was sent, an identity number among it; it is stored,
+/// logged and served, so long digit runs go before it is kept.
 fn rejection(status: StatusCode, problem: Option<ProblemDetails>) -> Rejection {
-    let problem = problem.unwrap_or_default();
+    let mut problem = problem.unwrap_or_default();
+    let redact = |text: &mut Option<String>| *text = text.as_deref().map(redact_digit_runs);
+    redact(&mut problem.title);
+    redact(&mut problem.detail);
+    for e in &mut problem.validation_errors {
+        redact(&mut e.title);
+        redact(&mut e.detail);
+        e.paths = e.paths.iter().map(|p| redact_digit_runs(p)).collect();
+    }
     let code = problem
         .validation_errors
         .first()
@@ -377,6 +388,23 @@ mod tests {
             wait > Duration::from_secs(80) && wait <= Duration::from_secs(90),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn identity_numbers_in_altinns_free_text_are_not_kept() {
+        let problem = body(json!({
+            "title": "Party 15038512345 not found",
+            "detail": "to 15038512345",
+            "validationErrors": [{"code": "X-1", "title": "bad 15038512345",
+                                  "detail": "see 15038512345", "paths": ["/to/15038512345"]}]
+        }));
+        let err = classify(StatusCode::BAD_REQUEST, &HeaderMap::new(), &problem).unwrap_err();
+        let Error::Permanent(rejection) = err else {
+            panic!("a 400 is permanent: {err:?}")
+        };
+        let kept = format!("{rejection:?}");
+        assert!(!kept.contains("15038512345"), "{kept}");
+        assert_eq!(rejection.explanation, "bad <redacted>");
     }
 
     #[test]
