@@ -58,6 +58,8 @@ impl Dispatcher {
 
     /// Leases up to `limit` due rows, the oldest first but at most a few per firm, so every
     /// firm with work moves and one firm's backlog cannot starve the rest.
+    // Long because it is one statement, so the rows are chosen and leased at once; its SQL is
+    // most of it.
     pub(super) async fn claim(&self, limit: i64, lease: &str) -> Result<Vec<Row>> {
         let per_firm_rows = self.settings.flush_concurrency_per_firm.max(1) * 2;
         let per_firm = i64::try_from(per_firm_rows).unwrap_or(i64::MAX);

@@ -210,24 +210,9 @@ impl Dispatcher {
     ) -> Result<Step> {
         let n = rows.len();
         let _in_flight = InFlight::new(&self.in_flight, &rows);
-        let length = Duration::from_secs(self.settings.flush_lease_secs);
-        let lease = StepLease::new(
-            lease,
-            rows.iter().map(|r| r.id).collect(),
-            length,
-            claimed_at,
-        );
+        let lease = self.step_lease(lease, &rows, claimed_at);
         let people = self.people(&rows).await?;
-        let mut groups: BTreeMap<(String, String, Uuid, Action), Vec<Row>> = BTreeMap::new();
-        for row in rows {
-            let key = (
-                row.firm.clone(),
-                row.client_org_number.clone(),
-                row.employee_id,
-                row.action,
-            );
-            groups.entry(key).or_default().push(row);
-        }
+        let groups = calls(rows);
         // The step's own trace, read once for every group's link to it.
         let step_trace = telemetry::traceparent(&tracing::Span::current());
         let delivered = futures_util::stream::iter(groups)
@@ -263,17 +248,27 @@ impl Dispatcher {
             // Every group waits on the shared limits, so none is held back by this width.
             .buffer_unordered(n)
             .collect::<Vec<_>>();
-        // The rows stay this step's however long their calls wait.
-        let delivered: Vec<Vec<(Row, Verdict)>> = tokio::select! {
-            delivered = delivered => delivered.into_iter().collect::<Result<_>>()?,
-            never = lease.keep(&self.pool) => match never {},
-        };
+        let delivered: Vec<Vec<(Row, Verdict)>> = lease
+            .kept_during(&self.pool, delivered)
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
         let mut verdicts: Vec<(Row, Verdict)> = delivered.into_iter().flatten().collect();
         self.judge_forbidden(&mut verdicts).await;
         self.note_setup(&verdicts);
         record_outcome(&tracing::Span::current(), &verdicts);
         self.record(&lease.name, &verdicts).await?;
         Ok(Step::Processed(n))
+    }
+
+    fn step_lease(&self, name: String, rows: &[Row], claimed_at: Instant) -> StepLease {
+        let length = Duration::from_secs(self.settings.flush_lease_secs);
+        StepLease::new(
+            name,
+            rows.iter().map(|r| r.id).collect(),
+            length,
+            claimed_at,
+        )
     }
 
     /// [`Self::finish`], again after a conflict with another replica's step (a deadlock over
@@ -316,6 +311,21 @@ impl Dispatcher {
         self.reconciling.fetch_add(1, Ordering::SeqCst);
         ReconcileHold(&self.reconciling)
     }
+}
+
+/// The rows by the Altinn call they share: (firm, client, employee, action).
+fn calls(rows: Vec<Row>) -> BTreeMap<(String, String, Uuid, Action), Vec<Row>> {
+    let mut groups: BTreeMap<(String, String, Uuid, Action), Vec<Row>> = BTreeMap::new();
+    for row in rows {
+        let key = (
+            row.firm.clone(),
+            row.client_org_number.clone(),
+            row.employee_id,
+            row.action,
+        );
+        groups.entry(key).or_default().push(row);
+    }
+    groups
 }
 
 /// Deliveries are held back while this lives.

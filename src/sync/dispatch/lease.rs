@@ -65,10 +65,23 @@ impl StepLease {
         Ok(holds)
     }
 
+    /// Runs `work` (the step's calls) while renewing the lease: the rows stay the step's
+    /// however long the calls wait.
+    pub(super) async fn kept_during<F: std::future::Future>(
+        &self,
+        pool: &PgPool,
+        work: F,
+    ) -> F::Output {
+        tokio::select! {
+            out = work => out,
+            never = self.keep(pool) => match never {},
+        }
+    }
+
     /// Renews the lease every third of it, for as long as the step runs (this never ends: the
     /// step drops it). A failed renewal is tried again at the next; the check before each call
     /// still holds.
-    pub(super) async fn keep(&self, pool: &PgPool) -> std::convert::Infallible {
+    async fn keep(&self, pool: &PgPool) -> std::convert::Infallible {
         let mut next = self.held.lock().await.renewed_at + self.length / 3;
         loop {
             tokio::time::sleep_until(next.into()).await;
