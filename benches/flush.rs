@@ -137,6 +137,10 @@ async fn main() {
     eprintln!(
         "flushing {grants} grants (latency {latency_ms} ms, rate limit {rate_limit}/s, concurrency {mode}, {per_firm} per firm)…"
     );
+    // The setup's statements are counted when the connections that made them end.
+    pool.close().await;
+    let pool = altinn_sync::state::connect(&db).await.unwrap();
+    let transactions_before = transactions(&pool).await;
     let started = Instant::now();
     let admin_port = port + 1;
     let mut workers: Vec<Child> = (0..replicas.max(1))
@@ -197,6 +201,11 @@ async fn main() {
     for worker in &mut workers {
         let _ = worker.kill().await;
     }
+    // Counted by PostgreSQL for the bench's database: the workers' transactions (a statement
+    // outside one is one) and this loop's polls, per change. A killed worker's connections
+    // report theirs as they end.
+    let transactions_per_change =
+        (transactions(&pool).await - transactions_before) as f64 / delivered.max(1) as f64;
     let used = fixed.unwrap_or(peak_limit as usize).max(1);
     // Behind a rate limit the ceiling is the limit itself; a bare client would only be refused.
     let (baseline_16, baseline) = if rate_limit > 0 {
@@ -242,6 +251,9 @@ async fn main() {
     );
     println!("| peak RSS of the first replica | {rss_mib:.1} MiB |");
     println!(
+        "| database transactions per change (all replicas and the bench's polls) | {transactions_per_change:.3} |"
+    );
+    println!(
         "| baseline, same run: the client alone re-sending every delegation (changed=false) at 16 / at {used} | {baseline_16:.0} / {baseline:.0} calls/s |"
     );
     println!(
@@ -253,6 +265,7 @@ async fn main() {
             "calls_per_s": calls_per_s, "calls_429": scrape.refused,
             "share_429": if scrape.calls > 0.0 { scrape.refused / scrape.calls } else { 0.0 },
             "retries": retries, "rss_mib": rss_mib,
+            "transactions_per_change": transactions_per_change,
             "baseline_calls_per_s_16": baseline_16, "baseline_calls_per_s": baseline,
             "ratio": changes_per_s / baseline,
             "calls_ratio": calls_per_s / baseline,
@@ -337,6 +350,19 @@ async fn raw_client_rate(pool: &PgPool, port: u16, concurrency: usize) -> f64 {
         .collect::<Vec<()>>()
         .await;
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Transactions committed in the bench's database so far, as PostgreSQL's statistics have them
+/// (a backend reports its counts at most once a second, and as it ends).
+async fn transactions(pool: &PgPool) -> i64 {
+    // Time for ended connections to report.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::query_scalar(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 async fn insert_employee(

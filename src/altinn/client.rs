@@ -14,7 +14,7 @@ use super::config::ValidatedAltinnConfig;
 use super::error::{Error, Result, classify};
 use super::http;
 use super::maskinporten::{SigningKey, TokenSource};
-use super::pace::{CallLimit, Concurrency, Feedback};
+use super::pace::{CallLimit, CallPermit, Concurrency, Feedback};
 use super::paths::{self, Endpoint};
 use super::wire::{
     AgentAccess, Assignment, AuthorizedParty, ClientAccess, Delegation, DelegationBatch, Paginated,
@@ -135,6 +135,7 @@ impl AltinnClient {
     /// Altinn refuses while the person still holds any package from the firm.
     pub async fn remove_agent(&self, firm: &Firm, agent: Uuid, cascade: bool) -> Result<()> {
         self.send(
+            None,
             &firm.org_number,
             "remove agent",
             paths::AGENTS_DELETE,
@@ -169,15 +170,8 @@ impl AltinnClient {
         agent: Uuid,
         batch: &DelegationBatch,
     ) -> Result<Vec<Delegation>> {
-        self.packages(
-            paths::DELEGATIONS_POST,
-            "delegate",
-            firm,
-            client,
-            agent,
-            batch,
-        )
-        .await
+        self.change(None, Change::Delegate, firm, (client, agent), batch)
+            .await
     }
 
     /// Revokes packages; already absent ones come back with `changed = false`.
@@ -188,32 +182,39 @@ impl AltinnClient {
         agent: Uuid,
         batch: &DelegationBatch,
     ) -> Result<Vec<Delegation>> {
-        self.packages(
-            paths::DELEGATIONS_DELETE,
-            "revoke",
-            firm,
-            client,
-            agent,
-            batch,
-        )
-        .await
+        self.change(None, Change::Revoke, firm, (client, agent), batch)
+            .await
     }
 
-    async fn packages(
+    /// Waits for a place within the call limit, for [`Self::change`]: a caller that must check
+    /// something once its call may go out (the outbox's lease) takes the place first.
+    pub async fn reserve(&self) -> CallPermit<'_> {
+        self.pace.acquire().await
+    }
+
+    /// [`Self::delegate`] or [`Self::revoke`] of the client's packages to the agent (`parties`:
+    /// client, agent), in the place `reserved` holds (a second send after a 401 waits anew),
+    /// or in one it waits for.
+    pub async fn change(
         &self,
-        endpoint: Endpoint,
-        operation: &'static str,
+        reserved: Option<CallPermit<'_>>,
+        change: Change,
         firm: &Firm,
-        client: Uuid,
-        agent: Uuid,
+        (client, agent): (Uuid, Uuid),
         batch: &DelegationBatch,
     ) -> Result<Vec<Delegation>> {
-        self.call(&firm.org_number, operation, endpoint, |c, e| {
-            c.request(e)
-                .query(&[("party", firm.party), ("from", client), ("to", agent)])
-                .json(batch)
-        })
-        .await
+        let (endpoint, operation) = match change {
+            Change::Delegate => (paths::DELEGATIONS_POST, "delegate"),
+            Change::Revoke => (paths::DELEGATIONS_DELETE, "revoke"),
+        };
+        let body = self
+            .send(reserved, &firm.org_number, operation, endpoint, |c, e| {
+                c.request(e)
+                    .query(&[("party", firm.party), ("from", client), ("to", agent)])
+                    .json(batch)
+            })
+            .await?;
+        decode(operation, &body)
     }
 
     fn request(&self, endpoint: Endpoint) -> RequestBuilder {
@@ -275,13 +276,17 @@ impl AltinnClient {
         T: DeserializeOwned,
         F: Fn(&Self, Endpoint) -> RequestBuilder,
     {
-        let body = self.send(org_number, operation, endpoint, build).await?;
-        serde_json::from_slice(&body).map_err(|source| Error::Decode { operation, source })
+        let body = self
+            .send(None, org_number, operation, endpoint, build)
+            .await?;
+        decode(operation, &body)
     }
 
-    /// Sends with the firm's token; on 401 refreshes the token once and sends again.
+    /// Sends with the firm's token, in the `reserved` place or one it waits for; on 401
+    /// refreshes the token once and sends again.
     async fn send<F>(
         &self,
+        mut reserved: Option<CallPermit<'_>>,
         org_number: &str,
         operation: &'static str,
         endpoint: Endpoint,
@@ -294,7 +299,10 @@ impl AltinnClient {
         loop {
             let token = self.tokens.token(org_number).await?;
             let request = build(self, endpoint).bearer_auth(token.expose());
-            let permit = self.pace.acquire().await;
+            let permit = match reserved.take() {
+                Some(permit) => permit,
+                None => self.pace.acquire().await,
+            };
             let started = Instant::now();
             let answer = http::send(endpoint, Some(org_number), request).await;
             let answer = match answer {
@@ -325,6 +333,17 @@ impl AltinnClient {
             }
         }
     }
+}
+
+/// Which way a [`AltinnClient::change`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Delegate,
+    Revoke,
+}
+
+fn decode<T: DeserializeOwned>(operation: &'static str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|source| Error::Decode { operation, source })
 }
 
 /// What an answer says of Altinn's load: a 429 that is not the person-lookup lock-out, a 503,

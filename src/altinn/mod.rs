@@ -18,7 +18,7 @@ pub mod pace;
 pub mod paths;
 pub mod wire;
 
-pub use client::{AltinnClient, Firm};
+pub use client::{AltinnClient, Change, Firm};
 pub use config::{AltinnSettings, ValidatedAltinnConfig};
 pub use error::{Class, Error, Rejection, Result};
 pub use pace::{CallLimit, Concurrency};

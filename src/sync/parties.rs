@@ -86,7 +86,8 @@ type AgentList = Arc<OnceCell<HashMap<String, Uuid>>>;
 #[derive(Default)]
 pub(super) struct Parties {
     firms: Mutex<HashMap<String, Firm>>,
-    clients: Mutex<HashMap<String, HashMap<String, ClientParty>>>,
+    /// Shared, not copied, with each delivery: a client's roles list many packages.
+    clients: Mutex<HashMap<String, HashMap<String, Arc<ClientParty>>>>,
     /// The firm's agents by national identity number, from `GET agents` (never logged).
     agents: Mutex<HashMap<String, AgentList>>,
 }
@@ -108,7 +109,7 @@ impl Parties {
         altinn: &AltinnClient,
         firm: &Firm,
         client_org: &str,
-    ) -> altinn::Result<Option<ClientParty>> {
+    ) -> altinn::Result<Option<Arc<ClientParty>>> {
         if let Some(c) = self
             .clients
             .lock()
@@ -116,13 +117,14 @@ impl Parties {
             .get(&firm.org_number)
             .and_then(|m| m.get(client_org))
         {
-            return Ok(Some(c.clone()));
+            return Ok(Some(Arc::clone(c)));
         }
-        let by_org: HashMap<String, ClientParty> = altinn
+        let by_org: HashMap<String, Arc<ClientParty>> = altinn
             .clients(firm)
             .await?
             .into_iter()
             .filter_map(ClientParty::from_access)
+            .map(|(org, c)| (org, Arc::new(c)))
             .collect();
         let found = by_org.get(client_org).cloned();
         self.clients

@@ -870,3 +870,59 @@ async fn sigterm_stops_a_long_nightly_reconcile_within_the_grace_period_and_it_r
     second.kill().await.unwrap();
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_change_that_waits_past_its_lease_for_a_place_still_goes_out_once() {
+    // One call at a time, each slow, and four lanes claiming two rows each: a round's last
+    // rows wait for a place in the limit longer than the one-second lease. Were the lease
+    // checked only before that wait, another lane would claim them once it ran out, and both
+    // would send them.
+    const LEASE_SECS: u64 = 1;
+    let office = office(3, 8, 5_000).await;
+    office
+        .sim
+        .set_faults(Faults {
+            latency_ms: 400,
+            ..Faults::default()
+        })
+        .await;
+    let app = TestApp::without_worker().await;
+    let mut worker = worker_command(&app, &office, LEASE_SECS)
+        .env("FLUSH_CONCURRENCY", "1")
+        .spawn()
+        .expect("the worker binary");
+    let last = office.publish_story(&app).await;
+    sync_now(&app, last).await;
+    let all = office.changes() as i64;
+    app.wait_until("every change delivered", || async {
+        rows_where(&app, "status = 'delivered'").await == all
+    })
+    .await;
+    worker.kill().await.unwrap();
+    office.assert_converged(&app).await;
+
+    // Each change carried out by exactly one call (`calls` checks it), by the claim that
+    // first took it.
+    let changes = office.calls(&app, |_| 0).await;
+    for (key, change) in &changes {
+        assert_eq!(change.calls.len(), 1, "{key:?}: called once");
+        assert_eq!(change.attempts, 1, "{key:?}: claimed once");
+    }
+    // The premise: the first round's four claims, made together as the drain began, sent
+    // their rows over more than a lease, one call at a time.
+    let claim = |c: &Change| -> u64 { c.leased_by.rsplit('/').next().unwrap().parse().unwrap() };
+    let mut claims: Vec<u64> = changes.values().map(claim).collect();
+    claims.sort_unstable();
+    claims.dedup();
+    let first_round: Vec<&Change> = changes
+        .values()
+        .filter(|c| claims[..4].contains(&claim(c)))
+        .collect();
+    let sent = first_round.iter().map(|c| c.calls[0].received_at);
+    let spread = sent.clone().max().unwrap() - sent.min().unwrap();
+    assert!(
+        spread.num_milliseconds() > 1_000 * LEASE_SECS as i64,
+        "the first round's calls spread over {spread}: none waited past its lease"
+    );
+    app.teardown().await;
+}

@@ -1,12 +1,13 @@
 //! Claiming due outbox rows fairly across firms, and the leases that keep them ours.
 
-use std::time::{Duration, Instant};
-
 use super::Result;
 use super::dispatcher::Dispatcher;
+use super::lease::GroupLease;
 use super::locked::Locked;
 use super::row::Row;
+use crate::altinn;
 use crate::policy::Action;
+use crate::telemetry::ErrorChain;
 
 impl Dispatcher {
     /// Gives up the leases this dispatcher still holds, as it stops: the rows are due at once
@@ -30,45 +31,35 @@ impl Dispatcher {
         i64::try_from(self.altinn.pace().current() * 2).unwrap_or(i64::MAX)
     }
 
-    /// Whether this step still holds the lease on `rows`, renewed if a third of it has passed
-    /// since the claim. Earlier than that the lease is certainly still held (it only passes to
-    /// another holder once it has run out), so a fast step costs no extra statement. Later, the
-    /// rows are still ours if no other claim has named itself in `leased_by`.
-    pub(super) async fn hold_lease(
+    /// Whether the group's rows are still this step's, right before a call for them goes out
+    /// (after the wait for a place in the call limit): if not, the group is marked lost and
+    /// the error stops the call.
+    pub(super) async fn check_lease(
         &self,
-        lease: &str,
-        claimed_at: Instant,
+        lease: &GroupLease<'_>,
         rows: &[Row],
-    ) -> Result<bool> {
-        let length = Duration::from_secs(self.settings.flush_lease_secs);
-        if claimed_at.elapsed() < length / 3 {
-            return Ok(true);
-        }
+    ) -> altinn::Result<()> {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let renewed = sqlx::query!(
-            r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $3)
-               WHERE id = ANY($1) AND leased_by = $2 AND status = 'pending'"#,
-            &ids,
-            lease,
-            length.as_secs_f64()
-        )
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let held = usize::try_from(renewed).is_ok_and(|n| n == ids.len());
-        if !held {
-            tracing::warn!(
-                lease,
-                rows = ids.len(),
-                renewed,
-                "lease ran out before the Altinn call; leaving the rows to their new holder"
-            );
+        match lease.step.holds(&self.pool, &ids).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                lease.lose();
+                Err(altinn::Error::Transient {
+                    retry_after: None,
+                    reason: "the lease ran out before the call".to_owned(),
+                })
+            }
+            Err(e) => Err(altinn::Error::Transient {
+                retry_after: None,
+                reason: format!("database: {}", ErrorChain(&e)),
+            }),
         }
-        Ok(held)
     }
 
     /// Leases up to `limit` due rows, the oldest first but at most a few per firm, so every
     /// firm with work moves and one firm's backlog cannot starve the rest.
+    // Long because it is one statement, so the rows are chosen and leased at once; its SQL is
+    // most of it.
     pub(super) async fn claim(&self, limit: i64, lease: &str) -> Result<Vec<Row>> {
         let per_firm_rows = self.settings.flush_concurrency_per_firm.max(1) * 2;
         let per_firm = i64::try_from(per_firm_rows).unwrap_or(i64::MAX);
@@ -81,8 +72,11 @@ impl Dispatcher {
             Row,
             r#"UPDATE outbox SET lease_until = now() + make_interval(secs => $2),
                                  leased_by = $3, attempts = attempts + 1
-               WHERE id IN (
-                   SELECT id FROM outbox WHERE id IN (
+               -- `= ANY(ARRAY(…))`, not `IN (…)`: the planner took `IN` for a hash join over a
+               -- sequential scan of the whole outbox, twice per claim; an array of ids is
+               -- looked up by the primary key however large the outbox grows.
+               WHERE id = ANY(ARRAY(
+                   SELECT id FROM outbox WHERE id = ANY(ARRAY(
                        SELECT c.id
                        FROM (SELECT f.org_number, d.next_attempt_at FROM firms f
                              CROSS JOIN LATERAL (
@@ -107,11 +101,11 @@ impl Dispatcher {
                            ORDER BY o.next_attempt_at, o.id
                            LIMIT $4) c
                        ORDER BY c.next_attempt_at, c.id
-                       LIMIT $1)
+                       LIMIT $1))
                    -- Checked again on the locked row: a row another claim leased and
                    -- committed after this statement's snapshot is not taken twice.
                    AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())
-                   FOR UPDATE SKIP LOCKED)
+                   FOR UPDATE SKIP LOCKED))
                RETURNING id, firm, employee_id, client_org_number, package,
                          action AS "action: Action", attempts,
                          cause, traceparent"#,

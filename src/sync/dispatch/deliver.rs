@@ -12,7 +12,7 @@ use super::dispatcher::{Dispatcher, PACKAGE_URN, closed, database, permanent};
 use super::locked::Locked;
 use super::row::{GroupKey, People, Person, Row, Verdict};
 use crate::altinn::wire::PersonInput;
-use crate::altinn::{self, Class, Firm};
+use crate::altinn::{self, Change, Class, Firm};
 use crate::policy::Action;
 
 impl Dispatcher {
@@ -96,29 +96,36 @@ impl Dispatcher {
 
     /// Delivers one group in one call; a batch refused for one package is delivered package
     /// by package, so the others still go through.
+    /// Rows whose lease was lost on the way get no verdict: they are another holder's.
     pub(super) async fn deliver_group(
         &self,
-        key: GroupKey<'_>,
+        key: &GroupKey<'_>,
         rows: Vec<Row>,
         agent: altinn::Result<Uuid>,
         people: &People,
     ) -> Vec<(Row, Verdict)> {
         let agent = match agent {
             Ok(agent) => agent,
-            Err(e) => return self.verdicts(&key, rows, &Err(e)).await,
+            Err(e) => return self.verdicts(key, rows, &Err(e)).await,
         };
-        let (outcome, agent) = self.deliver_fresh(&key, &rows, agent, people).await;
+        let (outcome, agent) = self.deliver_fresh(key, &rows, agent, people).await;
+        if key.lease.lost() {
+            return Vec::new();
+        }
         match (outcome, agent) {
             (Err(e), Some(agent)) if e.class() == Class::Permanent && rows.len() > 1 => {
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let outcome = self.deliver(&key, std::slice::from_ref(&row), agent).await;
-                    let verdict = self.verdict(&key, &row, &outcome).await;
+                    let outcome = self.deliver(key, std::slice::from_ref(&row), agent).await;
+                    if key.lease.lost() {
+                        break;
+                    }
+                    let verdict = self.verdict(key, &row, &outcome).await;
                     out.push((row, verdict));
                 }
                 out
             }
-            (outcome, _) => self.verdicts(&key, rows, &outcome).await,
+            (outcome, _) => self.verdicts(key, rows, &outcome).await,
         }
     }
 
@@ -230,13 +237,18 @@ impl Dispatcher {
                 )));
             }
         };
-        let outcome = if revoke {
-            self.altinn.revoke(&firm, client.party, agent, &batch).await
+        // The wait for a place can outlast the lease: another holder may have the rows now.
+        let place = self.altinn.reserve().await;
+        self.check_lease(key.lease, rows).await?;
+        let change = if revoke {
+            Change::Revoke
         } else {
-            self.altinn
-                .delegate(&firm, client.party, agent, &batch)
-                .await
+            Change::Delegate
         };
+        let outcome = self
+            .altinn
+            .change(Some(place), change, &firm, (client.party, agent), &batch)
+            .await;
         match outcome {
             Ok(_) => Ok(None),
             Err(altinn::Error::Permanent(r))

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::in_flight::InFlight;
+use super::lease::{GroupLease, StepLease};
 use super::locked::Locked;
 use super::row::{GroupKey, PersonLock, Row, Verdict};
 use super::setup_hold::SetupHold;
@@ -192,10 +193,15 @@ impl Dispatcher {
             rows = rows.len(),
             outcome = tracing::field::Empty
         );
-        for row in &rows {
-            telemetry::link(&step, row.traceparent.as_deref());
+        // One link per trace, not per row: a command plans many rows under one trace.
+        let traces: BTreeSet<&str> = rows
+            .iter()
+            .filter_map(|r| r.traceparent.as_deref())
+            .collect();
+        for trace in traces {
+            telemetry::link(&step, Some(trace));
         }
-        self.deliver_claimed(rows, &lease, claimed_at)
+        self.deliver_claimed(rows, lease, claimed_at)
             .instrument(step)
             .await
     }
@@ -204,52 +210,51 @@ impl Dispatcher {
     async fn deliver_claimed(
         &self,
         rows: Vec<Row>,
-        lease: &str,
+        lease: String,
         claimed_at: Instant,
     ) -> Result<Step> {
         let n = rows.len();
         let _in_flight = InFlight::new(&self.in_flight, &rows);
+        let lease = self.step_lease(lease, &rows, claimed_at);
         let people = self.people(&rows).await?;
-        let mut groups: BTreeMap<(String, String, Uuid, Action), Vec<Row>> = BTreeMap::new();
-        for row in rows {
-            let key = (
-                row.firm.clone(),
-                row.client_org_number.clone(),
-                row.employee_id,
-                row.action,
-            );
-            groups.entry(key).or_default().push(row);
-        }
-        let delivered: Vec<Vec<(Row, Verdict)>> = futures_util::stream::iter(groups)
+        let groups = calls(rows);
+        // The step's own trace, read once for every group's link to it.
+        let step_trace = telemetry::traceparent(&tracing::Span::current());
+        let delivered = futures_util::stream::iter(groups)
             .map(|((firm, client, employee, action), rows)| {
                 let people = &people;
-                let span = delivery_span(&firm, action, &rows);
+                let span = delivery_span(&firm, action, &rows, step_trace.as_deref());
+                let lease = &lease;
                 async move {
+                    let group_lease = GroupLease::new(lease);
                     let key = GroupKey {
                         firm: &firm,
                         client: &client,
                         employee,
                         action,
+                        lease: &group_lease,
                     };
                     // Before the permits: a group waiting for its person to be added by
                     // another holds none.
                     let agent = self.agent_for(&key, people).await;
-                    // The call limit over all firms is the Altinn client's (`altinn::pace`).
+                    // The call limit over all firms is the Altinn client's (`altinn::pace`);
+                    // the lease is checked once a place in it is ours (`deliver`).
                     let _firm = self.firm_permit(&firm).await?;
-                    // Rows whose lease ran out while they waited are another holder's now.
-                    if !self.hold_lease(lease, claimed_at, &rows).await? {
+                    let verdicts = self.deliver_group(&key, rows, agent, people).await;
+                    if group_lease.lost() {
                         tracing::Span::current().record("outcome", "lease lost");
-                        return Ok(Vec::new());
+                    } else {
+                        record_outcome(&tracing::Span::current(), &verdicts);
                     }
-                    let verdicts = self.deliver_group(key, rows, agent, people).await;
-                    record_outcome(&tracing::Span::current(), &verdicts);
                     Ok::<_, crate::sync::Error>(verdicts)
                 }
                 .instrument(span)
             })
             // Every group waits on the shared limits, so none is held back by this width.
             .buffer_unordered(n)
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        let delivered: Vec<Vec<(Row, Verdict)>> = lease
+            .kept_during(&self.pool, delivered)
             .await
             .into_iter()
             .collect::<Result<_>>()?;
@@ -257,8 +262,18 @@ impl Dispatcher {
         self.judge_forbidden(&mut verdicts).await;
         self.note_and_share_setup(&verdicts).await;
         record_outcome(&tracing::Span::current(), &verdicts);
-        self.record(lease, &verdicts).await?;
+        self.record(&lease.name, &verdicts).await?;
         Ok(Step::Processed(n))
+    }
+
+    fn step_lease(&self, name: String, rows: &[Row], claimed_at: Instant) -> StepLease {
+        let length = Duration::from_secs(self.settings.flush_lease_secs);
+        StepLease::new(
+            name,
+            rows.iter().map(|r| r.id).collect(),
+            length,
+            claimed_at,
+        )
     }
 
     /// [`Self::finish`], again after a conflict with another replica's step (a deadlock over
@@ -303,6 +318,21 @@ impl Dispatcher {
     }
 }
 
+/// The rows by the Altinn call they share: (firm, client, employee, action).
+fn calls(rows: Vec<Row>) -> BTreeMap<(String, String, Uuid, Action), Vec<Row>> {
+    let mut groups: BTreeMap<(String, String, Uuid, Action), Vec<Row>> = BTreeMap::new();
+    for row in rows {
+        let key = (
+            row.firm.clone(),
+            row.client_org_number.clone(),
+            row.employee_id,
+            row.action,
+        );
+        groups.entry(key).or_default().push(row);
+    }
+    groups
+}
+
 /// Deliveries are held back while this lives.
 pub(in crate::sync) struct ReconcileHold<'a>(&'a AtomicUsize);
 
@@ -315,7 +345,12 @@ impl Drop for ReconcileHold<'_> {
 /// The span of one group's delivery: a child of the trace of the command that planned its
 /// first row (read from the row, so a delivery later or on another replica joins it), linked to
 /// the step and to the other rows' traces. Firm, outbox ids and outcome; never the person.
-fn delivery_span(firm: &str, action: Action, rows: &[Row]) -> tracing::Span {
+fn delivery_span(
+    firm: &str,
+    action: Action,
+    rows: &[Row],
+    step_trace: Option<&str>,
+) -> tracing::Span {
     let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
     let span = tracing::info_span!(
         "deliver",
@@ -329,10 +364,7 @@ fn delivery_span(firm: &str, action: Action, rows: &[Row]) -> tracing::Span {
     );
     let mut traces = rows.iter().filter_map(|r| r.traceparent.as_deref());
     if let Some(first) = traces.next() {
-        telemetry::link(
-            &span,
-            telemetry::traceparent(&tracing::Span::current()).as_deref(),
-        );
+        telemetry::link(&span, step_trace);
         telemetry::continue_trace(&span, Some(first));
         for other in traces.filter(|t| *t != first) {
             telemetry::link(&span, Some(other));

@@ -4,7 +4,9 @@
 //!
 //! # Guarantees
 //! - Rows are claimed with `FOR UPDATE SKIP LOCKED` and a lease; a killed worker's rows are
-//!   taken over once the lease runs out.
+//!   taken over once the lease runs out. A running step renews its lease, and checks it right
+//!   before each call (after the wait for a place in the call limit), so a row is never sent
+//!   by a holder whose lease ran out (`lease`).
 //! - An outcome, the `applied_grants` change and the audit row commit in one transaction, and
 //!   only while this dispatcher still holds the lease.
 //! - A transient failure keeps the row, with its next attempt time persisted; a permanent one
@@ -19,6 +21,7 @@ mod claim;
 mod deliver;
 mod dispatcher;
 mod in_flight;
+mod lease;
 mod locked;
 mod record;
 mod row;

@@ -7,15 +7,17 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use super::lease::GroupLease;
 use crate::altinn::wire::PersonInput;
 use crate::policy::Action;
 
-/// The Altinn call a group of rows shares.
+/// The Altinn call a group of rows shares, and the lease it goes out under.
 pub(super) struct GroupKey<'a> {
     pub(super) firm: &'a str,
     pub(super) client: &'a str,
     pub(super) employee: Uuid,
     pub(super) action: Action,
+    pub(super) lease: &'a GroupLease<'a>,
 }
 
 #[derive(Debug)]
