@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::event::{RawFirm, redact_type};
 use super::ids::{OrgNumber, strict_uuid, text};
+use super::object::optional_object;
 use super::{ContractError, Rules, parse_json, timestamp};
 
 pub const COMMAND_TYPES: [&str; 2] = ["SyncNow", "NightlyReconcile"];
@@ -54,7 +55,7 @@ struct RawCommand {
     requested_at: String,
     #[serde(default)]
     requested_by: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     firm: Option<RawFirm>,
     #[serde(default)]
     after_sequence: Option<i64>,
