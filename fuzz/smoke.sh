@@ -28,6 +28,11 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 # -O: release without debug assertions, the build the campaign in README.md measured.
 cargo +nightly fuzz build -O
+# cargo fuzz has no --locked: fail if the build rewrote the committed lock file instead.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1 && ! git diff --quiet -- Cargo.lock; then
+    echo "smoke: the build changed fuzz/Cargo.lock; commit the lock file it needs" >&2
+    exit 1
+fi
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT

@@ -8,7 +8,6 @@ pub mod alloc;
 pub mod command;
 pub mod event;
 pub mod generate;
-pub mod known;
 pub mod reference;
 pub mod schema;
 

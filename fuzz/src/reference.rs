@@ -97,7 +97,8 @@ pub fn timestamp_shape_ok(raw: &str) -> bool {
 
 /// Whether a timestamp of the schema's shape names a real calendar date and time: month 1-12,
 /// a day the month has, hour < 24, minute and second < 60, offset hours < 24 and minutes < 60.
-/// `None` for a leap second (`:60`), which the contract neither allows nor forbids.
+/// The year stays within 0000-9999 once converted to UTC. `None` for a leap second (`:60`),
+/// which the contract neither allows nor forbids.
 pub fn timestamp_real(raw: &str) -> Option<bool> {
     let n = |r: std::ops::Range<usize>| raw[r].parse::<u32>().unwrap();
     let (year, month, day) = (n(0..4), n(5..7), n(8..10));
@@ -117,7 +118,24 @@ pub fn timestamp_real(raw: &str) -> Option<bool> {
     if second == 60 {
         return None;
     }
-    Some((1..=days).contains(&day) && hour < 24 && minute < 60 && second < 60 && offset_ok)
+    let real = (1..=days).contains(&day) && hour < 24 && minute < 60 && second < 60 && offset_ok;
+    Some(real && utc_year_in_range(raw, (year, month, day), hour * 3600 + minute * 60 + second))
+}
+
+/// Only the first day of year 0000 with a positive offset, and the last of 9999 with a negative
+/// one, can leave the four-digit years in UTC.
+fn utc_year_in_range(raw: &str, (year, month, day): (u32, u32, u32), local_secs: u32) -> bool {
+    if raw.ends_with('Z') {
+        return true;
+    }
+    let l = raw.len();
+    let n = |r: std::ops::Range<usize>| raw[r].parse::<u32>().unwrap();
+    let offset_secs = n(l - 5..l - 3) * 3600 + n(l - 2..l) * 60;
+    match (year, month, day, raw.as_bytes()[l - 6]) {
+        (0, 1, 1, b'+') => local_secs >= offset_secs,
+        (9999, 12, 31, b'-') => local_secs + offset_secs < 24 * 3600,
+        _ => true,
+    }
 }
 
 /// 8-4-4-4-12 hex digits, either case.
@@ -188,6 +206,12 @@ mod tests {
         assert_eq!(timestamp_real("2026-02-30T09:15:00Z"), Some(false));
         assert_eq!(timestamp_real("2026-03-15T24:00:00Z"), Some(false));
         assert_eq!(timestamp_real("2026-12-31T23:59:60Z"), None);
+        // D7: in UTC these leave the four-digit years.
+        assert_eq!(timestamp_real("0000-01-01T00:30:00+01:00"), Some(false));
+        assert_eq!(timestamp_real("9999-12-31T23:30:00-01:00"), Some(false));
+        assert_eq!(timestamp_real("0000-01-01T01:00:00+01:00"), Some(true));
+        assert_eq!(timestamp_real("9999-12-31T22:59:59-01:00"), Some(true));
+        assert_eq!(timestamp_real("0000-01-01T00:30:00-01:00"), Some(true));
     }
 
     #[test]

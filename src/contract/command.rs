@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::event::{RawFirm, redact_type};
 use super::ids::{OrgNumber, strict_uuid, text};
+use super::object::optional_object;
 use super::{ContractError, Rules, parse_json, timestamp};
 
 pub const COMMAND_TYPES: [&str; 2] = ["SyncNow", "NightlyReconcile"];
@@ -54,7 +55,7 @@ struct RawCommand {
     requested_at: String,
     #[serde(default)]
     requested_by: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     firm: Option<RawFirm>,
     #[serde(default)]
     after_sequence: Option<i64>,
@@ -110,4 +111,26 @@ pub fn decode_command(
             .transpose()?,
         kind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(firm: &str) -> &'static str {
+        let body = format!(
+            r#"{{"command_id":"5b8e2f1a-3c4d-4e5f-8a9b-0c1d2e3f4a5b","command_type":"NightlyReconcile",
+            "requested_at":"2026-03-15T09:30:00Z","firm":{firm}}}"#
+        );
+        decode_command("NightlyReconcile", body.as_bytes(), &Rules::default())
+            .map_or_else(|e| e.code(), |_| "applied")
+    }
+
+    /// D4 of fuzz/README.md: the firm written as the array of its fields is refused.
+    #[test]
+    fn the_firm_is_an_object_or_null() {
+        assert_eq!(code(r#"{"org_number":"912345610"}"#), "applied");
+        assert_eq!(code("null"), "applied");
+        assert_eq!(code(r#"["912345610"]"#), "schema");
+    }
 }

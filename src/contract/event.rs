@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::ids::{NationalIdentityNumber, OrgNumber, strict_uuid, text};
+use super::object::{Object, object, optional_object};
 use super::{ContractError, Rules, parse_json, timestamp};
 
 pub const EVENT_TYPES: [&str; 4] = [
@@ -80,13 +81,15 @@ pub struct Client {
 // then `validate` applies the rules a schema cannot express. Unknown fields are ignored, at any
 // depth (serde skips them without recursing). `data` stays raw text until its type is known: a
 // `serde_json::Value` would keep the last of two duplicate keys, where the typed structs refuse
-// them as the envelope does.
+// them as the envelope does. Every nested object is read through `object` (and the envelope and
+// `data` through `Object`), which refuses the array of its fields that serde would accept.
 
 #[derive(Deserialize)]
 struct RawEnvelope {
     event_id: String,
     event_type: String,
     occurred_at: String,
+    #[serde(deserialize_with = "object")]
     firm: RawFirm,
     sequence: i64,
     data: Box<RawValue>,
@@ -112,7 +115,9 @@ struct RawClient {
 
 #[derive(Deserialize)]
 struct RawClientAssigned {
+    #[serde(deserialize_with = "object")]
     employee: RawEmployee,
+    #[serde(deserialize_with = "object")]
     client: RawClient,
 }
 
@@ -124,17 +129,19 @@ struct RawClientRemoved {
 
 #[derive(Deserialize)]
 struct RawRoleChanged {
+    #[serde(deserialize_with = "object")]
     employee: RawEmployee,
     roles: Vec<String>,
 }
 
 #[derive(Deserialize)]
 struct RawProjectAccountantChanged {
+    #[serde(deserialize_with = "object")]
     client: RawClient,
     // `deserialize_with` makes the key required while still allowing null.
     #[serde(deserialize_with = "Option::deserialize")]
     previous_employee_id: Option<String>,
-    #[serde(deserialize_with = "Option::deserialize")]
+    #[serde(deserialize_with = "optional_object")]
     employee: Option<RawEmployee>,
 }
 
@@ -253,20 +260,26 @@ fn data<T: serde::de::DeserializeOwned>(raw: &RawValue) -> Result<T, ContractErr
             reason: "must be a JSON object",
         });
     }
-    serde_json::from_str(raw.get()).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ContractError::shape("data", &e),
-        // The envelope's parse has checked the syntax; what is left is serde_json's nesting
-        // limit, which no field of ours reaches before a type error.
-        _ => ContractError::NotJson(super::redact_digits(&e.to_string())),
-    })
+    serde_json::from_str(raw.get())
+        .map(|Object(t)| t)
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ContractError::shape("data", &e),
+            // The envelope's parse has checked the syntax; what is left is serde_json's
+            // nesting limit, which no field of ours reaches before a type error.
+            _ => ContractError::NotJson(super::redact_digits(&e.to_string())),
+        })
 }
 
-/// Type names come from the sender; keep only a short, printable prefix for error texts.
+/// Type names come from the sender; keep only a short, printable prefix for error texts, and
+/// no run of ten or more digits (an identity number has eleven): the text becomes the
+/// dead-letter reason.
 pub(super) fn redact_type(raw: &str) -> String {
-    raw.chars()
+    let kept: String = raw
+        .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-' || *c == '_')
         .take(64)
-        .collect()
+        .collect();
+    super::redact_digits(&kept)
 }
 
 #[cfg(test)]
@@ -323,6 +336,73 @@ mod tests {
             1,
         );
         assert_eq!(code(&data), "applied");
+    }
+
+    /// D2 of fuzz/README.md: an identity number as the type or routing key is not kept.
+    #[test]
+    fn type_names_in_error_texts_keep_no_long_digit_run() {
+        let body = |t: &str| {
+            format!(
+                r#"{{"event_id":"1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5","event_type":"{t}",
+                "occurred_at":"2026-03-15T09:30:00Z","firm":{{"org_number":"912345610"}},
+                "sequence":43,"data":{DATA}}}"#
+            )
+        };
+        let rules = Rules::default();
+        let err = decode_event("x", body("15038512363").as_bytes(), &rules).unwrap_err();
+        assert_eq!(err.code(), "unknown-type");
+        assert_eq!(err.to_string(), r#"unknown message type "<redacted>""#);
+        let err = decode_event(
+            "Client-15038512363",
+            body("ClientAssigned").as_bytes(),
+            &rules,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "routing-key-mismatch");
+        assert!(!err.to_string().contains("15038512363"), "{err}");
+        // Short digit runs, such as a version, stay.
+        assert_eq!(redact_type("Client.v2-123456789"), "Client.v2-123456789");
+    }
+
+    /// D4: an object of the contract written as the array of its fields is refused.
+    #[test]
+    fn objects_written_as_arrays_are_refused() {
+        assert_eq!(code(DATA), "applied");
+        let employee = r#"{"id":"c4a8f2e6-1d7b-4c3a-b5e9-8f0d2a6c1e74","national_identity_number":"55038521011","last_name":"Kowalski"}"#;
+        let as_array = r#"["c4a8f2e6-1d7b-4c3a-b5e9-8f0d2a6c1e74","55038521011","Kowalski"]"#;
+        assert_eq!(code(&DATA.replacen(employee, as_array, 1)), "schema");
+        let client = r#"{"org_number":"911223341","name":"Havbris AS"}"#;
+        let err = event(&DATA.replacen(client, r#"["911223341","Havbris AS"]"#, 1)).unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
+        let body = |firm: &str| {
+            format!(
+                r#"{{"event_id":"1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5","event_type":"ClientAssigned",
+                "occurred_at":"2026-03-15T09:30:00Z","firm":{firm},"sequence":43,"data":{DATA}}}"#
+            )
+        };
+        let rules = Rules::default();
+        assert!(
+            decode_event(
+                "ClientAssigned",
+                body(r#"{"org_number":"912345610"}"#).as_bytes(),
+                &rules
+            )
+            .is_ok()
+        );
+        let err = decode_event(
+            "ClientAssigned",
+            body(r#"["912345610"]"#).as_bytes(),
+            &rules,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "schema");
+        // The whole envelope as the array of its fields in order.
+        let envelope = format!(
+            r#"["1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5","ClientAssigned","2026-03-15T09:30:00Z",
+            {{"org_number":"912345610"}},43,{DATA}]"#
+        );
+        let err = decode_event("ClientAssigned", envelope.as_bytes(), &rules).unwrap_err();
+        assert_eq!(err.code(), "schema");
     }
 
     #[test]

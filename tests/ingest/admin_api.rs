@@ -264,6 +264,10 @@ async fn every_route_checks_the_token_the_input_the_scope_and_the_firm_in_that_o
             Some(r#"{"after_sequence": "02078545642"}"#),
         ),
         (Method::GET, format!("{f}/audit?client=15038512363"), None),
+        // Path parameters that percent-decode to bytes that are not UTF-8: axum refuses them
+        // before the handler, in plain text, unless the router makes that a problem too.
+        (Method::GET, "/v1/firms/%FF/status".to_owned(), None),
+        (Method::GET, format!("{f}/syncs/%FF%FE"), None),
     ] {
         let got = http
             .call(method.clone(), &path, Some(OPS_TOKEN), body)
@@ -297,6 +301,10 @@ async fn every_route_checks_the_token_the_input_the_scope_and_the_firm_in_that_o
         &got,
         StatusCode::METHOD_NOT_ALLOWED,
     );
+    let got = http
+        .call(Method::GET, &format!("{f}/sync"), Some(OPS_TOKEN), None)
+        .await;
+    assert_problem("GET on a POST route", &got, StatusCode::METHOD_NOT_ALLOWED);
     let (status, _, json) = http
         .call(
             Method::POST,
