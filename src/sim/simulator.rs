@@ -79,11 +79,12 @@ impl Simulator {
 
     pub async fn capacity(&self) -> CapacityReport {
         let latency_ms = self.inner.state.lock().await.faults.latency_ms;
-        let (served, rate_limited) = self.inner.limiter.counts();
+        let (served, served_reads, rate_limited) = self.inner.limiter.counts();
         CapacityReport {
             rate_limit_per_s: self.inner.limiter.rate(),
             latency_ms,
             served,
+            served_reads,
             rate_limited,
         }
     }
