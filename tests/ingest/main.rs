@@ -28,5 +28,6 @@ mod listener;
 mod maintenance;
 mod ordering;
 mod poison;
+mod progress;
 mod reconcile;
 mod stories;
