@@ -136,15 +136,20 @@ async fn wait_ready(http: &reqwest::Client, admin: u16, worker: &mut tokio::proc
 /// The worker's progress lines, as it logged them, with the seconds since the command.
 type Lines = Arc<Mutex<Vec<String>>>;
 
+/// Reads the worker's log (stderr): keeps and shows its progress lines, shows its warnings.
 fn keep_progress(
-    stdout: tokio::process::ChildStdout,
+    stderr: tokio::process::ChildStderr,
     started: Arc<Mutex<Option<Instant>>>,
 ) -> Lines {
     let lines: Lines = Arc::default();
     let kept = lines.clone();
     tokio::spawn(async move {
-        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
         while let Ok(Some(line)) = reader.next_line().await {
+            let line = plain(&line);
+            if line.contains(" WARN ") || line.contains(" ERROR ") {
+                eprintln!("  worker: {line}");
+            }
             if !line.contains("progress") {
                 continue;
             }
@@ -158,6 +163,25 @@ fn keep_progress(
         }
     });
     lines
+}
+
+/// The line without its terminal colours.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An escape runs to its final letter, e.g. `ESC[2m`.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 struct Done {
@@ -209,11 +233,11 @@ async fn run(run: &str, shape: &Shape, g: &Generated, root: &str, cap: &Capacity
             "RUST_LOG",
             std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| PROGRESS_LOG.into()),
         )
-        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("worker binary");
     let since: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let progress = keep_progress(worker.stdout.take().unwrap(), since.clone());
+    let progress = keep_progress(worker.stderr.take().unwrap(), since.clone());
     wait_ready(&http, admin, &mut worker).await;
     let before = sim_capacity(&http, port).await;
 
