@@ -109,9 +109,15 @@ impl Simulator {
         role: &str,
         packages: &[&str],
     ) {
-        let mut state = self.inner.state.lock().await;
-        for client in &mut state.world.clients {
+        let mut guard = self.inner.state.lock().await;
+        let state = &mut *guard;
+        for (i, client) in state.world.clients.iter_mut().enumerate() {
             if client.org_number == client_org {
+                state
+                    .clients_by_firm
+                    .entry(firm_org.to_owned())
+                    .or_default()
+                    .insert(i);
                 client.firm_roles.insert(
                     0,
                     world::FirmRole {
