@@ -16,252 +16,19 @@
     clippy::cast_sign_loss
 )]
 
-#[path = "../tests/common/workload.rs"]
-mod workload;
+mod common;
 
-use std::process::Stdio;
+use common::{
+    Generated, SCOPES, Shape, env_or, generate, load_facts, peak_rss_kib, simulator, steady_state,
+    wait_for_port, worker, world,
+};
+
 use std::time::{Duration, Instant};
 
-use rand::RngExt;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
+
 use uuid::Uuid;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-const SCOPES: &str = "altinn:accessmanagement/authorizedparties \
-                      altinn:clientdelegations.read altinn:clientdelegations.write";
-const ROLE: &str = "AccountantWithSigningRights";
-const PACKAGE: &str = "regnskapsforer-med-signeringsrettighet";
-
-struct Shape {
-    firms: u32,
-    employees: u32,
-    clients: u32,
-    per_employee: u32,
-    drift: f64,
-}
-
-/// One generated employee: who, in which firm, and the client indexes they work for.
-struct Employee {
-    firm: usize,
-    person: workload::Person,
-    party: Uuid,
-    clients: Vec<usize>,
-}
-
-struct Generated {
-    firm_orgs: Vec<String>,
-    firm_parties: Vec<Uuid>,
-    /// Per firm: (org number, party) of each client.
-    clients: Vec<Vec<(String, Uuid)>>,
-    employees: Vec<Employee>,
-}
-
-fn generate(shape: &Shape) -> Generated {
-    let firm_orgs: Vec<String> = (0..shape.firms).map(workload::org_number).collect();
-    let firm_parties = (0..shape.firms).map(|_| Uuid::new_v4()).collect();
-    let clients = (0..shape.firms)
-        .map(|f| {
-            (0..shape.clients)
-                .map(|c| {
-                    let org = workload::org_number(1_000_000 + f * shape.clients + c);
-                    (org, Uuid::new_v4())
-                })
-                .collect()
-        })
-        .collect();
-    let mut employees = Vec::new();
-    for f in 0..shape.firms {
-        for e in 0..shape.employees {
-            let clients = (0..shape.per_employee)
-                .map(|k| ((e * 7 + k) % shape.clients) as usize)
-                .collect();
-            employees.push(Employee {
-                firm: f as usize,
-                person: workload::Person::new(f * shape.employees + e),
-                party: Uuid::new_v4(),
-                clients,
-            });
-        }
-    }
-    Generated {
-        firm_orgs,
-        firm_parties,
-        clients,
-        employees,
-    }
-}
-
-/// The facts, set-based, then `desired_grants` built the way the worker builds it.
-async fn load_facts(pool: &PgPool, g: &Generated) {
-    sqlx::query("INSERT INTO firms (org_number, high_water_sequence) SELECT unnest($1::text[]), 1")
-        .bind(&g.firm_orgs)
-        .execute(pool)
-        .await
-        .unwrap();
-    for chunk in g.employees.chunks(10_000) {
-        let firms: Vec<&str> = chunk.iter().map(|e| g.firm_orgs[e.firm].as_str()).collect();
-        let ids: Vec<Uuid> = chunk.iter().map(|e| e.person.id).collect();
-        let nins: Vec<&str> = chunk.iter().map(|e| e.person.nin.as_str()).collect();
-        let names: Vec<&str> = chunk.iter().map(|e| e.person.last_name.as_str()).collect();
-        sqlx::query(
-            r#"INSERT INTO employee_identities (firm, employee_id, national_identity_number,
-                                               last_name, sequence)
-               SELECT *, 1 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[])"#,
-        )
-        .bind(&firms)
-        .bind(&ids)
-        .bind(&nins)
-        .bind(&names)
-        .execute(pool)
-        .await
-        .unwrap();
-        sqlx::query(
-            r#"INSERT INTO employee_roles (firm, employee_id, roles, sequence)
-               SELECT f, e, ARRAY[$3], 1 FROM unnest($1::text[], $2::uuid[]) AS t(f, e)"#,
-        )
-        .bind(&firms)
-        .bind(&ids)
-        .bind(ROLE)
-        .execute(pool)
-        .await
-        .unwrap();
-        let (mut af, mut ae, mut ac) = (Vec::new(), Vec::new(), Vec::new());
-        for e in chunk {
-            for &c in &e.clients {
-                af.push(g.firm_orgs[e.firm].as_str());
-                ae.push(e.person.id);
-                ac.push(g.clients[e.firm][c].0.as_str());
-            }
-        }
-        sqlx::query(
-            r#"INSERT INTO assignments (firm, employee_id, client_org_number, active, sequence)
-               SELECT *, true, 1 FROM unnest($1::text[], $2::uuid[], $3::text[])"#,
-        )
-        .bind(&af)
-        .bind(&ae)
-        .bind(&ac)
-        .execute(pool)
-        .await
-        .unwrap();
-    }
-    let mapping = altinn_sync::policy::RoleMapping::default();
-    altinn_sync::state::align_role_mapping(pool, &mapping, altinn_sync::state::Rebuild::Always)
-        .await
-        .unwrap();
-}
-
-/// What Altinn and the worker already know in the steady-state case: every agent, and the
-/// desired delegations minus the missing ones plus some extra ones. Returns (missing, extra).
-async fn steady_state(
-    pool: &PgPool,
-    g: &Generated,
-    shape: &Shape,
-) -> (Vec<serde_json::Value>, u64, u64) {
-    let mut rng = rand::rng();
-    let (mut missing, mut extra) = (0, 0);
-    let mut held = Vec::with_capacity(g.employees.len());
-    for e in &g.employees {
-        let mut parties = Vec::with_capacity(e.clients.len() + 1);
-        for &c in &e.clients {
-            if rng.random::<f64>() < shape.drift / 2.0 {
-                missing += 1;
-            } else {
-                parties.push(g.clients[e.firm][c].1);
-            }
-        }
-        // An extra package on a client the employee does not work for.
-        if rng.random::<f64>() < shape.drift / 2.0 * shape.per_employee as f64 {
-            let other = (0..shape.clients as usize).find(|c| !e.clients.contains(c));
-            if let Some(c) = other {
-                parties.push(g.clients[e.firm][c].1);
-                extra += 1;
-            }
-        }
-        held.push(json!({
-            "firmOrgNumber": g.firm_orgs[e.firm], "agentParty": e.party,
-            "role": "regnskapsforer", "package": PACKAGE, "clientParties": parties,
-        }));
-    }
-    // The worker made them agents and delivered every desired grant in earlier flushes.
-    for chunk in g.employees.chunks(10_000) {
-        let firms: Vec<&str> = chunk.iter().map(|e| g.firm_orgs[e.firm].as_str()).collect();
-        let ids: Vec<Uuid> = chunk.iter().map(|e| e.person.id).collect();
-        let parties: Vec<Uuid> = chunk.iter().map(|e| e.party).collect();
-        sqlx::query(
-            r#"INSERT INTO altinn_agents (firm, employee_id, agent_party)
-               SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[])"#,
-        )
-        .bind(&firms)
-        .bind(&ids)
-        .bind(&parties)
-        .execute(pool)
-        .await
-        .unwrap();
-    }
-    sqlx::query(
-        r#"INSERT INTO applied_grants (firm, employee_id, client_org_number, package)
-           SELECT firm, employee_id, client_org_number, package FROM desired_grants"#,
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-    // The outbox keeps the delivered changes (it is never pruned): the reconcile checks each
-    // key against them.
-    sqlx::query(
-        r#"INSERT INTO outbox (firm, employee_id, client_org_number, package, action, generation,
-                               idempotency_key, cause, status, attempts, created_at, finished_at)
-           SELECT firm, employee_id, client_org_number, package, 'grant', 1,
-                  concat_ws('/', firm, employee_id, client_org_number, package, 'grant', 1),
-                  gen_random_uuid(), 'delivered', 1, now() - interval '2 days',
-                  now() - interval '2 days'
-           FROM desired_grants"#,
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-    (held, missing, extra)
-}
-
-fn world(g: &Generated, held: Vec<serde_json::Value>) -> serde_json::Value {
-    let demo: serde_json::Value =
-        serde_json::from_str(include_str!("../deploy/sim/demo-world.json")).unwrap();
-    let firms: Vec<_> = g
-        .firm_orgs
-        .iter()
-        .zip(&g.firm_parties)
-        .map(|(org, party)| json!({"orgNumber": org, "partyUuid": party, "name": "Firm"}))
-        .collect();
-    let mut clients = Vec::new();
-    for (f, list) in g.clients.iter().enumerate() {
-        for (org, party) in list {
-            clients.push(
-                json!({"partyUuid": party, "orgNumber": org, "name": "Client AS",
-                "firmRoles": [{"firmOrgNumber": g.firm_orgs[f], "role": "regnskapsforer"}]}),
-            );
-        }
-    }
-    let persons: Vec<_> = g
-        .employees
-        .iter()
-        .map(|e| {
-            json!({"partyUuid": e.party, "nationalIdentityNumber": e.person.nin,
-                        "lastName": e.person.last_name, "name": "Bench"})
-        })
-        .collect();
-    json!({
-        "maskinportenClients": demo["maskinportenClients"],
-        "firms": firms, "clients": clients, "persons": persons, "held": held,
-        "altinnTokenLifetimeSecs": 3600,
-    })
-}
 
 struct Outcome {
     read: f64,
@@ -331,15 +98,7 @@ async fn run_case(
     let world_file = std::env::temp_dir().join(format!("bench-reconcile-{id}.json"));
     std::fs::write(&world_file, serde_json::to_vec(&world(g, held)).unwrap()).unwrap();
     let port = 21_000 + (std::process::id() % 5_000) as u16 + u16::from(case == "steady");
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
-        .args(["altinn-sim", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--world")
-        .arg(&world_file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut sim = simulator(port, &world_file, &[]);
     wait_for_port(port).await;
     let _ = std::fs::remove_file(&world_file);
 
@@ -536,6 +295,7 @@ async fn main() {
         "| case | read Altinn | baseline: bare client, same reads | delta + outbox | baseline: one INSERT of as many rows | whole command | outbox rows | drift made (missing / extra) | drift counted | worker peak RSS |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut figures = Vec::new();
     for (case, o, baseline, missing, extra) in rows {
         let counted = o
             .summary
@@ -553,63 +313,19 @@ async fn main() {
             o.outbox_rows,
             o.rss_kib as f64 / 1024.0
         );
+        figures.push(json!({
+            "case": case, "read_s": o.read, "apply_s": o.apply, "total_s": o.total,
+            "bare_read_s": bare, "bare_read_calls": calls, "baseline_insert_s": baseline,
+            "outbox_rows": o.outbox_rows, "missing": missing, "extra": extra,
+            "drift_counted": counted, "rss_mib": o.rss_kib as f64 / 1024.0,
+        }));
     }
-}
-
-fn worker(database_url: &str, id: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_altinn-sync"))
-        .arg("run")
-        // A free port: several workers run side by side.
-        .env("ADMIN_LISTEN", "127.0.0.1:0")
-        .env("DATABASE_URL", database_url)
-        .env("TOPOLOGY_PREFIX", format!("bench-{id}"))
-        .env("EVENTS_EXCHANGE", format!("bench-{id}.adminflow.events"))
-        .env("ALTINN_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .env("MASKINPORTEN_URL", format!("http://127.0.0.1:{port}/"))
-        .env("MASKINPORTEN_CLIENT_ID", "demo-client")
-        .env("MASKINPORTEN_KID", "demo-kid")
-        .env(
-            "MASKINPORTEN_KEY_FILE",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/sim/test-only-maskinporten-key.pem"
-            ),
-        )
-        .env("MASKINPORTEN_SCOPES", SCOPES)
-        .env("RUST_LOG", worker_log())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("worker binary")
-}
-
-/// The worker's `RUST_LOG`: `BENCH_WORKER_LOG`, or warnings only, so logging costs nothing.
-/// `BENCH_WORKER_LOG=info,sqlx::query=debug` shows where the time goes, statement by statement.
-fn worker_log() -> String {
-    std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into())
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
+    // The last line: every figure, for scripts.
+    println!(
+        "{}",
+        json!({
+            "bench": "reconcile", "firms": shape.firms,
+            "grants": shape.firms * shape.employees * shape.per_employee, "cases": figures,
         })
-        .unwrap_or(0)
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..1200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the simulator did not start");
+    );
 }

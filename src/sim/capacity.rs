@@ -29,6 +29,9 @@ pub struct CapacityReport {
     pub latency_ms: u64,
     /// Access-management requests the limiter let through (whatever they were answered).
     pub served: u64,
+    /// Of `served`, the reads (GET); the rest are writes (POST, DELETE).
+    #[serde(default)]
+    pub served_reads: u64,
     /// Access-management requests the limiter answered 429.
     pub rate_limited: u64,
 }
@@ -43,6 +46,7 @@ pub struct Limiter {
     /// `None`: unlimited.
     limiter: RwLock<Option<(NonZeroU32, DefaultDirectRateLimiter)>>,
     served: AtomicU64,
+    served_reads: AtomicU64,
     rate_limited: AtomicU64,
 }
 
@@ -63,8 +67,9 @@ impl Limiter {
         limiter.as_ref().map_or(0, |(rate, _)| rate.get())
     }
 
-    /// Counts the request in; `Err` with the wait until capacity frees if it is turned away.
-    pub fn admit(&self) -> Result<(), Duration> {
+    /// Counts the request in (a read or a write); `Err` with the wait until capacity frees if it
+    /// is turned away.
+    pub fn admit(&self, read: bool) -> Result<(), Duration> {
         let verdict = {
             let limiter = self.limiter.read().unwrap_or_else(|e| e.into_inner());
             match limiter.as_ref() {
@@ -79,13 +84,17 @@ impl Limiter {
             Err(_) => &self.rate_limited,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if read && verdict.is_ok() {
+            self.served_reads.fetch_add(1, Ordering::Relaxed);
+        }
         verdict
     }
 
-    /// (served, rate limited) since start.
-    pub fn counts(&self) -> (u64, u64) {
+    /// (served, of which reads, rate limited) since start.
+    pub fn counts(&self) -> (u64, u64, u64) {
         (
             self.served.load(Ordering::Relaxed),
+            self.served_reads.load(Ordering::Relaxed),
             self.rate_limited.load(Ordering::Relaxed),
         )
     }
@@ -117,11 +126,11 @@ mod tests {
         let limiter = Limiter::default();
         limiter.set_rate(3);
 
-        let verdicts: Vec<bool> = (0..5).map(|_| limiter.admit().is_ok()).collect();
+        let verdicts: Vec<bool> = (0..5).map(|i| limiter.admit(i != 1).is_ok()).collect();
 
         // Five checks run in far less than the 1/3 s a new cell takes.
         assert_eq!(verdicts, [true, true, true, false, false]);
-        assert_eq!(limiter.counts(), (3, 2));
+        assert_eq!(limiter.counts(), (3, 2, 2));
         assert_eq!(limiter.rate(), 3);
     }
 
@@ -130,8 +139,8 @@ mod tests {
         let limiter = Limiter::default();
         limiter.set_rate(0);
 
-        assert!((0..1_000).all(|_| limiter.admit().is_ok()));
-        assert_eq!(limiter.counts(), (1_000, 0));
+        assert!((0..1_000).all(|_| limiter.admit(false).is_ok()));
+        assert_eq!(limiter.counts(), (1_000, 0, 0));
         assert_eq!(limiter.rate(), 0);
     }
 }

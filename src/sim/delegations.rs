@@ -148,9 +148,11 @@ pub async fn clients(
     let state = sim.inner.state.lock().await;
     let caller = authorize(&sim, &state, &headers, READ, Some(party))?;
     let data = state
-        .world
-        .clients
-        .iter()
+        .clients_by_firm
+        .get(&caller.org_number)
+        .into_iter()
+        .flatten()
+        .map(|&i| &state.world.clients[i])
         .filter_map(|c| {
             // One entry per role the client gave the firm.
             let access: Vec<RoleAccess> = state

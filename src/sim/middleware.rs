@@ -17,7 +17,8 @@ use super::simulator::Simulator;
 /// The rate limit, in front of everything else: a request over it is answered 429 at once,
 /// without the latency or any other fault, as a throttling gateway would.
 pub async fn limit(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
-    let Err(wait) = sim.inner.limiter.admit() else {
+    let read = request.method() == axum::http::Method::GET;
+    let Err(wait) = sim.inner.limiter.admit(read) else {
         return next.run(request).await;
     };
     let received_at = chrono::Utc::now();

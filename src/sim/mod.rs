@@ -30,7 +30,8 @@
 //!   (`latencyMs`), added to every Altinn and Maskinporten request let through; requests wait
 //!   it out side by side, not one after the other. Start-up values: `--rate-limit`
 //!   (`ALTINN_SIM_RATE_LIMIT`) and `--latency-ms` (`ALTINN_SIM_LATENCY_MS`).
-//! - `GET /_sim/capacity`: a [`CapacityReport`], the capacity plus `served` and `rate_limited`,
+//! - `GET /_sim/capacity`: a [`CapacityReport`], the capacity plus `served` (of which
+//!   `served_reads`, the GETs) and `rate_limited`,
 //!   the access-management requests the limit let through and turned away since start (read it
 //!   before and after a run to count the 429s the run caused).
 //!

@@ -79,11 +79,12 @@ impl Simulator {
 
     pub async fn capacity(&self) -> CapacityReport {
         let latency_ms = self.inner.state.lock().await.faults.latency_ms;
-        let (served, rate_limited) = self.inner.limiter.counts();
+        let (served, served_reads, rate_limited) = self.inner.limiter.counts();
         CapacityReport {
             rate_limit_per_s: self.inner.limiter.rate(),
             latency_ms,
             served,
+            served_reads,
             rate_limited,
         }
     }
@@ -108,9 +109,15 @@ impl Simulator {
         role: &str,
         packages: &[&str],
     ) {
-        let mut state = self.inner.state.lock().await;
-        for client in &mut state.world.clients {
+        let mut guard = self.inner.state.lock().await;
+        let state = &mut *guard;
+        for (i, client) in state.world.clients.iter_mut().enumerate() {
             if client.org_number == client_org {
+                state
+                    .clients_by_firm
+                    .entry(firm_org.to_owned())
+                    .or_default()
+                    .insert(i);
                 client.firm_roles.insert(
                     0,
                     world::FirmRole {

@@ -206,6 +206,9 @@ pub struct State {
     pub world: World,
     pub firms_by_org: HashMap<String, usize>,
     pub clients_by_party: HashMap<Uuid, usize>,
+    /// Firm org number → the clients (indexes, in the world's order) that gave it a role, so
+    /// listing a firm's clients does not walk every client of the world.
+    pub clients_by_firm: HashMap<String, BTreeSet<usize>>,
     pub persons_by_nin: HashMap<String, usize>,
     pub persons_by_party: HashMap<Uuid, usize>,
     /// firm party → agent party → (assignment id, added at).
@@ -236,6 +239,12 @@ impl State {
         }
         for (i, c) in world.clients.iter().enumerate() {
             self.clients_by_party.insert(c.party_uuid, i);
+            for r in &c.firm_roles {
+                self.clients_by_firm
+                    .entry(r.firm_org_number.clone())
+                    .or_default()
+                    .insert(i);
+            }
         }
         for (i, p) in world.persons.iter().enumerate() {
             self.persons_by_nin

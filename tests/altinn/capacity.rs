@@ -147,6 +147,7 @@ async fn capacity_set_at_run_time_takes_effect_and_is_reported_with_its_counters
             rate_limit_per_s: 1,
             latency_ms: 300,
             served: 3 - rate_limited as u64,
+            served_reads: 3 - rate_limited as u64,
             rate_limited: rate_limited as u64,
         }
     );

@@ -28,6 +28,7 @@ mod listener;
 mod maintenance;
 mod ordering;
 mod poison;
+mod progress;
 mod reconcile;
 mod reconcile_race;
 mod replicas;
