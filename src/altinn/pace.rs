@@ -141,6 +141,11 @@ impl CallLimit {
         whole(self.locked().limit)
     }
 
+    /// The most calls that may ever be in flight: the adaptive limit's ceiling, or the fixed one.
+    pub fn ceiling(&self) -> usize {
+        self.mode.bounds().2
+    }
+
     /// Waits for a place within the limit (and for any Retry-After hold to pass).
     pub async fn acquire(&self) -> CallPermit<'_> {
         loop {

@@ -1212,11 +1212,7 @@ async fn redeliver_after_rollback(parallelism: usize, a: u32, b: u32, poison_red
         vec![(ola.id, client, PAYROLL.to_owned())],
         "the redelivered events are applied"
     );
-    assert_eq!(
-        app.count(&applied).await,
-        4,
-        "each event once"
-    );
+    assert_eq!(app.count(&applied).await, 4, "each event once");
     let dead = app.drain_dead_letter_deliveries(1).await;
     assert_eq!(dead[0].data, b"{not json");
     app.barrier().await;

@@ -99,7 +99,9 @@ async fn read_all(
             }
             .instrument(phase.clone())
         })
-        .buffer_unordered(dispatcher.altinn().pace().current());
+        // Up to the ceiling: each call still waits for its place, so the reads follow the limit
+        // as it grows instead of the value it had when the reconcile began (4 on a fresh worker).
+        .buffer_unordered(dispatcher.altinn().pace().ceiling());
     while let Some((firm, outcome)) = reads.next().await {
         match outcome? {
             Ok(firm_read) => all.add(firm, firm_read),
