@@ -43,6 +43,7 @@ pub fn world() -> &'static World {
             settings.mode(),
             &settings.broker,
             &settings.ingest,
+            &settings.admin.api,
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
