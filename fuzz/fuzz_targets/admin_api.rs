@@ -185,6 +185,43 @@ fn predicted(input: &Input, token: Option<&str>) -> Option<StatusCode> {
     })
 }
 
+type Answer = (StatusCode, header::HeaderMap, axum::body::Bytes);
+
+/// Sends `input` to the router with this Authorization header; `None` when no request can be
+/// built from it.
+fn send(input: &Input, method: &Method, auth: Option<header::HeaderValue>) -> Option<Answer> {
+    let mut request = axum::http::Request::builder()
+        .method(method.clone())
+        .uri(path(input));
+    if let Some(v) = auth {
+        request = request.header(header::AUTHORIZATION, v);
+    }
+    let request = request.body(Body::from(body(&input.payload))).ok()?;
+    let w = world();
+    Some(w.runtime.block_on(async {
+        let response = w.router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }))
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Whether the same request with a token of `len` letters `Q` instead gets it back.
+fn stand_in_echoed(input: &Input, method: &Method, len: usize) -> bool {
+    let stand_in = "Q".repeat(len);
+    let auth = header::HeaderValue::from_str(&format!("Bearer {stand_in}")).ok();
+    send(input, method, auth).is_some_and(|(_, _, bytes)| contains(&bytes, &stand_in))
+}
+
 fuzz_target!(|input: Input| {
     let w = world();
     let post = matches!(
@@ -202,28 +239,13 @@ fuzz_target!(|input: Input| {
         Auth::Firm => Some(w.firm_token.clone()),
         Auth::Other(s) => Some(s.clone()),
     };
-    let mut request = axum::http::Request::builder()
-        .method(method)
-        .uri(path(&input));
     let header_value = token
         .as_ref()
         .and_then(|t| header::HeaderValue::from_str(&format!("Bearer {t}")).ok());
     let sent_token = header_value.as_ref().and(token.as_deref());
-    if let Some(v) = header_value {
-        request = request.header(header::AUTHORIZATION, v);
-    }
-    let Ok(request) = request.body(Body::from(body(&input.payload))) else {
+    let Some((status, headers, bytes)) = send(&input, &method, header_value) else {
         return;
     };
-    let (status, headers, bytes) = w.runtime.block_on(async {
-        let response = w.router.clone().oneshot(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        (
-            parts.status,
-            parts.headers,
-            body.collect().await.unwrap().to_bytes(),
-        )
-    });
     assert!(
         status.is_success()
             || status.is_client_error()
@@ -234,8 +256,11 @@ fuzz_target!(|input: Input| {
         assert_eq!(status, expected, "{}", String::from_utf8_lossy(&bytes));
     }
     if let Some(t) = sent_token.map(str::trim).filter(|t| t.len() >= 8) {
+        // A made-up token may be a phrase of the API's own (the fuzzer finds them): it is
+        // echoed only if a stand-in of the same length sent instead is echoed too.
+        let made_up = matches!(input.auth, Auth::Other(_));
         assert!(
-            !bytes.windows(t.len()).any(|w| w == t.as_bytes()),
+            !contains(&bytes, t) || (made_up && !stand_in_echoed(&input, &method, t.len())),
             "the answer echoes the token"
         );
     }
